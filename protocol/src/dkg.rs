@@ -1,0 +1,370 @@
+//! One FROST DKG run (DESIGN 3, 4.1) over the log: round-1 packages are broadcast records,
+//! round-2 packages are sealed to each recipient and posted as one record per dealer.
+//!
+//! The dealer's polynomial comes from a seed derived from the member's identity key, run and
+//! attempt, so a member that crashes mid-DKG recomputes exactly what it already posted
+//! (resuming from the log never equivocates).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
+use curve25519_dalek::scalar::Scalar;
+use frost::keys::dkg::{round1, round2};
+use frost_ristretto255 as frost;
+use rand_core::SeedableRng;
+use zeroize::Zeroizing;
+
+use crate::crypto::sealed::{self, ShareContext};
+use crate::genesis::Consortium;
+use crate::keys::MemberSecrets;
+use crate::record::{Body, Run, SealedShare};
+use crate::MemberIndex;
+
+/// The public outcome of a run, and this member's share if it took part.
+pub struct RunKeys {
+    /// Group public key (`X` or `K`).
+    pub group: RistrettoPoint,
+    /// Verifying share of each participant (`X_i` or `K_i`).
+    pub verifying: BTreeMap<MemberIndex, RistrettoPoint>,
+    /// This member's secret share, if it was a participant.
+    pub share: Option<Zeroizing<Scalar>>,
+}
+
+/// Why a DKG record is refused; names the fault for the culprit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DkgReject {
+    /// Not for the current attempt, or the author is not a participant.
+    NotExpected,
+    /// Second, different package from the same dealer.
+    Duplicate,
+    /// The package does not decode or does not verify.
+    Invalid(String),
+}
+
+pub struct DkgRun {
+    run: Run,
+    attempt: u32,
+    participants: Vec<MemberIndex>,
+    threshold: u16,
+    round1: BTreeMap<MemberIndex, round1::Package>,
+    round2_from: BTreeSet<MemberIndex>,
+    my_round2: BTreeMap<frost::Identifier, round2::Package>,
+    secret1: Option<round1::SecretPackage>,
+    secret2: Option<round2::SecretPackage>,
+    posted1: bool,
+    posted2: bool,
+    keys: Option<RunKeys>,
+    failed: Option<String>,
+}
+
+fn identifier(index: MemberIndex) -> Option<frost::Identifier> {
+    frost::Identifier::try_from(index).ok()
+}
+
+fn point(bytes: &[u8]) -> Option<RistrettoPoint> {
+    CompressedRistretto::from_slice(bytes).ok()?.decompress()
+}
+
+impl DkgRun {
+    pub fn new(consortium: &Consortium, run: Run) -> Self {
+        DkgRun {
+            run,
+            attempt: 0,
+            participants: consortium.indices().collect(),
+            threshold: consortium.genesis.threshold,
+            round1: BTreeMap::new(),
+            round2_from: BTreeSet::new(),
+            my_round2: BTreeMap::new(),
+            secret1: None,
+            secret2: None,
+            posted1: false,
+            posted2: false,
+            keys: None,
+            failed: None,
+        }
+    }
+
+    pub fn keys(&self) -> Option<&RunKeys> {
+        self.keys.as_ref()
+    }
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+    pub fn fail(&mut self, reason: String) {
+        if self.keys.is_none() && self.failed.is_none() {
+            self.failed = Some(reason);
+        }
+    }
+    /// `(round-1 packages seen, round-2 records seen, participants)`, for status.
+    pub fn progress(&self) -> (usize, usize, usize) {
+        (
+            self.round1.len(),
+            self.round2_from.len(),
+            self.participants.len(),
+        )
+    }
+
+    fn context(&self, consortium: &Consortium) -> Vec<u8> {
+        let mut c = consortium.id.to_vec();
+        c.extend_from_slice(self.run.label());
+        c.extend_from_slice(&self.attempt.to_be_bytes());
+        c
+    }
+
+    fn max_signers(&self) -> u16 {
+        u16::try_from(self.participants.len()).unwrap_or(u16::MAX)
+    }
+
+    /// Round 1: our package, if we are a participant and have not posted it.
+    pub fn round1_body(
+        &mut self,
+        consortium: &Consortium,
+        me: MemberIndex,
+        secrets: &MemberSecrets,
+    ) -> Option<Body> {
+        if self.posted1 || self.failed.is_some() || !self.participants.contains(&me) {
+            return None;
+        }
+        let seed = secrets.derive(b"bankmesh.dkg-polynomial.v1", &self.context(consortium));
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
+        let id = identifier(me)?;
+        match frost::keys::dkg::part1(id, self.max_signers(), self.threshold, &mut rng) {
+            Ok((secret, package)) => {
+                self.secret1 = Some(secret);
+                self.posted1 = true;
+                let package = package.serialize().ok()?;
+                Some(Body::DkgRound1 {
+                    run: self.run,
+                    attempt: self.attempt,
+                    package,
+                })
+            }
+            Err(e) => {
+                self.fail(format!("dkg part1: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Verifies a round-1 record: attempt, participant, proof of knowledge, threshold.
+    pub fn check_round1(
+        &self,
+        author: MemberIndex,
+        attempt: u32,
+        package: &[u8],
+    ) -> Result<round1::Package, DkgReject> {
+        if attempt != self.attempt || !self.participants.contains(&author) {
+            return Err(DkgReject::NotExpected);
+        }
+        let pkg =
+            round1::Package::deserialize(package).map_err(|e| DkgReject::Invalid(e.to_string()))?;
+        if let Some(existing) = self.round1.get(&author) {
+            return if existing == &pkg {
+                Ok(pkg)
+            } else {
+                Err(DkgReject::Duplicate)
+            };
+        }
+        if pkg.commitment().coefficients().len() != usize::from(self.threshold) {
+            return Err(DkgReject::Invalid(
+                "commitment degree does not match the threshold".into(),
+            ));
+        }
+        let id = identifier(author).ok_or(DkgReject::NotExpected)?;
+        frost_core::keys::dkg::verify_proof_of_knowledge(
+            id,
+            pkg.commitment(),
+            pkg.proof_of_knowledge(),
+        )
+        .map_err(|e| DkgReject::Invalid(e.to_string()))?;
+        Ok(pkg)
+    }
+
+    pub fn apply_round1(&mut self, author: MemberIndex, package: round1::Package) {
+        self.round1.entry(author).or_insert(package);
+    }
+
+    /// Round 2: once every participant's round-1 package is in, our sealed shares.
+    pub fn round2_body(
+        &mut self,
+        consortium: &Consortium,
+        me: MemberIndex,
+        secrets: &MemberSecrets,
+    ) -> Option<Body> {
+        if self.posted2 || self.failed.is_some() || self.round1.len() != self.participants.len() {
+            return None;
+        }
+        let secret1 = self.secret1.take()?;
+        let others: BTreeMap<frost::Identifier, round1::Package> = self
+            .round1
+            .iter()
+            .filter(|(&i, _)| i != me)
+            .filter_map(|(&i, p)| Some((identifier(i)?, p.clone())))
+            .collect();
+        let (secret2, packages) = match frost::keys::dkg::part2(secret1, &others) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail(format!("dkg part2: {e}"));
+                return None;
+            }
+        };
+        let eph_seed = secrets.derive(b"bankmesh.dkg-ephemeral.v1", &self.context(consortium));
+        let ephemeral = x25519_dalek::StaticSecret::from(*eph_seed);
+        let mut shares = Vec::new();
+        for &recipient in self.participants.iter().filter(|&&i| i != me) {
+            let package = packages.get(&identifier(recipient)?)?;
+            let plain = Zeroizing::new(package.serialize().ok()?);
+            let ctx = ShareContext {
+                consortium: &consortium.id,
+                run: self.run.label(),
+                attempt: self.attempt,
+                sender: me,
+                recipient,
+            };
+            let key = consortium.x25519(recipient)?;
+            let ciphertext = sealed::seal(&ctx, &ephemeral, key, &plain).ok()?;
+            shares.push(SealedShare {
+                recipient,
+                ciphertext,
+            });
+        }
+        self.secret2 = Some(secret2);
+        self.posted2 = true;
+        let ephemeral = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
+        Some(Body::DkgRound2 {
+            run: self.run,
+            attempt: self.attempt,
+            ephemeral,
+            shares,
+        })
+    }
+
+    /// Structural check of a round-2 record: one sealed share for every other participant.
+    pub fn check_round2(
+        &self,
+        author: MemberIndex,
+        attempt: u32,
+        shares: &[SealedShare],
+    ) -> Result<(), DkgReject> {
+        if attempt != self.attempt || !self.participants.contains(&author) {
+            return Err(DkgReject::NotExpected);
+        }
+        if self.round2_from.contains(&author) {
+            return Err(DkgReject::Duplicate);
+        }
+        let recipients: Vec<MemberIndex> = shares.iter().map(|s| s.recipient).collect();
+        let expected: Vec<MemberIndex> = self
+            .participants
+            .iter()
+            .copied()
+            .filter(|&i| i != author)
+            .collect();
+        if recipients != expected {
+            return Err(DkgReject::Invalid(
+                "round-2 recipients are not the other participants in order".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a round-2 record; opens the share addressed to us.
+    pub fn apply_round2(
+        &mut self,
+        consortium: &Consortium,
+        me: MemberIndex,
+        secrets: &MemberSecrets,
+        author: MemberIndex,
+        ephemeral: &[u8; 32],
+        shares: &[SealedShare],
+    ) -> Result<(), String> {
+        self.round2_from.insert(author);
+        let Some(mine) = shares.iter().find(|s| s.recipient == me) else {
+            return Ok(());
+        };
+        let ctx = ShareContext {
+            consortium: &consortium.id,
+            run: self.run.label(),
+            attempt: self.attempt,
+            sender: author,
+            recipient: me,
+        };
+        let plain = sealed::open(&ctx, ephemeral, secrets.x25519(), &mine.ciphertext)
+            .map_err(|_| format!("member {author}'s sealed share to us does not open"))?;
+        let package = round2::Package::deserialize(&plain)
+            .map_err(|e| format!("member {author}'s share: {e}"))?;
+        let id = identifier(author).ok_or("bad author")?;
+        self.my_round2.insert(id, package);
+        Ok(())
+    }
+
+    /// Completes the run once every participant's round-2 record is in.
+    pub fn try_finish(&mut self, me: MemberIndex) -> Result<bool, String> {
+        if self.keys.is_some() {
+            return Ok(false);
+        }
+        let all: BTreeSet<MemberIndex> = self.participants.iter().copied().collect();
+        if self.round1.len() != all.len() || self.round2_from != all {
+            return Ok(false);
+        }
+        let commitments: BTreeMap<
+            frost::Identifier,
+            &frost::keys::VerifiableSecretSharingCommitment,
+        > = self
+            .round1
+            .iter()
+            .filter_map(|(&i, p)| Some((identifier(i)?, p.commitment())))
+            .collect();
+        let public = frost::keys::PublicKeyPackage::from_dkg_commitments(&commitments)
+            .map_err(|e| e.to_string())?;
+        let group = public
+            .verifying_key()
+            .serialize()
+            .ok()
+            .and_then(|b| point(&b))
+            .ok_or("group key")?;
+        let mut verifying = BTreeMap::new();
+        for &i in &self.participants {
+            let id = identifier(i).ok_or("identifier")?;
+            let share = public
+                .verifying_shares()
+                .get(&id)
+                .ok_or("missing verifying share")?;
+            let p = share
+                .serialize()
+                .ok()
+                .and_then(|b| point(&b))
+                .ok_or("verifying share")?;
+            verifying.insert(i, p);
+        }
+        let share = match self.secret2.take() {
+            Some(secret2) => {
+                let others: BTreeMap<frost::Identifier, round1::Package> = self
+                    .round1
+                    .iter()
+                    .filter(|(&i, _)| i != me)
+                    .filter_map(|(&i, p)| Some((identifier(i)?, p.clone())))
+                    .collect();
+                let (key_package, _) = frost::keys::dkg::part3(&secret2, &others, &self.my_round2)
+                    .map_err(|e| format!("dkg part3: {e}"))?;
+                let bytes = Zeroizing::new(key_package.signing_share().serialize());
+                let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| "share length")?;
+                let scalar = Option::<Scalar>::from(Scalar::from_canonical_bytes(arr))
+                    .ok_or("share scalar")?;
+                if Some(&(scalar * curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT))
+                    != verifying.get(&me)
+                {
+                    return Err("our share does not match our verifying share".into());
+                }
+                Some(Zeroizing::new(scalar))
+            }
+            None => None,
+        };
+        self.my_round2.clear();
+        self.keys = Some(RunKeys {
+            group,
+            verifying,
+            share,
+        });
+        Ok(true)
+    }
+}

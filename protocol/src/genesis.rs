@@ -1,0 +1,288 @@
+//! The consortium genesis (`consortium.toml`, DESIGN 2): parameters, members and their public
+//! keys. Its canonical hash is the consortium id, bound into every signature, transcript and
+//! record hash.
+
+use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::time::Time;
+use crate::{MemberIndex, MAX_MEMBERS, SCORE_MAX};
+
+/// Consortium id: SHA-256 of the canonical genesis encoding.
+pub type ConsortiumId = [u8; 32];
+
+/// The genesis file as every member and auditor holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    pub name: String,
+    /// Format version of this file and of the records it governs.
+    pub version: u16,
+    /// Decryption threshold `t`: any `t` members can decrypt, `t - 1` learn nothing.
+    pub threshold: u16,
+    /// Seal quorum `q`: cosignatures that certify an epoch's record set.
+    pub seal_quorum: u16,
+    /// Largest score; fixed at 1023 by the range proof.
+    pub score_max: u16,
+    /// OPRF evaluations one member serves another per epoch (DESIGN 4.2 rate limit).
+    pub oprf_quota: u32,
+    pub timing: Timing,
+    pub members: Vec<MemberInfo>,
+}
+
+/// Absolute schedule, in milliseconds (DESIGN 8: deadlines are absolute).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    /// Unix time (ms) at which the DKG starts.
+    pub start_ms: u64,
+    /// Setup (both DKG runs) must finish within this long after `start_ms`.
+    pub dkg_ms: u64,
+    /// Length of one epoch; epoch 1 begins when the setup window ends.
+    pub epoch_ms: u64,
+    /// Submission window from the epoch's start (it closes early once every member is ready).
+    pub submit_ms: u64,
+    /// Seal window after the submission window (it closes early once every member cosigns one set).
+    pub seal_ms: u64,
+    /// Decryption window after the seal window.
+    pub decrypt_ms: u64,
+}
+
+/// One member's public description.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberInfo {
+    pub index: MemberIndex,
+    pub name: String,
+    /// ed25519 identity key (also the libp2p PeerId), hex.
+    #[serde(with = "hex32")]
+    pub identity: [u8; 32],
+    /// x25519 key for DKG share encryption and onion layers, hex.
+    #[serde(with = "hex32")]
+    pub x25519: [u8; 32],
+    /// ristretto255 ring-signature key, hex.
+    #[serde(with = "hex32")]
+    pub ring: [u8; 32],
+    /// libp2p multiaddresses the member listens on.
+    pub addrs: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GenesisError {
+    #[error("consortium.toml does not parse: {0}")]
+    Parse(String),
+    #[error("invalid consortium: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> GenesisError {
+    GenesisError::Invalid(msg.into())
+}
+
+/// Default seal quorum: floor(2n/3) + 1.
+pub fn default_seal_quorum(n: usize) -> u16 {
+    u16::try_from(2 * n / 3 + 1).unwrap_or(u16::MAX)
+}
+
+impl Genesis {
+    pub fn from_toml(text: &str) -> Result<Genesis, GenesisError> {
+        let g: Genesis = toml::from_str(text).map_err(|e| GenesisError::Parse(e.to_string()))?;
+        g.validate()?;
+        Ok(g)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks every parameter and key; a genesis that passes can be used by [`Consortium::new`].
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        let n = self.members.len();
+        if !(2..=MAX_MEMBERS).contains(&n) {
+            return Err(invalid(format!("{n} members; need 2..={MAX_MEMBERS}")));
+        }
+        if self.version != 1 {
+            return Err(invalid(format!("unsupported version {}", self.version)));
+        }
+        if self.name.trim().is_empty() {
+            return Err(invalid("empty consortium name"));
+        }
+        let t = usize::from(self.threshold);
+        if !(2..=n).contains(&t) {
+            return Err(invalid(format!("threshold {t} must be in 2..={n}")));
+        }
+        let q = usize::from(self.seal_quorum);
+        if q * 2 <= n || q > n {
+            return Err(invalid(format!(
+                "seal quorum {q} must be in {}..={n}",
+                n / 2 + 1
+            )));
+        }
+        if self.score_max != SCORE_MAX {
+            return Err(invalid(format!("score_max must be {SCORE_MAX}")));
+        }
+        if self.oprf_quota == 0 {
+            return Err(invalid("oprf_quota must be positive"));
+        }
+        let tm = &self.timing;
+        if tm.dkg_ms == 0 || tm.submit_ms == 0 || tm.seal_ms == 0 || tm.decrypt_ms == 0 {
+            return Err(invalid("timing windows must be positive"));
+        }
+        let windows = tm
+            .submit_ms
+            .saturating_add(tm.seal_ms)
+            .saturating_add(tm.decrypt_ms);
+        if windows > tm.epoch_ms {
+            return Err(invalid("submit + seal + decrypt windows exceed epoch_ms"));
+        }
+        for (pos, m) in self.members.iter().enumerate() {
+            if usize::from(m.index) != pos + 1 {
+                return Err(invalid(format!(
+                    "member #{} has index {}; indices must be 1..=n in order",
+                    pos + 1,
+                    m.index
+                )));
+            }
+            if m.name.trim().is_empty() {
+                return Err(invalid(format!("member {} has an empty name", m.index)));
+            }
+            VerifyingKey::from_bytes(&m.identity)
+                .map_err(|_| invalid(format!("member {}: bad identity key", m.index)))?;
+            CompressedRistretto(m.ring)
+                .decompress()
+                .ok_or_else(|| invalid(format!("member {}: bad ring key", m.index)))?;
+            let earlier = self.members.iter().take(pos);
+            for other in earlier {
+                if other.name == m.name || other.identity == m.identity || other.x25519 == m.x25519
+                {
+                    return Err(invalid(format!(
+                        "members {} and {} share a name or key",
+                        other.index, m.index
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The consortium id: SHA-256 over a domain label and the canonical (postcard) encoding.
+    pub fn id(&self) -> ConsortiumId {
+        let bytes = postcard::to_stdvec(self).unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(b"bankmesh.consortium.v1");
+        h.update(bytes);
+        h.finalize().into()
+    }
+}
+
+/// A validated genesis with its id and parsed keys: what the protocol runs on.
+#[derive(Clone, Debug)]
+pub struct Consortium {
+    pub genesis: Genesis,
+    pub id: ConsortiumId,
+    identities: Vec<VerifyingKey>,
+    x25519: Vec<x25519_dalek::PublicKey>,
+    ring: Vec<RistrettoPoint>,
+}
+
+impl Consortium {
+    pub fn new(genesis: Genesis) -> Result<Consortium, GenesisError> {
+        genesis.validate()?;
+        let mut identities = Vec::new();
+        let mut x25519 = Vec::new();
+        let mut ring = Vec::new();
+        for m in &genesis.members {
+            identities
+                .push(VerifyingKey::from_bytes(&m.identity).map_err(|_| invalid("identity key"))?);
+            x25519.push(x25519_dalek::PublicKey::from(m.x25519));
+            ring.push(
+                CompressedRistretto(m.ring)
+                    .decompress()
+                    .ok_or_else(|| invalid("ring key"))?,
+            );
+        }
+        Ok(Consortium {
+            id: genesis.id(),
+            genesis,
+            identities,
+            x25519,
+            ring,
+        })
+    }
+
+    pub fn n(&self) -> usize {
+        self.genesis.members.len()
+    }
+    pub fn threshold(&self) -> usize {
+        usize::from(self.genesis.threshold)
+    }
+    pub fn quorum(&self) -> usize {
+        usize::from(self.genesis.seal_quorum)
+    }
+    /// All member indices, 1..=n.
+    pub fn indices(&self) -> impl Iterator<Item = MemberIndex> + '_ {
+        self.genesis.members.iter().map(|m| m.index)
+    }
+    pub fn is_member(&self, index: MemberIndex) -> bool {
+        index >= 1 && usize::from(index) <= self.n()
+    }
+    pub fn member(&self, index: MemberIndex) -> Option<&MemberInfo> {
+        self.genesis.members.get(usize::from(index).checked_sub(1)?)
+    }
+    pub fn identity(&self, index: MemberIndex) -> Option<&VerifyingKey> {
+        self.identities.get(usize::from(index).checked_sub(1)?)
+    }
+    pub fn x25519(&self, index: MemberIndex) -> Option<&x25519_dalek::PublicKey> {
+        self.x25519.get(usize::from(index).checked_sub(1)?)
+    }
+    pub fn ring_keys(&self) -> &[RistrettoPoint] {
+        &self.ring
+    }
+    /// The member whose identity key is `identity`, if any.
+    pub fn index_of_identity(&self, identity: &[u8; 32]) -> Option<MemberIndex> {
+        self.genesis
+            .members
+            .iter()
+            .find(|m| &m.identity == identity)
+            .map(|m| m.index)
+    }
+
+    pub fn dkg_deadline(&self) -> Time {
+        Time(self.genesis.timing.start_ms).plus(self.genesis.timing.dkg_ms)
+    }
+    pub fn start(&self) -> Time {
+        Time(self.genesis.timing.start_ms)
+    }
+    /// Start of epoch `e` (epochs count from 1).
+    pub fn epoch_start(&self, epoch: u64) -> Time {
+        let t = &self.genesis.timing;
+        self.dkg_deadline()
+            .plus(epoch.saturating_sub(1).saturating_mul(t.epoch_ms))
+    }
+    pub fn submit_end(&self, epoch: u64) -> Time {
+        self.epoch_start(epoch).plus(self.genesis.timing.submit_ms)
+    }
+    pub fn seal_end(&self, epoch: u64) -> Time {
+        self.submit_end(epoch).plus(self.genesis.timing.seal_ms)
+    }
+    pub fn decrypt_end(&self, epoch: u64) -> Time {
+        self.seal_end(epoch).plus(self.genesis.timing.decrypt_ms)
+    }
+}
+
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&s, &mut out)
+            .map_err(|_| serde::de::Error::custom("expected 64 hex digits"))?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,69 @@
+//! Direct request/response messages between members (DESIGN 7): OPRF evaluations and sync.
+//! These travel over authenticated libp2p streams, so the sender is known to the receiver.
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::oprf::DleqProof;
+use crate::record::Hash;
+use crate::MemberIndex;
+
+/// Most blinded elements in one OPRF request.
+pub const OPRF_BATCH_MAX: usize = 1024;
+/// Most records or hashes in one sync reply.
+pub const SYNC_BATCH_MAX: usize = 512;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Evaluate the OPRF on blinded elements with the responder's key share.
+    OprfEvaluate {
+        epoch: u64,
+        batch: u32,
+        blinded: Vec<RistrettoPoint>,
+    },
+    /// The responder's record set for `epoch` that has checkpoint root `root`.
+    EpochSet { epoch: u64, root: Hash },
+    /// Records by hash.
+    Records { hashes: Vec<Hash> },
+    /// The responder's per-author chain heads.
+    Heads,
+    /// Records of one author from `from_seq` on.
+    AuthorRange { author: MemberIndex, from_seq: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    OprfEvaluated {
+        epoch: u64,
+        batch: u32,
+        evaluated: Vec<RistrettoPoint>,
+        proof: DleqProof,
+    },
+    EpochSet {
+        epoch: u64,
+        root: Hash,
+        hashes: Vec<Hash>,
+    },
+    Records {
+        records: Vec<Vec<u8>>,
+    },
+    Heads {
+        heads: Vec<(MemberIndex, u64, Hash)>,
+    },
+    /// The request was refused (rate limit, unknown set, not ready); says why.
+    Refused {
+        reason: String,
+    },
+}
+
+impl Request {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::OprfEvaluate { .. } => "oprf-evaluate",
+            Request::EpochSet { .. } => "epoch-set",
+            Request::Records { .. } => "records",
+            Request::Heads => "heads",
+            Request::AuthorRange { .. } => "author-range",
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Records of the replicated log (DESIGN 5): a versioned, canonically encoded envelope bound to
+//! the consortium id. Identified records are signed by their author and hash-chained per author;
+//! submissions are anonymous and authenticated by their own proofs and signatures.
+//!
+//! Decoding yields an [`UncheckedRecord`]; only [`crate::Bank::check`] turns it into a
+//! [`Record`], after verifying everything the current state allows.
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::crypto::elgamal::Ciphertext;
+use crate::crypto::keyswitch::KeySwitchShare;
+use crate::crypto::schnorr;
+use crate::crypto::validity::ValidityProof;
+use crate::genesis::{Consortium, ConsortiumId};
+use crate::MemberIndex;
+
+/// Record id: SHA-256 of the canonical bytes.
+pub type Hash = [u8; 32];
+
+/// Wire format version.
+pub const VERSION: u8 = 1;
+/// Cipher suite: ed25519 identities, ristretto255 group, SHA-256 record hashes.
+pub const SUITE: u8 = 1;
+/// Largest encoded record (gossip and sync limits are set from it).
+pub const MAX_RECORD_BYTES: usize = 512 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub version: u8,
+    pub suite: u8,
+    pub consortium: ConsortiumId,
+    pub payload: Payload,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    Identified(Identified),
+    Submission(Box<Submission>),
+}
+
+/// A record signed by a member, chained to that member's previous record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identified {
+    pub author: MemberIndex,
+    /// 1 for the author's first record.
+    pub seq: u64,
+    /// Hash of the author's record `seq - 1`; zero for the first.
+    pub prev: Hash,
+    pub body: Body,
+    pub signature: Signature,
+}
+
+/// Which of the two independent DKG runs (DESIGN 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Run {
+    /// The decryption key `x`.
+    Decryption,
+    /// The OPRF key `k` for client pseudonyms.
+    Pseudonym,
+}
+
+impl Run {
+    pub const ALL: [Run; 2] = [Run::Decryption, Run::Pseudonym];
+    pub fn label(self) -> &'static [u8] {
+        match self {
+            Run::Decryption => b"x",
+            Run::Pseudonym => b"k",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// FROST DKG round 1 package (broadcast): commitments and proof of knowledge.
+    DkgRound1 {
+        run: Run,
+        attempt: u32,
+        package: Vec<u8>,
+    },
+    /// FROST DKG round 2 packages, each encrypted to its recipient's x25519 key.
+    DkgRound2 {
+        run: Run,
+        attempt: u32,
+        ephemeral: [u8; 32],
+        shares: Vec<SealedShare>,
+    },
+    /// The author has posted all its submissions for `epoch`.
+    Ready { epoch: u64 },
+    /// How many OPRF evaluations the author served each member in `epoch` (DESIGN 4.2).
+    OprfUsage {
+        epoch: u64,
+        served: Vec<(MemberIndex, u32)>,
+    },
+    /// Cosignature of the author's record set for `epoch` (DESIGN 4.4).
+    Checkpoint { epoch: u64, count: u64, root: Hash },
+    /// Key-switched decryption shares for sealed submissions (DESIGN 4.6).
+    DecryptionShares {
+        epoch: u64,
+        root: Hash,
+        shares: Vec<ShareEntry>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedShare {
+    pub recipient: MemberIndex,
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShareEntry {
+    pub submission: Hash,
+    pub share: KeySwitchShare,
+}
+impl Eq for ShareEntry {}
+
+/// An anonymous score submission (DESIGN 4.3). It carries no bank identity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    pub epoch: u64,
+    /// Per-epoch client tag `T = sk_T * G`.
+    pub tag: RistrettoPoint,
+    /// `Enc(score)` under the consortium key `X`.
+    pub ciphertext: Ciphertext,
+    /// One-time key `O = o * G` that the result is key-switched to.
+    pub one_time: RistrettoPoint,
+    pub validity: ValidityProof,
+    /// Schnorr signature by `sk_T` over everything above.
+    pub holder: schnorr::Signature,
+}
+impl Eq for Submission {}
+
+impl Submission {
+    /// The bytes the holder signature covers.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(&(
+            self.epoch,
+            &self.tag,
+            &self.ciphertext,
+            &self.one_time,
+            &self.validity,
+        ))
+        .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record is empty or larger than {MAX_RECORD_BYTES} bytes")]
+    Size,
+    #[error("record does not decode: {0}")]
+    Malformed(String),
+    #[error("record encoding is not canonical")]
+    NotCanonical,
+    #[error("unsupported record version {0} or suite {1}")]
+    Version(u8, u8),
+}
+
+/// A decoded record whose signatures and proofs have not been checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UncheckedRecord {
+    envelope: Envelope,
+    bytes: Vec<u8>,
+    hash: Hash,
+}
+
+/// A record that passed [`crate::Bank::check`] (or that this node made itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    envelope: Envelope,
+    bytes: Vec<u8>,
+    hash: Hash,
+}
+
+pub fn hash_bytes(bytes: &[u8]) -> Hash {
+    Sha256::digest(bytes).into()
+}
+
+impl UncheckedRecord {
+    /// Decodes canonical bytes: the encoding of the decoded value must equal the input exactly.
+    pub fn decode(bytes: &[u8]) -> Result<UncheckedRecord, DecodeError> {
+        if bytes.is_empty() || bytes.len() > MAX_RECORD_BYTES {
+            return Err(DecodeError::Size);
+        }
+        let (envelope, rest): (Envelope, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(DecodeError::NotCanonical);
+        }
+        if envelope.version != VERSION || envelope.suite != SUITE {
+            return Err(DecodeError::Version(envelope.version, envelope.suite));
+        }
+        let again =
+            postcard::to_stdvec(&envelope).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if again != bytes {
+            return Err(DecodeError::NotCanonical);
+        }
+        Ok(UncheckedRecord {
+            envelope,
+            bytes: bytes.to_vec(),
+            hash: hash_bytes(bytes),
+        })
+    }
+
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The author, if identified. Not yet verified.
+    pub fn claimed_author(&self) -> Option<MemberIndex> {
+        match &self.envelope.payload {
+            Payload::Identified(i) => Some(i.author),
+            Payload::Submission(_) => None,
+        }
+    }
+
+    /// Checks what needs no protocol state: consortium binding and the author's signature.
+    /// Body-specific checks follow in the bank.
+    pub fn check_envelope(&self, consortium: &Consortium) -> Result<(), EnvelopeError> {
+        if self.envelope.consortium != consortium.id {
+            return Err(EnvelopeError::WrongConsortium);
+        }
+        if let Payload::Identified(i) = &self.envelope.payload {
+            let key = consortium
+                .identity(i.author)
+                .ok_or(EnvelopeError::UnknownAuthor(i.author))?;
+            let msg = signing_bytes(&consortium.id, i.author, i.seq, &i.prev, &i.body);
+            key.verify(&msg, &i.signature)
+                .map_err(|_| EnvelopeError::BadSignature(i.author))?;
+            if i.seq == 0 {
+                return Err(EnvelopeError::BadSequence(i.author));
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the record checked. Only the bank calls this, after all checks passed.
+    pub(crate) fn into_checked(self) -> Record {
+        Record {
+            envelope: self.envelope,
+            bytes: self.bytes,
+            hash: self.hash,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    #[error("record is for another consortium")]
+    WrongConsortium,
+    #[error("author {0} is not a member")]
+    UnknownAuthor(MemberIndex),
+    #[error("signature of member {0} does not verify")]
+    BadSignature(MemberIndex),
+    #[error("member {0} used sequence number 0")]
+    BadSequence(MemberIndex),
+}
+
+fn signing_bytes(
+    consortium: &ConsortiumId,
+    author: MemberIndex,
+    seq: u64,
+    prev: &Hash,
+    body: &Body,
+) -> Vec<u8> {
+    postcard::to_stdvec(&(
+        b"bankmesh.record.v1",
+        VERSION,
+        SUITE,
+        consortium,
+        author,
+        seq,
+        prev,
+        body,
+    ))
+    .unwrap_or_default()
+}
+
+impl Record {
+    /// Signs and encodes an identified record.
+    pub fn identified(
+        consortium: &ConsortiumId,
+        key: &SigningKey,
+        author: MemberIndex,
+        seq: u64,
+        prev: Hash,
+        body: Body,
+    ) -> Record {
+        let signature = key.sign(&signing_bytes(consortium, author, seq, &prev, &body));
+        let payload = Payload::Identified(Identified {
+            author,
+            seq,
+            prev,
+            body,
+            signature,
+        });
+        Self::from_envelope(Envelope {
+            version: VERSION,
+            suite: SUITE,
+            consortium: *consortium,
+            payload,
+        })
+    }
+
+    /// Encodes a submission this node built (its proofs are its own).
+    pub fn submission(consortium: &ConsortiumId, submission: Submission) -> Record {
+        let payload = Payload::Submission(Box::new(submission));
+        Self::from_envelope(Envelope {
+            version: VERSION,
+            suite: SUITE,
+            consortium: *consortium,
+            payload,
+        })
+    }
+
+    fn from_envelope(envelope: Envelope) -> Record {
+        let bytes = postcard::to_stdvec(&envelope).unwrap_or_default();
+        Record {
+            hash: hash_bytes(&bytes),
+            envelope,
+            bytes,
+        }
+    }
+
+    /// Rebuilds a record from bytes this node stored after checking them (store replay).
+    pub fn from_trusted_bytes(bytes: &[u8]) -> Result<Record, DecodeError> {
+        UncheckedRecord::decode(bytes).map(UncheckedRecord::into_checked)
+    }
+
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+    pub fn payload(&self) -> &Payload {
+        &self.envelope.payload
+    }
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    pub fn author(&self) -> Option<MemberIndex> {
+        match &self.envelope.payload {
+            Payload::Identified(i) => Some(i.author),
+            Payload::Submission(_) => None,
+        }
+    }
+    /// `(author, seq, prev)` for identified records.
+    pub fn chain_position(&self) -> Option<(MemberIndex, u64, Hash)> {
+        match &self.envelope.payload {
+            Payload::Identified(i) => Some((i.author, i.seq, i.prev)),
+            Payload::Submission(_) => None,
+        }
+    }
+    /// The epoch a record belongs to, if any (setup records belong to none).
+    pub fn epoch(&self) -> Option<u64> {
+        match &self.envelope.payload {
+            Payload::Submission(s) => Some(s.epoch),
+            Payload::Identified(i) => match &i.body {
+                Body::DkgRound1 { .. } | Body::DkgRound2 { .. } => None,
+                Body::Ready { epoch }
+                | Body::OprfUsage { epoch, .. }
+                | Body::Checkpoint { epoch, .. }
+                | Body::DecryptionShares { epoch, .. } => Some(*epoch),
+            },
+        }
+    }
+    /// A short name of the record kind, for logs and faults.
+    pub fn kind(&self) -> &'static str {
+        kind_of(&self.envelope.payload)
+    }
+}
+
+pub fn kind_of(payload: &Payload) -> &'static str {
+    match payload {
+        Payload::Submission(_) => "submission",
+        Payload::Identified(i) => match i.body {
+            Body::DkgRound1 { .. } => "dkg-round1",
+            Body::DkgRound2 { .. } => "dkg-round2",
+            Body::Ready { .. } => "ready",
+            Body::OprfUsage { .. } => "oprf-usage",
+            Body::Checkpoint { .. } => "checkpoint",
+            Body::DecryptionShares { .. } => "decryption-shares",
+        },
+    }
+}
