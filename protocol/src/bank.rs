@@ -238,6 +238,8 @@ pub(crate) struct Out {
     pub results: Vec<ClientResult>,
     pub faults: Vec<Fault>,
     pub events: Vec<Event>,
+    /// Expensive operations done in this call; bounds how long one input can take.
+    pub work_done: usize,
 }
 
 /// One member's protocol state machine.
@@ -321,6 +323,9 @@ impl Bank {
     /// Verifies a record against the current state (STYLE 5: the only way to a [`Record`]).
     pub fn check(&self, origin: Origin, unchecked: UncheckedRecord) -> Verdict {
         let hash = unchecked.hash();
+        if self.must_wait(&unchecked) {
+            return Verdict::Defer(unchecked);
+        }
         if let Err(e) = unchecked.check_envelope(&self.consortium) {
             // An unverifiable identified record blames the peer that handed it to us.
             let kind = match e {
@@ -440,6 +445,19 @@ impl Bank {
                     )),
                 }
             }
+        }
+    }
+
+    /// Whether a record cannot be judged before some other record arrives (cheap; no crypto).
+    fn must_wait(&self, unchecked: &UncheckedRecord) -> bool {
+        match &unchecked.envelope().payload {
+            Payload::Submission(_) => self.decryption.keys().is_none(),
+            Payload::Identified(i) => match &i.body {
+                Body::DecryptionShares { epoch, .. } => {
+                    !self.epochs.get(epoch).is_some_and(EpochState::is_sealed)
+                }
+                _ => false,
+            },
         }
     }
 

@@ -29,9 +29,11 @@ pub enum Outgoing {
     Submission(Box<Submission>),
 }
 
-/// Submissions built per call: each costs a range proof, so work is cut into slices that keep
-/// the driver responsive and let it show progress.
-const SUBMISSIONS_PER_SLICE: usize = 16;
+/// Units of expensive work per input (one unit is about one range proof, ~5 ms): long work is
+/// cut into slices that keep the driver responsive and let it show progress.
+const WORK_PER_CALL: usize = 16;
+/// Work units of one decryption-share record.
+const WORK_PER_SHARE_RECORD: usize = 8;
 /// Decryption shares per record (about 160 bytes each, well under the gossip limit).
 const SHARES_PER_RECORD: usize = 128;
 /// Wait before asking the same peer for the same set again.
@@ -175,6 +177,9 @@ impl EpochState {
     }
     pub fn has_work(&self) -> bool {
         self.failed.is_none() && (!self.to_submit.is_empty() || !self.share_queue.is_empty())
+    }
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.is_some()
     }
     pub fn is_sealing(&self) -> bool {
         self.closed && self.sealed.is_none() && self.failed.is_none()
@@ -545,10 +550,11 @@ impl EpochState {
             }
             return;
         }
-        for _ in 0..SUBMISSIONS_PER_SLICE {
+        while out.work_done < WORK_PER_CALL {
             let Some((client, y)) = self.to_submit.pop_front() else {
                 break;
             };
+            out.work_done += 1;
             match self.build_submission(ctx, &x.group, client, &y, rng) {
                 Ok((s, one_time, tag)) => {
                     let hash =
@@ -795,9 +801,10 @@ impl EpochState {
         let (Some(share), Some(verifying)) = (x.share.as_ref(), x.verifying.get(&ctx.me)) else {
             return;
         };
-        if self.share_queue.is_empty() {
+        if self.share_queue.is_empty() || out.work_done >= WORK_PER_CALL {
             return;
         }
+        out.work_done += WORK_PER_SHARE_RECORD;
         let mut entries = Vec::new();
         while entries.len() < SHARES_PER_RECORD {
             let Some(h) = self.share_queue.pop_front() else {

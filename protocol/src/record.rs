@@ -215,6 +215,14 @@ impl UncheckedRecord {
         &self.bytes
     }
 
+    /// `(author, seq)` if identified. Not yet verified.
+    pub fn claimed_position(&self) -> Option<(MemberIndex, u64)> {
+        match &self.envelope.payload {
+            Payload::Identified(i) => Some((i.author, i.seq)),
+            Payload::Submission(_) => None,
+        }
+    }
+
     /// The author, if identified. Not yet verified.
     pub fn claimed_author(&self) -> Option<MemberIndex> {
         match &self.envelope.payload {

@@ -3,7 +3,7 @@
 //! This is the one place that sequences check, persist and apply, and answers sync requests
 //! from the store, so that the libp2p node and the simulator drive the protocol identically.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use bankmesh_protocol::bank::{Culprit, FaultKind};
 use bankmesh_protocol::messages::{Request, Response, SYNC_BATCH_MAX};
@@ -44,6 +44,8 @@ pub struct Replica {
     pending: VecDeque<(Origin, UncheckedRecord)>,
     stats: ReplicaStats,
     sync_turn: usize,
+    /// Per author, the head at which we last asked a peer to fill a gap.
+    gap_requested: BTreeMap<MemberIndex, u64>,
 }
 
 fn new_record(record: &Record) -> NewRecord<'_> {
@@ -80,6 +82,7 @@ impl Replica {
             pending: VecDeque::new(),
             stats: ReplicaStats::default(),
             sync_turn: 0,
+            gap_requested: BTreeMap::new(),
         })
     }
 
@@ -153,6 +156,11 @@ impl Replica {
         bytes: &[u8],
         step: &mut Step,
     ) -> Result<(Acceptance, Option<Record>), StoreError> {
+        // Cheap checks first: a duplicate costs one hash, not a decode and a verification.
+        if self.store.contains(&crate::record_hash(bytes))? {
+            self.stats.ignored += 1;
+            return Ok((Acceptance::Ignore, None));
+        }
         let unchecked = match UncheckedRecord::decode(bytes) {
             Ok(u) => u,
             Err(e) => {
@@ -166,11 +174,46 @@ impl Replica {
                 return Ok((Acceptance::Reject, None));
             }
         };
-        if self.store.contains(&unchecked.hash())? {
-            self.stats.ignored += 1;
+        if self.gap(&unchecked)? {
+            self.request_gap(origin, &unchecked, step)?;
+            self.defer(origin, unchecked);
             return Ok((Acceptance::Ignore, None));
         }
         Ok(self.judge(origin, unchecked, step))
+    }
+
+    /// Whether an identified record is ahead of its author's chain here (its predecessors
+    /// are missing), so checking it now would be wasted work.
+    fn gap(&self, unchecked: &UncheckedRecord) -> Result<bool, StoreError> {
+        let Some((author, seq)) = unchecked.claimed_position() else {
+            return Ok(false);
+        };
+        let head = self.store.head(author)?.map_or(0, |(s, _)| s);
+        Ok(seq > head + 1)
+    }
+
+    /// Asks `origin` for the records between our head and a gapped record, once per head.
+    fn request_gap(
+        &mut self,
+        origin: Origin,
+        unchecked: &UncheckedRecord,
+        step: &mut Step,
+    ) -> Result<(), StoreError> {
+        let Some((author, _)) = unchecked.claimed_position() else {
+            return Ok(());
+        };
+        let head = self.store.head(author)?.map_or(0, |(s, _)| s);
+        if self.gap_requested.get(&author) != Some(&head) {
+            self.gap_requested.insert(author, head);
+            step.requests.push((
+                origin.peer(),
+                Request::AuthorRange {
+                    author,
+                    from_seq: head + 1,
+                },
+            ));
+        }
+        Ok(())
     }
 
     fn judge(
@@ -292,6 +335,10 @@ impl Replica {
             let mut accepted = Vec::new();
             for (origin, unchecked) in held {
                 if self.store.contains(&unchecked.hash())? {
+                    continue;
+                }
+                if self.gap(&unchecked)? {
+                    self.pending.push_back((origin, unchecked));
                     continue;
                 }
                 if let (_, Some(record)) = self.judge(origin, unchecked, step) {

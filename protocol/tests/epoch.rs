@@ -1,0 +1,252 @@
+//! n bank state machines, driven by a small in-test harness with no network and no store,
+//! complete an epoch: every bank gets the exact sum and count for each of its clients.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use bankmesh_protocol::genesis::{default_seal_quorum, Consortium, Genesis, Timing};
+use bankmesh_protocol::messages::{Request, Response};
+use bankmesh_protocol::record::UncheckedRecord;
+use bankmesh_protocol::{Bank, MemberSecrets, Origin, Step, Time, Verdict};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+const START: u64 = 10_000;
+
+fn consortium(n: usize, t: u16, rng: &mut ChaCha20Rng) -> (Arc<Consortium>, Vec<MemberSecrets>) {
+    let secrets: Vec<MemberSecrets> = (0..n).map(|_| MemberSecrets::generate(rng)).collect();
+    let genesis = Genesis {
+        name: "harness".into(),
+        version: 1,
+        threshold: t,
+        seal_quorum: default_seal_quorum(n),
+        score_max: 1023,
+        oprf_quota: 1000,
+        timing: Timing {
+            start_ms: START,
+            dkg_ms: 10_000,
+            epoch_ms: 100_000,
+            submit_ms: 50_000,
+            seal_ms: 10_000,
+            decrypt_ms: 20_000,
+        },
+        members: secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.member_info(i as u16 + 1, &format!("b{i}"), vec![]))
+            .collect(),
+    };
+    (Arc::new(Consortium::new(genesis).unwrap()), secrets)
+}
+
+enum Msg {
+    Record {
+        from: u16,
+        bytes: Vec<u8>,
+    },
+    Request {
+        from: u16,
+        to: u16,
+        request: Request,
+    },
+    Response {
+        from: u16,
+        to: u16,
+        response: Response,
+    },
+}
+
+/// Delivers every message in FIFO order; records go to every other bank through `check`.
+struct Harness {
+    banks: Vec<Bank>,
+    rng: ChaCha20Rng,
+    queue: VecDeque<Msg>,
+    now: Time,
+}
+
+impl Harness {
+    fn bank(&mut self, i: u16) -> &mut Bank {
+        &mut self.banks[usize::from(i) - 1]
+    }
+
+    fn enqueue(&mut self, from: u16, step: Step) {
+        for (_, f) in step.events.iter().enumerate() {
+            if let bankmesh_protocol::Event::Failed { reason, .. } = f {
+                panic!("bank {from} failed: {reason}");
+            }
+        }
+        assert!(step.faults.is_empty(), "faults: {:?}", step.faults);
+        for r in step.publish {
+            self.queue.push_back(Msg::Record {
+                from,
+                bytes: r.bytes().to_vec(),
+            });
+        }
+        for (to, request) in step.requests {
+            self.queue.push_back(Msg::Request { from, to, request });
+        }
+    }
+
+    fn deliver_all(&mut self) {
+        let mut held: Vec<(u16, u16, Vec<u8>)> = Vec::new();
+        while let Some(msg) = self.queue.pop_front() {
+            let now = self.now;
+            match msg {
+                Msg::Record { from, bytes } => {
+                    let n = self.banks.len() as u16;
+                    for to in (1..=n).filter(|&i| i != from) {
+                        held.push((from, to, bytes.clone()));
+                    }
+                }
+                Msg::Request { from, to, request } => {
+                    let mut rng = self.rng.clone();
+                    let response = self.bank(to).handle_request(now, from, request, &mut rng);
+                    self.rng = rng;
+                    self.queue.push_back(Msg::Response {
+                        from: to,
+                        to: from,
+                        response,
+                    });
+                }
+                Msg::Response { from, to, response } => {
+                    let mut rng = self.rng.clone();
+                    let step = self.bank(to).handle_response(now, from, response, &mut rng);
+                    self.rng = rng;
+                    self.enqueue(to, step);
+                }
+            }
+            // Check and apply held records; those that must wait stay held.
+            let mut still = Vec::new();
+            for (from, to, bytes) in held.drain(..) {
+                let unchecked = UncheckedRecord::decode(&bytes).unwrap();
+                match self.bank(to).check(Origin::Gossip { from }, unchecked) {
+                    Verdict::Accept(record) => {
+                        let mut rng = self.rng.clone();
+                        let step = self.bank(to).apply(now, &record, &mut rng);
+                        self.rng = rng;
+                        self.enqueue(to, step);
+                    }
+                    Verdict::Defer(_) => still.push((from, to, bytes)),
+                    Verdict::Ignore(why) => panic!("bank {to} ignored a record: {why}"),
+                    Verdict::Reject(f) => panic!("bank {to} rejected a record: {f}"),
+                }
+            }
+            held = still;
+        }
+        assert!(
+            held.is_empty(),
+            "{} records never became checkable",
+            held.len()
+        );
+    }
+
+    fn tick(&mut self, now: Time) {
+        self.now = now;
+        for i in 1..=self.banks.len() as u16 {
+            let mut rng = self.rng.clone();
+            let step = self.bank(i).handle_timeout(now, &mut rng);
+            self.rng = rng;
+            self.enqueue(i, step);
+        }
+        self.deliver_all();
+    }
+}
+
+#[test]
+fn five_banks_complete_an_epoch_with_exact_results() {
+    let mut rng = ChaCha20Rng::from_seed([42; 32]);
+    let (consortium, secrets) = consortium(5, 3, &mut rng);
+    let banks: Vec<Bank> = secrets
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| Bank::new(Arc::clone(&consortium), i as u16 + 1, s))
+        .collect();
+    let mut h = Harness {
+        banks,
+        rng,
+        queue: VecDeque::new(),
+        now: Time(START - 1),
+    };
+
+    // Client "shared" is held by all five (scores at both range limits), "pair" by two, others by one.
+    let mut inputs: Vec<Vec<(String, u16)>> = vec![Vec::new(); 5];
+    for (i, rows) in inputs.iter_mut().enumerate() {
+        rows.push(("shared".into(), if i == 0 { 0 } else { 1023 }));
+        rows.push((format!("own-{i}"), 100 + i as u16));
+    }
+    inputs[1].push(("pair".into(), 10));
+    inputs[3].push(("pair".into(), 21));
+    for (i, rows) in inputs.iter().enumerate() {
+        let now = h.now;
+        let mut rng = h.rng.clone();
+        let step = h
+            .bank(i as u16 + 1)
+            .submit(now, 1, rows.clone(), &mut rng)
+            .unwrap();
+        h.rng = rng;
+        h.enqueue(i as u16 + 1, step);
+    }
+    let mut now = START;
+    for _ in 0..200 {
+        h.tick(Time(now));
+        now += 100;
+        if h.banks
+            .iter()
+            .all(|b| b.results(1).len() == inputs[usize::from(b.me()) - 1].len())
+        {
+            break;
+        }
+    }
+
+    let mut truth: BTreeMap<&str, (u64, u32)> = BTreeMap::new();
+    for rows in &inputs {
+        for (id, s) in rows {
+            let e = truth.entry(id.as_str()).or_default();
+            e.0 += u64::from(*s);
+            e.1 += 1;
+        }
+    }
+    for (i, rows) in inputs.iter().enumerate() {
+        let results = h.banks[i].results(1);
+        assert_eq!(results.len(), rows.len(), "bank {} results", i + 1);
+        for r in results {
+            assert_eq!(
+                Some(&(r.sum, r.count)),
+                truth.get(r.client_id.as_str()),
+                "bank {} {}",
+                i + 1,
+                r.client_id
+            );
+        }
+    }
+    let shared = h.banks[2]
+        .results(1)
+        .into_iter()
+        .find(|r| r.client_id == "shared")
+        .unwrap();
+    assert_eq!(
+        (shared.sum, shared.count, shared.average_2dp().as_str()),
+        (4092, 5, "818.40")
+    );
+}
+
+#[test]
+fn bad_scores_are_refused_before_any_work() {
+    let mut rng = ChaCha20Rng::from_seed([1; 32]);
+    let (consortium, mut secrets) = consortium(3, 2, &mut rng);
+    let mut bank = Bank::new(consortium, 1, secrets.remove(0));
+    let cases: Vec<Vec<(String, u16)>> = vec![
+        vec![("a".into(), 1024)],
+        vec![(String::new(), 1)],
+        vec![("x".repeat(129), 1)],
+        vec![("a".into(), 1), ("a".into(), 2)],
+    ];
+    for scores in cases {
+        assert!(bank.submit(Time(START), 1, scores, &mut rng).is_err());
+    }
+    assert!(
+        bank.submit(Time(START), 0, vec![("a".into(), 1)], &mut rng)
+            .is_err(),
+        "epoch 0 does not exist"
+    );
+}

@@ -1,0 +1,213 @@
+//! End to end: `bankmesh demo` over real libp2p on loopback, checked against a plaintext
+//! computation made here from the inputs; and bad input refused before any network work.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The release `bankmesh` binary next to this test's own target directory.
+fn bankmesh() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let bin = dir.join(format!("bankmesh{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release --workspace` first",
+        bin.display()
+    );
+    bin
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bankmesh())
+        .args(args)
+        .output()
+        .expect("run bankmesh")
+}
+
+fn write_csv(path: &Path, rows: &[(String, u16)]) {
+    let mut w = csv::Writer::from_path(path).unwrap();
+    w.write_record(["client_id", "score"]).unwrap();
+    for (id, s) in rows {
+        w.write_record([id.as_str(), &s.to_string()]).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// Expected `average` with two decimals (half up) and count, from the plaintext inputs.
+fn expected(inputs: &[Vec<(String, u16)>]) -> BTreeMap<String, (String, u32)> {
+    let mut acc: BTreeMap<String, (u64, u32)> = BTreeMap::new();
+    for rows in inputs {
+        for (id, s) in rows {
+            let e = acc.entry(id.clone()).or_default();
+            e.0 += u64::from(*s);
+            e.1 += 1;
+        }
+    }
+    acc.into_iter()
+        .map(|(id, (sum, count))| {
+            let c = u64::from(count);
+            let hundredths = (sum * 200 + c) / (2 * c);
+            (
+                id,
+                (
+                    format!("{}.{:02}", hundredths / 100, hundredths % 100),
+                    count,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Five banks, clients held by 1 to 5 banks, scores at the range limits, awkward ids.
+fn inputs() -> Vec<Vec<(String, u16)>> {
+    let mut banks: Vec<Vec<(String, u16)>> = vec![Vec::new(); 5];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for c in 0..60u32 {
+        let holders = 1 + (c % 5) as usize;
+        let first = (next() % 5) as usize;
+        for k in 0..holders {
+            let score = match c % 11 {
+                0 => 0,
+                1 => 1023,
+                _ => (next() % 1024) as u16,
+            };
+            let id = match c % 13 {
+                0 => format!("Ünïcødé, \"quoted\" client {c}"),
+                1 => format!("{c}:{}", "x".repeat(120)),
+                _ => format!("client-{c}"),
+            };
+            banks[(first + k) % 5].push((id, score));
+        }
+    }
+    banks
+}
+
+#[test]
+fn demo_over_loopback_gives_exact_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let input_dir = dir.path().join("in");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&input_dir).unwrap();
+    let banks = inputs();
+    for (i, rows) in banks.iter().enumerate() {
+        write_csv(&input_dir.join(format!("bank-{}.csv", i + 1)), rows);
+    }
+    let out = run(&[
+        "demo",
+        "--banks",
+        "5",
+        "--threshold",
+        "3",
+        "--inputs",
+        input_dir.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out_dir.join("consortium.toml").is_file());
+
+    let truth = expected(&banks);
+    for (i, rows) in banks.iter().enumerate() {
+        let path = out_dir.join(format!("bank-{}-results.csv", i + 1));
+        let mut r = csv::Reader::from_path(&path).unwrap();
+        assert_eq!(r.headers().unwrap(), vec!["client_id", "average", "count"]);
+        let got: Vec<(String, String, u32)> = r
+            .records()
+            .map(|rec| {
+                let rec = rec.unwrap();
+                (
+                    rec[0].to_string(),
+                    rec[1].to_string(),
+                    rec[2].parse().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), rows.len(), "bank {} has a row per client", i + 1);
+        for ((id, _), (gid, avg, count)) in rows.iter().zip(&got) {
+            assert_eq!(id, gid);
+            assert_eq!(
+                Some(&(avg.clone(), *count)),
+                truth.get(id),
+                "bank {} client {id}",
+                i + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_file_and_line_before_network_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let input_dir = dir.path().join("in");
+    std::fs::create_dir_all(&input_dir).unwrap();
+    for i in 1..=3 {
+        write_csv(
+            &input_dir.join(format!("bank-{i}.csv")),
+            &[("a".into(), 1), ("b".into(), 2)],
+        );
+    }
+    std::fs::write(
+        input_dir.join("bank-2.csv"),
+        "client_id,score\na,5\nb,1024\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = run(&[
+        "demo",
+        "--banks",
+        "3",
+        "--inputs",
+        input_dir.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bank-2.csv:3") && err.contains("1024"),
+        "{err}"
+    );
+    assert!(
+        !out_dir.join("consortium.toml").exists(),
+        "no network work on bad input"
+    );
+
+    std::fs::remove_file(input_dir.join("bank-2.csv")).unwrap();
+    let out = run(&[
+        "demo",
+        "--banks",
+        "3",
+        "--inputs",
+        input_dir.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bank-2.csv: file not found"));
+
+    let out = run(&[
+        "demo",
+        "--banks",
+        "3",
+        "--threshold",
+        "4",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--threshold"));
+}
