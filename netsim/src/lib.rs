@@ -122,10 +122,8 @@ const SYNC_EVERY_MS: u64 = 2_000;
 impl Sim {
     /// Builds a consortium of `config.banks` members with seeded keys and scores.
     pub fn new(config: SimConfig) -> Result<Sim, SimError> {
-        let fail = |reason: String| SimError::Failed {
-            seed: config.seed,
-            reason,
-        };
+        let seed = config.seed;
+        let fail = |reason: String| SimError::Failed { seed, reason };
         let mut rng = ChaCha20Rng::seed_from_u64(config.seed);
         let secrets: Vec<MemberSecrets> = (0..config.banks)
             .map(|_| MemberSecrets::generate(&mut rng))

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bankmesh_protocol::bank::Phase;
@@ -17,6 +17,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::Multiaddr;
 use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::inputs::{self, Scores};
 use crate::net::build_swarm;

@@ -58,6 +58,8 @@ pub enum Command {
     Shutdown,
 }
 
+/// Wall-clock time for the protocol. The node is the one place that reads the clock.
+#[allow(clippy::disallowed_methods)]
 pub fn now() -> Time {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

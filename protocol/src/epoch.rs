@@ -449,9 +449,7 @@ impl EpochState {
         context.extend_from_slice(&self.epoch.to_be_bytes());
         context.extend_from_slice(tag.compress().as_bytes());
         let seed = ctx.secrets.derive(b"bankmesh.one-time-key.v1", &context);
-        let mut wide = Zeroizing::new([0u8; 64]);
-        wide[..32].copy_from_slice(seed.as_ref());
-        let o = Zeroizing::new(Scalar::from_bytes_mod_order_wide(&wide));
+        let o = Zeroizing::new(Scalar::from_bytes_mod_order(*seed));
         let one_time = *o * G;
         let mut t = validity_transcript(ctx.consortium, self.epoch, &tag, &one_time);
         let (ciphertext, proof) = validity::encrypt_with_proof(&mut t, x, u64::from(c.score), rng)?;

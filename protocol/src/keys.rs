@@ -6,7 +6,7 @@ use ed25519_dalek::SigningKey;
 use hkdf::Hkdf;
 use rand_core::{CryptoRng, RngCore};
 use sha2::Sha256;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::genesis::MemberInfo;
 use crate::MemberIndex;
@@ -32,39 +32,45 @@ impl std::fmt::Debug for MemberSecrets {
 
 impl MemberSecrets {
     pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
-        let mut bytes = Zeroizing::new([0u8; 96]);
-        rng.fill_bytes(bytes.as_mut());
-        Self::from_bytes(&bytes)
+        let mut id = Zeroizing::new([0u8; 32]);
+        let mut xs = Zeroizing::new([0u8; 32]);
+        let mut wide = Zeroizing::new([0u8; 64]);
+        rng.fill_bytes(id.as_mut());
+        rng.fill_bytes(xs.as_mut());
+        rng.fill_bytes(wide.as_mut());
+        MemberSecrets {
+            identity: SigningKey::from_bytes(&id),
+            x25519: x25519_dalek::StaticSecret::from(*xs),
+            ring: Zeroizing::new(Scalar::from_bytes_mod_order_wide(&wide)),
+        }
     }
 
-    /// Rebuilds the keys from their 96-byte encoding (identity seed, x25519 secret, ring seed).
-    pub fn from_bytes(bytes: &[u8; 96]) -> Self {
-        let mut id = [0u8; 32];
-        let mut xs = [0u8; 32];
-        let mut ring_seed = [0u8; 64];
-        id.copy_from_slice(bytes.get(..32).unwrap_or(&[0u8; 32]));
-        xs.copy_from_slice(bytes.get(32..64).unwrap_or(&[0u8; 32]));
-        ring_seed[..32].copy_from_slice(bytes.get(64..96).unwrap_or(&[0u8; 32]));
-        let identity = SigningKey::from_bytes(&id);
-        let x25519 = x25519_dalek::StaticSecret::from(xs);
-        let ring = Zeroizing::new(Scalar::from_bytes_mod_order_wide(&ring_seed));
-        id.zeroize();
-        ring_seed.zeroize();
-        MemberSecrets {
-            identity,
-            x25519,
-            ring,
-        }
+    /// Rebuilds the keys from their 96-byte encoding (identity seed, x25519 secret, ring
+    /// scalar); `None` if the ring scalar is not canonical.
+    pub fn from_bytes(bytes: &[u8; 96]) -> Option<Self> {
+        let (id, rest) = bytes.split_at(32);
+        let (xs, ring) = rest.split_at(32);
+        let id: Zeroizing<[u8; 32]> = Zeroizing::new(id.try_into().ok()?);
+        let xs: Zeroizing<[u8; 32]> = Zeroizing::new(xs.try_into().ok()?);
+        let ring: Zeroizing<[u8; 32]> = Zeroizing::new(ring.try_into().ok()?);
+        let ring = Option::<Scalar>::from(Scalar::from_canonical_bytes(*ring))?;
+        Some(MemberSecrets {
+            identity: SigningKey::from_bytes(&id),
+            x25519: x25519_dalek::StaticSecret::from(*xs),
+            ring: Zeroizing::new(ring),
+        })
     }
 
     pub fn to_bytes(&self) -> Zeroizing<[u8; 96]> {
         let mut out = Zeroizing::new([0u8; 96]);
-        out[..32].copy_from_slice(&self.identity.to_bytes());
-        out[32..64].copy_from_slice(&self.x25519.to_bytes());
-        let mut seed = [0u8; 64];
-        seed[..32].copy_from_slice(self.ring.as_bytes());
-        out[64..].copy_from_slice(&seed[..32]);
-        seed.zeroize();
+        let parts = [
+            self.identity.to_bytes(),
+            self.x25519.to_bytes(),
+            self.ring.to_bytes(),
+        ];
+        for (dst, src) in out.iter_mut().zip(parts.iter().flatten()) {
+            *dst = *src;
+        }
         out
     }
 
@@ -113,7 +119,7 @@ mod tests {
     fn bytes_round_trip_and_debug_redacts() {
         let mut rng = rand_chacha::ChaCha20Rng::from_seed([1; 32]);
         let s = MemberSecrets::generate(&mut rng);
-        let back = MemberSecrets::from_bytes(&s.to_bytes());
+        let back = MemberSecrets::from_bytes(&s.to_bytes()).unwrap();
         assert_eq!(
             s.member_info(1, "a", vec![]),
             back.member_info(1, "a", vec![])

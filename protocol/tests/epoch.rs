@@ -70,7 +70,7 @@ impl Harness {
     }
 
     fn enqueue(&mut self, from: u16, step: Step) {
-        for (_, f) in step.events.iter().enumerate() {
+        for f in &step.events {
             if let bankmesh_protocol::Event::Failed { reason, .. } = f {
                 panic!("bank {from} failed: {reason}");
             }

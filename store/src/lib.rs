@@ -49,8 +49,9 @@ pub const MAX_LOCAL_KEY: usize = 1024;
 /// Largest value of the node-local area, in bytes.
 pub const MAX_LOCAL_VALUE: usize = 4 * 1024 * 1024;
 
-/// How long [`Store::open`] waits for sled's file lock.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long and how often [`Store::open`] retries sled's file lock (about 5 s in all).
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+const LOCK_ATTEMPTS: u32 = 500;
 
 const LOG_TREE: &str = "log";
 const LOCAL_TREE: &str = "local";
@@ -191,14 +192,15 @@ impl Store {
         // thread lets go of the database, which can be shortly after the
         // previous `Store` (same process) was dropped. Retry the lock for a
         // bounded time; a lock held by another process still fails.
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut attempts = 0;
         let db = loop {
+            attempts += 1;
             match config.open() {
                 Err(sled::Error::Io(e))
                     if e.to_string().starts_with("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
+                        && attempts < LOCK_ATTEMPTS =>
                 {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    std::thread::sleep(LOCK_RETRY);
                 }
                 other => break other?,
             }
