@@ -316,6 +316,11 @@ impl Sim {
                 step
             }
         };
+        if std::env::var_os("NETSIM_TRACE").is_some() {
+            for e in &step.events {
+                eprintln!("[{}] member {to}: {e:?}", self.now.0);
+            }
+        }
         for e in &step.events {
             if let bankmesh_protocol::Event::Failed { phase, reason, .. } = e {
                 return Err(fail(format!("member {to} failed in {phase:?}: {reason}")));

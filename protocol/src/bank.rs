@@ -740,8 +740,12 @@ impl Bank {
                 consider(t);
             }
         }
-        // Seal re-cosigning and sync are driven by a short tick while an epoch is sealing.
-        if self.epochs.values().any(EpochState::is_sealing) {
+        // Seal re-cosigning, sync and OPRF retries are driven by a short tick while needed.
+        if self
+            .epochs
+            .values()
+            .any(|e| e.is_sealing() || e.awaits_oprf())
+        {
             consider(self.now.plus(100));
         }
         next

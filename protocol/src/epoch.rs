@@ -36,6 +36,8 @@ const WORK_PER_CALL: usize = 16;
 const WORK_PER_SHARE_RECORD: usize = 8;
 /// Decryption shares per record (about 160 bytes each, well under the gossip limit).
 const SHARES_PER_RECORD: usize = 128;
+/// Wait before asking members that have not answered an OPRF batch again.
+const OPRF_RETRY_MS: u64 = 2_000;
 /// Wait before asking the same peer for the same set again.
 const SYNC_RETRY_MS: u64 = 1_000;
 
@@ -50,6 +52,7 @@ struct OprfBatch {
     blinded: Vec<RistrettoPoint>,
     partials: BTreeMap<MemberIndex, Vec<RistrettoPoint>>,
     done: bool,
+    asked_at: Time,
 }
 
 struct Mine {
@@ -178,6 +181,10 @@ impl EpochState {
     pub fn has_work(&self) -> bool {
         self.failed.is_none() && (!self.to_submit.is_empty() || !self.share_queue.is_empty())
     }
+    /// Whether some OPRF batch still waits for answers.
+    pub fn awaits_oprf(&self) -> bool {
+        self.failed.is_none() && !self.closed && self.oprf.iter().any(|b| !b.done)
+    }
     pub fn is_sealed(&self) -> bool {
         self.sealed.is_some()
     }
@@ -286,7 +293,13 @@ impl EpochState {
         }
     }
 
-    fn start_oprf(&mut self, ctx: &Ctx<'_>, rng: &mut (impl RngCore + CryptoRng), out: &mut Out) {
+    fn start_oprf(
+        &mut self,
+        ctx: &Ctx<'_>,
+        now: Time,
+        rng: &mut (impl RngCore + CryptoRng),
+        out: &mut Out,
+    ) {
         let Some(k) = ctx.k else { return };
         let Some(share) = k.share.as_ref() else {
             self.fail(
@@ -348,9 +361,37 @@ impl EpochState {
                 blinded,
                 partials,
                 done: false,
+                asked_at: now,
             });
         }
         self.finish_batches(ctx, out);
+    }
+
+    /// Asks again the members that have not answered a batch yet (a peer may have refused
+    /// because its own key was not ready, or the request was lost).
+    fn retry_oprf(&mut self, ctx: &Ctx<'_>, now: Time, out: &mut Out) {
+        if self.closed {
+            return;
+        }
+        for (b, batch) in self.oprf.iter_mut().enumerate().filter(|(_, b)| !b.done) {
+            if now.0 < batch.asked_at.0 + OPRF_RETRY_MS {
+                continue;
+            }
+            batch.asked_at = now;
+            let batch_id = u32::try_from(b).unwrap_or(u32::MAX);
+            for peer in ctx
+                .consortium
+                .indices()
+                .filter(|i| !batch.partials.contains_key(i))
+            {
+                let request = Request::OprfEvaluate {
+                    epoch: self.epoch,
+                    batch: batch_id,
+                    blinded: batch.blinded.clone(),
+                };
+                out.requests.push((peer, request));
+            }
+        }
     }
 
     pub fn oprf_response(
@@ -493,8 +534,9 @@ impl EpochState {
         }
         let c = ctx.consortium;
         if !self.oprf_started && !self.clients.is_empty() && ctx.k.is_some() && !self.closed {
-            self.start_oprf(ctx, rng, out);
+            self.start_oprf(ctx, now, rng, out);
         }
+        self.retry_oprf(ctx, now, out);
         self.submit_slice(ctx, rng, out);
         if !self.closed {
             let everyone_ready = self.ready.len() == c.n();
@@ -623,7 +665,8 @@ impl EpochState {
         }
     }
 
-    /// Asks each member whose latest cosigned set differs from ours for that set, once.
+    /// Asks each member whose latest cosigned set differs from ours for that set (again after a
+    /// pause, in case a request was lost).
     fn sync_differing(&mut self, me: MemberIndex, now: Time, out: &mut Out) {
         let mine = self.current_root();
         let differing: Vec<(MemberIndex, Hash)> = self
@@ -631,7 +674,13 @@ impl EpochState {
             .iter()
             .filter(|(&m, _)| m != me)
             .filter_map(|(&m, l)| l.last().map(|&(r, _)| (m, r)))
-            .filter(|&(m, r)| r != mine && !self.asked.contains_key(&(m, r)))
+            .filter(|&(m, r)| {
+                r != mine
+                    && self
+                        .asked
+                        .get(&(m, r))
+                        .is_none_or(|t| now.0 >= t.0 + SYNC_RETRY_MS)
+            })
             .collect();
         for (peer, root) in differing {
             out.requests.push((

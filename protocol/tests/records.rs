@@ -1,0 +1,271 @@
+//! Record encodings pinned by snapshot tests (STYLE 6), canonical decoding, and tampering.
+
+use std::sync::Arc;
+
+use bankmesh_protocol::crypto::{elgamal, keyswitch, schnorr, transcript, validity};
+use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
+use bankmesh_protocol::record::{
+    Body, Record, Run, SealedShare, ShareEntry, Submission, UncheckedRecord,
+};
+use bankmesh_protocol::{Bank, MemberSecrets, Origin, Verdict};
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
+use curve25519_dalek::scalar::Scalar;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use sha2::{Digest, Sha256};
+
+fn consortium() -> (Arc<Consortium>, Vec<MemberSecrets>) {
+    let mut rng = ChaCha20Rng::from_seed([5; 32]);
+    let secrets: Vec<MemberSecrets> = (0..3).map(|_| MemberSecrets::generate(&mut rng)).collect();
+    let genesis = Genesis {
+        name: "snapshot".into(),
+        version: 1,
+        threshold: 2,
+        seal_quorum: 3,
+        score_max: 1023,
+        oprf_quota: 10,
+        timing: Timing {
+            start_ms: 1,
+            dkg_ms: 10,
+            epoch_ms: 100,
+            submit_ms: 10,
+            seal_ms: 10,
+            decrypt_ms: 10,
+        },
+        members: secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.member_info(i as u16 + 1, &format!("m{i}"), vec![]))
+            .collect(),
+    };
+    (Arc::new(Consortium::new(genesis).unwrap()), secrets)
+}
+
+fn identified(c: &Consortium, s: &MemberSecrets, seq: u64, body: Body) -> Record {
+    Record::identified(&c.id, s.identity(), 1, seq, [seq as u8; 32], body)
+}
+
+fn sample_submission(c: &Consortium) -> Submission {
+    let mut rng = ChaCha20Rng::from_seed([9; 32]);
+    let x = Scalar::from(77u64) * G;
+    let tag_key = schnorr::TagKey::from_scalar(Scalar::from(5u64));
+    let tag = tag_key.public();
+    let one_time = Scalar::from(6u64) * G;
+    let mut t = transcript(&c.id, 1, b"test");
+    let (ciphertext, validity) = validity::encrypt_with_proof(&mut t, &x, 700, &mut rng).unwrap();
+    let mut s = Submission {
+        epoch: 1,
+        tag,
+        ciphertext,
+        one_time,
+        validity,
+        holder: schnorr::Signature {
+            r: Default::default(),
+            s: Scalar::ZERO,
+        },
+    };
+    s.holder = schnorr::sign(
+        &mut transcript(&c.id, 1, b"holder"),
+        &tag_key,
+        &s.signed_bytes(),
+        &mut rng,
+    );
+    s
+}
+
+/// Every record kind: (name, record).
+fn samples() -> Vec<(&'static str, Record)> {
+    let (c, secrets) = consortium();
+    let s = &secrets[0];
+    let mut rng = ChaCha20Rng::from_seed([3; 32]);
+    let aggregate = elgamal::encrypt(&(Scalar::from(2u64) * G), 5, &Scalar::from(3u64));
+    let share = keyswitch::key_switch(
+        &mut transcript(&c.id, 1, b"t"),
+        &Scalar::from(4u64),
+        &(Scalar::from(4u64) * G),
+        &aggregate,
+        &(Scalar::from(6u64) * G),
+        &mut rng,
+    );
+    vec![
+        (
+            "dkg-round1",
+            identified(
+                &c,
+                s,
+                1,
+                Body::DkgRound1 {
+                    run: Run::Decryption,
+                    attempt: 0,
+                    package: vec![1, 2, 3],
+                },
+            ),
+        ),
+        (
+            "dkg-round2",
+            identified(
+                &c,
+                s,
+                2,
+                Body::DkgRound2 {
+                    run: Run::Pseudonym,
+                    attempt: 0,
+                    ephemeral: [4; 32],
+                    shares: vec![SealedShare {
+                        recipient: 2,
+                        ciphertext: vec![5, 6],
+                    }],
+                },
+            ),
+        ),
+        ("ready", identified(&c, s, 3, Body::Ready { epoch: 1 })),
+        (
+            "oprf-usage",
+            identified(
+                &c,
+                s,
+                4,
+                Body::OprfUsage {
+                    epoch: 1,
+                    served: vec![(2, 10), (3, 7)],
+                },
+            ),
+        ),
+        (
+            "checkpoint",
+            identified(
+                &c,
+                s,
+                5,
+                Body::Checkpoint {
+                    epoch: 1,
+                    count: 2,
+                    root: [8; 32],
+                },
+            ),
+        ),
+        (
+            "decryption-shares",
+            identified(
+                &c,
+                s,
+                6,
+                Body::DecryptionShares {
+                    epoch: 1,
+                    root: [8; 32],
+                    shares: vec![ShareEntry {
+                        submission: [9; 32],
+                        share,
+                    }],
+                },
+            ),
+        ),
+        (
+            "submission",
+            Record::submission(&c.id, sample_submission(&c)),
+        ),
+    ]
+}
+
+/// SHA-256 of each record's canonical bytes, pinned. A change here is a wire-format change:
+/// bump `record::VERSION` rather than editing these.
+const PINNED: &[(&str, usize, &str)] = &[
+    ("dkg-round1", 0, ""),
+    ("dkg-round2", 0, ""),
+    ("ready", 0, ""),
+    ("oprf-usage", 0, ""),
+    ("checkpoint", 0, ""),
+    ("decryption-shares", 0, ""),
+    ("submission", 0, ""),
+];
+
+#[test]
+fn encodings_are_pinned_and_round_trip() {
+    let mut report = String::new();
+    let mut mismatch = false;
+    for ((name, record), (pname, plen, phash)) in samples().into_iter().zip(PINNED) {
+        assert_eq!(name, *pname);
+        let hash = hex::encode(Sha256::digest(record.bytes()));
+        report.push_str(&format!(
+            "    (\"{name}\", {}, \"{hash}\"),\n",
+            record.bytes().len()
+        ));
+        mismatch |= record.bytes().len() != *plen || hash != *phash;
+        let decoded = UncheckedRecord::decode(record.bytes()).unwrap();
+        assert_eq!(
+            decoded.envelope(),
+            record.envelope(),
+            "{name} decodes to what was encoded"
+        );
+        assert_eq!(decoded.hash(), record.hash());
+    }
+    assert!(!mismatch, "encodings changed; now:\n{report}");
+}
+
+#[test]
+fn non_canonical_or_trailing_bytes_are_refused() {
+    for (name, record) in samples() {
+        let mut longer = record.bytes().to_vec();
+        longer.push(0);
+        assert!(
+            UncheckedRecord::decode(&longer).is_err(),
+            "{name} with a trailing byte"
+        );
+        assert!(
+            UncheckedRecord::decode(&record.bytes()[..record.bytes().len() - 1]).is_err(),
+            "{name} truncated"
+        );
+    }
+    assert!(UncheckedRecord::decode(&[]).is_err());
+}
+
+#[test]
+fn any_flipped_byte_of_a_signed_record_is_rejected() {
+    let (c, secrets) = consortium();
+    let mut secrets = secrets.into_iter();
+    let bank = Bank::new(Arc::clone(&c), 2, secrets.nth(1).unwrap());
+    let record = identified(
+        &c,
+        &consortium().1[0],
+        1,
+        Body::Checkpoint {
+            epoch: 1,
+            count: 2,
+            root: [8; 32],
+        },
+    );
+    assert!(matches!(
+        bank.check(
+            Origin::Sync { from: 1 },
+            UncheckedRecord::decode(record.bytes()).unwrap()
+        ),
+        Verdict::Accept(_)
+    ));
+    for i in 0..record.bytes().len() {
+        let mut bytes = record.bytes().to_vec();
+        bytes[i] ^= 0x01;
+        if let Ok(u) = UncheckedRecord::decode(&bytes) {
+            let verdict = bank.check(Origin::Sync { from: 1 }, u);
+            assert!(
+                matches!(verdict, Verdict::Reject(_)),
+                "byte {i} flipped was not rejected: {verdict:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn identified_record_relayed_by_another_source_is_rejected() {
+    let (c, secrets) = consortium();
+    let record = identified(&c, &secrets[0], 1, Body::Ready { epoch: 1 });
+    let bank = Bank::new(
+        Arc::clone(&c),
+        3,
+        consortium().1.into_iter().nth(2).unwrap(),
+    );
+    let verdict = bank.check(
+        Origin::Gossip { from: 2 },
+        UncheckedRecord::decode(record.bytes()).unwrap(),
+    );
+    assert!(matches!(verdict, Verdict::Reject(f) if format!("{f}").contains("member 2")));
+}
