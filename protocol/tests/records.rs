@@ -170,13 +170,41 @@ fn samples() -> Vec<(&'static str, Record)> {
 /// SHA-256 of each record's canonical bytes, pinned. A change here is a wire-format change:
 /// bump `record::VERSION` rather than editing these.
 const PINNED: &[(&str, usize, &str)] = &[
-    ("dkg-round1", 0, ""),
-    ("dkg-round2", 0, ""),
-    ("ready", 0, ""),
-    ("oprf-usage", 0, ""),
-    ("checkpoint", 0, ""),
-    ("decryption-shares", 0, ""),
-    ("submission", 0, ""),
+    (
+        "dkg-round1",
+        140,
+        "fe6136c012e2533f3a14fcff7559bbb9471ea28f3b4790c5f0c13fb2f9ce009e",
+    ),
+    (
+        "dkg-round2",
+        173,
+        "0748a89621d951a64a4c15b06cc6d2f73e3ae74c5510cb93a79c01d3de140447",
+    ),
+    (
+        "ready",
+        135,
+        "060a0ef2bbabb2fa888a1eb62ad78b4c5f66cd6660ca9f280c55265c95dc3204",
+    ),
+    (
+        "oprf-usage",
+        140,
+        "6a65edc3fb38f6b004ce3e5f9bd62f048703bfed2f887d430c5e9ace467dfb4e",
+    ),
+    (
+        "checkpoint",
+        168,
+        "59a02956e22ce4bab92d4cc8d3140cf3ca7c5f247b0b007a6b926af0e95b037f",
+    ),
+    (
+        "decryption-shares",
+        360,
+        "d44602684401f2527df1b70d8298bc20fd274e285d7f943d1ecfca0dfe2410a2",
+    ),
+    (
+        "submission",
+        998,
+        "092f17a2569e1b7b539d05423f8e9e8e52412866f607c8e6395e9a69953b3466",
+    ),
 ];
 
 #[test]

@@ -15,7 +15,7 @@ fn bankmesh() -> PathBuf {
     let bin = dir.join(format!("bankmesh{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
-        "{} is missing: run `cargo build --release --workspace` first",
+        "{} is missing: run `cargo build --release --workspace --all-targets` first",
         bin.display()
     );
     bin
