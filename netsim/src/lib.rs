@@ -98,6 +98,12 @@ struct Node {
     timer_at: Option<Time>,
 }
 
+/// What a member needs to come back after a crash: its key bytes and its store's path.
+struct Durable {
+    secrets: zeroize::Zeroizing<[u8; 96]>,
+    path: std::path::PathBuf,
+}
+
 /// Why a run did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -111,6 +117,10 @@ pub struct Sim {
     seq: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
     nodes: BTreeMap<MemberIndex, Node>,
+    durable: BTreeMap<MemberIndex, Durable>,
+    consortium: Arc<Consortium>,
+    /// Holds every member's on-disk store; removed when the simulation ends.
+    _dir: tempfile::TempDir,
     net_rng: ChaCha20Rng,
     digest: Sha256,
     events: u64,
@@ -152,10 +162,20 @@ impl Sim {
         };
         let consortium = Arc::new(Consortium::new(genesis).map_err(|e| fail(e.to_string()))?);
         let scores = plaintext_scores(&mut rng, config.banks, config.clients_per_bank);
+        let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
         let mut nodes = BTreeMap::new();
+        let mut durable = BTreeMap::new();
         for (i, s) in secrets.into_iter().enumerate() {
             let me = i as u16 + 1;
-            let store = Store::temporary().map_err(|e| fail(e.to_string()))?;
+            let path = dir.path().join(format!("bank-{me}"));
+            durable.insert(
+                me,
+                Durable {
+                    secrets: s.to_bytes(),
+                    path: path.clone(),
+                },
+            );
+            let (store, _) = Store::open(&path).map_err(|e| fail(e.to_string()))?;
             let bank = Bank::new(Arc::clone(&consortium), me, s);
             let replica = Replica::open(bank, store).map_err(|e| fail(e.to_string()))?;
             let node_rng = ChaCha20Rng::seed_from_u64(
@@ -180,6 +200,9 @@ impl Sim {
             seq: 0,
             queue: BinaryHeap::new(),
             nodes,
+            durable,
+            consortium,
+            _dir: dir,
             net_rng,
             digest: Sha256::new(),
             events: 0,
@@ -187,23 +210,126 @@ impl Sim {
         };
         let members: Vec<MemberIndex> = sim.nodes.keys().copied().collect();
         for me in members {
-            let rows = sim
-                .scores
-                .get(usize::from(me) - 1)
-                .cloned()
-                .unwrap_or_default();
-            let now = sim.now;
-            let node = sim.nodes.get_mut(&me).ok_or_else(|| fail("node".into()))?;
-            let step = node
-                .replica
-                .submit(now, 1, rows, &mut node.rng)
-                .map_err(|e| fail(e.to_string()))?
-                .map_err(|e| fail(e.to_string()))?;
-            sim.execute(me, step);
+            sim.submit_scores(me)?;
             sim.schedule(me, Time(start + SYNC_EVERY_MS), Delivery::Sync);
-            sim.rearm(me);
         }
         Ok(sim)
+    }
+
+    /// Gives member `me` its epoch-1 scores, as its operator would.
+    pub fn submit_scores(&mut self, me: MemberIndex) -> Result<(), SimError> {
+        let seed = self.config.seed;
+        let fail = |reason: String| SimError::Failed { seed, reason };
+        let rows = self
+            .scores
+            .get(usize::from(me) - 1)
+            .cloned()
+            .unwrap_or_default();
+        let now = self.now;
+        let node = self
+            .nodes
+            .get_mut(&me)
+            .ok_or_else(|| fail(format!("member {me} is down")))?;
+        let step = node
+            .replica
+            .submit(now, 1, rows, &mut node.rng)
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
+        self.execute(me, step);
+        self.rearm(me);
+        Ok(())
+    }
+
+    /// Crashes member `me`: its process state and every message in flight to it are lost;
+    /// only its store survives.
+    pub fn crash(&mut self, me: MemberIndex) {
+        self.nodes.remove(&me);
+        let kept: Vec<Reverse<Scheduled>> = self
+            .queue
+            .drain()
+            .filter(|Reverse(s)| s.to != me || matches!(s.delivery, Delivery::Sync))
+            .collect();
+        self.queue.extend(kept);
+    }
+
+    /// Restarts a crashed member from its store (the log is verified and replayed).
+    pub fn restart(&mut self, me: MemberIndex) -> Result<(), SimError> {
+        let seed = self.config.seed;
+        let fail = |reason: String| SimError::Failed { seed, reason };
+        let d = self
+            .durable
+            .get(&me)
+            .ok_or_else(|| fail(format!("no member {me}")))?;
+        let secrets =
+            MemberSecrets::from_bytes(&d.secrets).ok_or_else(|| fail("member key bytes".into()))?;
+        let (store, _) = Store::open(&d.path).map_err(|e| fail(e.to_string()))?;
+        let bank = Bank::new(Arc::clone(&self.consortium), me, secrets);
+        let replica = Replica::open(bank, store).map_err(|e| fail(e.to_string()))?;
+        let rng =
+            ChaCha20Rng::seed_from_u64(seed.wrapping_mul(7_000_003).wrapping_add(u64::from(me)));
+        self.nodes.insert(
+            me,
+            Node {
+                replica,
+                rng,
+                timer_at: None,
+            },
+        );
+        self.rearm(me);
+        Ok(())
+    }
+
+    /// Runs until `done` holds, failing after `max_events`.
+    pub fn run_until(&mut self, done: impl Fn(&Sim) -> bool) -> Result<(), SimError> {
+        let seed = self.config.seed;
+        while !done(self) {
+            if self.events >= self.config.max_events {
+                return Err(SimError::Failed {
+                    seed,
+                    reason: format!("stuck after {} events at {}", self.events, self.now),
+                });
+            }
+            if !self.step()? {
+                return Err(SimError::Failed {
+                    seed,
+                    reason: "event queue ran dry".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Member `me`'s status, if it is up.
+    pub fn status(&self, me: MemberIndex) -> Option<bankmesh_protocol::Status> {
+        self.nodes.get(&me).map(|n| n.replica.bank().status())
+    }
+
+    /// The kinds of the records `author` wrote, in order, as member `me`'s log holds them.
+    pub fn kinds_by(&self, me: MemberIndex, author: MemberIndex) -> Vec<&'static str> {
+        let Some(node) = self.nodes.get(&me) else {
+            return Vec::new();
+        };
+        let store = node.replica.store();
+        let mut kinds = Vec::new();
+        let mut seq = 1;
+        while let Ok(batch) = store.author_range(author, seq, 1_000) {
+            if batch.is_empty() {
+                break;
+            }
+            seq += batch.len() as u64;
+            kinds.extend(
+                batch
+                    .iter()
+                    .filter_map(|b| bankmesh_protocol::Record::from_trusted_bytes(b).ok())
+                    .map(|r| r.kind()),
+            );
+        }
+        kinds
+    }
+
+    /// Records in member `me`'s log, if it is up.
+    pub fn log_len(&self, me: MemberIndex) -> Option<u64> {
+        self.nodes.get(&me).map(|n| n.replica.store().len())
     }
 
     fn schedule(&mut self, to: MemberIndex, at: Time, delivery: Delivery) {
@@ -278,6 +404,10 @@ impl Sim {
         let now = self.now;
         let to = ev.to;
         let Some(node) = self.nodes.get_mut(&to) else {
+            // A crashed member keeps its anti-entropy turn for when it is back.
+            if matches!(ev.delivery, Delivery::Sync) {
+                self.schedule(to, now.plus(SYNC_EVERY_MS), Delivery::Sync);
+            }
             return Ok(true);
         };
         let step = match ev.delivery {
@@ -320,6 +450,17 @@ impl Sim {
             for e in &step.events {
                 eprintln!("[{}] member {to}: {e:?}", self.now.0);
             }
+            for f in &step.faults {
+                eprintln!("[{}] member {to}: fault {f}", self.now.0);
+            }
+            for r in &step.publish {
+                eprintln!(
+                    "[{}] member {to}: publishes {} {:?}",
+                    self.now.0,
+                    r.kind(),
+                    r.chain_position().map(|(a, s, _)| (a, s))
+                );
+            }
         }
         for e in &step.events {
             if let bankmesh_protocol::Event::Failed { phase, reason, .. } = e {
@@ -335,33 +476,19 @@ impl Sim {
 
     /// Runs until every bank has its epoch-1 results, failing after `max_events`.
     pub fn run_epoch(&mut self) -> Result<(), SimError> {
-        let seed = self.config.seed;
-        while !self.all_done() {
-            if self.events >= self.config.max_events {
-                return Err(SimError::Failed {
-                    seed,
-                    reason: format!("stuck after {} events at {}", self.events, self.now),
-                });
-            }
-            if !self.step()? {
-                return Err(SimError::Failed {
-                    seed,
-                    reason: "event queue ran dry".into(),
-                });
-            }
-        }
-        Ok(())
+        self.run_until(Sim::all_done)
     }
 
     fn all_done(&self) -> bool {
-        self.nodes.values().all(|n| {
-            n.replica
-                .bank()
-                .status()
-                .epochs
-                .iter()
-                .any(|e| e.epoch == 1 && e.phase == Phase::Done)
-        })
+        self.nodes.len() == self.durable.len()
+            && self.nodes.values().all(|n| {
+                n.replica
+                    .bank()
+                    .status()
+                    .epochs
+                    .iter()
+                    .any(|e| e.epoch == 1 && e.phase == Phase::Done)
+            })
     }
 
     pub fn results(&self, me: MemberIndex) -> Vec<ClientResult> {

@@ -504,6 +504,11 @@ impl Bank {
                         if let Ok(pkg) = self.dkg(run).check_round1(author, *attempt, package) {
                             self.dkg_mut(run).apply_round1(author, pkg);
                         }
+                        if author == me {
+                            // Replaying our own record after a restart: recompute its secret.
+                            let (dkg, consortium, secrets) = self.dkg_parts(run);
+                            dkg.resume_round1(consortium, me, secrets);
+                        }
                     }
                     Body::DkgRound2 {
                         run,
@@ -526,6 +531,9 @@ impl Bank {
                                 Some(record.hash()),
                                 why,
                             ));
+                        }
+                        if author == me {
+                            dkg.resume_round2(consortium, me, secrets);
                         }
                     }
                     Body::Ready { epoch } => self.epoch_mut(*epoch).ready(author),
@@ -553,6 +561,14 @@ impl Bank {
             }
             Payload::Submission(s) => self.epoch_mut(s.epoch).add_submission(record.hash(), s),
         }
+    }
+
+    fn dkg_parts(&mut self, run: Run) -> (&mut DkgRun, &Consortium, &MemberSecrets) {
+        let dkg = match run {
+            Run::Decryption => &mut self.decryption,
+            Run::Pseudonym => &mut self.pseudonym,
+        };
+        (dkg, &self.consortium, &self.secrets)
     }
 
     fn dkg_mut(&mut self, run: Run) -> &mut DkgRun {

@@ -146,6 +146,31 @@ impl DkgRun {
         }
     }
 
+    /// Our own round-1 record, replayed from the log after a restart: recompute the secret
+    /// package behind it (the polynomial is derived, so it is the same one).
+    pub fn resume_round1(
+        &mut self,
+        consortium: &Consortium,
+        me: MemberIndex,
+        secrets: &MemberSecrets,
+    ) {
+        if !self.posted1 {
+            let _ = self.round1_body(consortium, me, secrets);
+        }
+    }
+
+    /// Our own round-2 record, replayed: recompute the round-2 secret package behind it.
+    pub fn resume_round2(
+        &mut self,
+        consortium: &Consortium,
+        me: MemberIndex,
+        secrets: &MemberSecrets,
+    ) {
+        if !self.posted2 {
+            let _ = self.round2_body(consortium, me, secrets);
+        }
+    }
+
     /// Verifies a round-1 record: attempt, participant, proof of knowledge, threshold.
     pub fn check_round1(
         &self,

@@ -38,6 +38,8 @@ const WORK_PER_SHARE_RECORD: usize = 8;
 const SHARES_PER_RECORD: usize = 128;
 /// Wait before asking members that have not answered an OPRF batch again.
 const OPRF_RETRY_MS: u64 = 2_000;
+/// Least time between two checkpoints of one epoch by one member.
+const COSIGN_EVERY_MS: u64 = 250;
 /// Wait before asking the same peer for the same set again.
 const SYNC_RETRY_MS: u64 = 1_000;
 
@@ -89,6 +91,7 @@ pub struct EpochState {
     closed: bool,
     checkpoints: BTreeMap<MemberIndex, Vec<(Hash, u64)>>,
     cosigned: Vec<(Hash, Vec<Hash>)>,
+    last_cosign: Time,
     asked: BTreeMap<(MemberIndex, Hash), Time>,
     target: Option<(Hash, Option<BTreeSet<Hash>>)>,
     sealed: Option<Sealed>,
@@ -151,6 +154,7 @@ impl EpochState {
             closed: false,
             checkpoints: BTreeMap::new(),
             cosigned: Vec::new(),
+            last_cosign: Time(0),
             asked: BTreeMap::new(),
             target: None,
             sealed: None,
@@ -549,7 +553,7 @@ impl EpochState {
                     );
                     return;
                 }
-                self.close_window(out);
+                self.close_window(now, out);
             }
         }
         if self.closed && self.sealed.is_none() {
@@ -629,25 +633,31 @@ impl EpochState {
         }
     }
 
-    fn close_window(&mut self, out: &mut Out) {
+    fn close_window(&mut self, now: Time, out: &mut Out) {
         self.closed = true;
         let served: Vec<(MemberIndex, u32)> = self.served.iter().map(|(&m, &n)| (m, n)).collect();
         out.outgoing.push(Outgoing::Body(Body::OprfUsage {
             epoch: self.epoch,
             served,
         }));
-        self.cosign(out);
+        self.cosign(now, out);
         out.events.push(Event::WindowClosed {
             epoch: self.epoch,
             submissions: self.set.len(),
         });
     }
 
-    fn cosign(&mut self, out: &mut Out) {
+    /// Cosigns our current set if it changed, at most once per [`COSIGN_EVERY_MS`] so that a
+    /// set growing record by record during sync gets one checkpoint, not one per record.
+    fn cosign(&mut self, now: Time, out: &mut Out) {
+        if self.cosigned.last().is_some() && now.0 < self.last_cosign.0 + COSIGN_EVERY_MS {
+            return;
+        }
         let root = self.current_root();
         if self.cosigned.last().is_some_and(|(r, _)| *r == root) {
             return;
         }
+        self.last_cosign = now;
         let hashes: Vec<Hash> = self.set.keys().copied().collect();
         let count = hashes.len() as u64;
         self.cosigned.push((root, hashes));
@@ -732,7 +742,7 @@ impl EpochState {
     /// Cosigns a grown set, and decides finality (DESIGN 4.4).
     fn seal_step(&mut self, ctx: &Ctx<'_>, now: Time, out: &mut Out) {
         let c = ctx.consortium;
-        self.cosign(out);
+        self.cosign(now, out);
         self.sync_differing(ctx.me, now, out);
         let mine = self.current_root();
         let unanimous = self.checkpoints.len() == c.n()
@@ -832,7 +842,12 @@ impl EpochState {
         }
         self.mine.retain(|h, _| hashes.contains(h));
         if ctx.x.is_some_and(|x| x.share.is_some()) {
-            self.share_queue = hashes.iter().copied().collect();
+            // Shares we already posted (seen again when replaying after a restart) are not repeated.
+            self.share_queue = hashes
+                .iter()
+                .copied()
+                .filter(|h| !self.shares_seen.contains(&(ctx.me, *h)))
+                .collect();
         }
         self.sealed = Some(Sealed {
             root,

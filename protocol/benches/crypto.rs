@@ -1,0 +1,80 @@
+//! Costs of the per-record cryptography (DESIGN 3), to compare as ratios within one run.
+
+use bankmesh_protocol::crypto::oprf::{self, Blind};
+use bankmesh_protocol::crypto::{dlog, elgamal, keyswitch, transcript, validity};
+use criterion::{criterion_group, criterion_main, Criterion};
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
+use curve25519_dalek::scalar::Scalar;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+fn benches(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::from_seed([1; 32]);
+    let x = Scalar::random(&mut rng);
+    let public = x * G;
+    let id = [0u8; 32];
+
+    c.bench_function("submission: encrypt + validity proof", |b| {
+        b.iter(|| {
+            validity::encrypt_with_proof(&mut transcript(&id, 1, b"b"), &public, 700, &mut rng)
+        })
+    });
+    let (ct, proof) =
+        validity::encrypt_with_proof(&mut transcript(&id, 1, b"b"), &public, 700, &mut rng)
+            .unwrap();
+    c.bench_function("submission: verify validity proof", |b| {
+        b.iter(|| validity::verify(&mut transcript(&id, 1, b"b"), &public, &ct, &proof))
+    });
+
+    let o = Scalar::random(&mut rng) * G;
+    c.bench_function("decryption: key-switch share + proof", |b| {
+        b.iter(|| {
+            keyswitch::key_switch(
+                &mut transcript(&id, 1, b"k"),
+                &x,
+                &public,
+                &ct,
+                &o,
+                &mut rng,
+            )
+        })
+    });
+    let share = keyswitch::key_switch(
+        &mut transcript(&id, 1, b"k"),
+        &x,
+        &public,
+        &ct,
+        &o,
+        &mut rng,
+    );
+    c.bench_function("decryption: verify key-switch share", |b| {
+        b.iter(|| keyswitch::verify(&mut transcript(&id, 1, b"k"), &public, &ct, &o, &share))
+    });
+
+    dlog::warm_up();
+    let sum = elgamal::encrypt(&public, 3000, &Scalar::from(5u64));
+    let d = x * sum.c1;
+    c.bench_function("decryption: combine 1 share + table lookup", |b| {
+        b.iter(|| keyswitch::combine(&sum, &[(1, d)], 1).and_then(|p| dlog::small_dlog(&p)))
+    });
+
+    let k = Scalar::random(&mut rng);
+    let blind = Blind::random(&mut rng);
+    let blinded: Vec<_> = (0..64u32)
+        .map(|i| oprf::blind(&i.to_be_bytes(), &blind).unwrap())
+        .collect();
+    c.bench_function("oprf: evaluate batch of 64 + DLEQ", |b| {
+        b.iter(|| oprf::evaluate(&k, &blinded, &mut rng))
+    });
+    let (ev, p) = oprf::evaluate(&k, &blinded, &mut rng).unwrap();
+    c.bench_function("oprf: verify batch of 64", |b| {
+        b.iter(|| oprf::verify_evaluation(&(k * G), &blinded, &ev, &p))
+    });
+}
+
+criterion_group! {
+    name = crypto;
+    config = Criterion::default().sample_size(20);
+    targets = benches
+}
+criterion_main!(crypto);
