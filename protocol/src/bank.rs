@@ -254,6 +254,21 @@ pub struct Bank {
     now: Time,
 }
 
+/// The fault for a DKG record the run refused.
+fn dkg_fault(author: MemberIndex, hash: Hash, what: &str, reject: DkgReject) -> Fault {
+    let (kind, detail) = match reject {
+        DkgReject::Duplicate => (FaultKind::Duplicate, format!("second {what}")),
+        DkgReject::NotExpected => (FaultKind::UnexpectedRecord, format!("{what} not expected")),
+        DkgReject::Invalid(why) => (FaultKind::BadDkgPackage, format!("{what}: {why}")),
+    };
+    Fault {
+        culprit: Culprit::Member(author),
+        kind,
+        record: Some(hash),
+        detail,
+    }
+}
+
 /// Bound on how many rounds of self-triggered work one input may cause.
 const MAX_PROGRESS_ROUNDS: usize = 64;
 
@@ -370,14 +385,9 @@ impl Bank {
                         package,
                     } => match self.dkg(*run).check_round1(author, *attempt, package) {
                         Ok(_) => Verdict::Accept(unchecked.into_checked()),
-                        Err(DkgReject::Duplicate) => {
-                            blame(FaultKind::Duplicate, "second round-1 package".into())
+                        Err(reject) => {
+                            Verdict::Reject(dkg_fault(author, hash, "round-1 package", reject))
                         }
-                        Err(DkgReject::NotExpected) => blame(
-                            FaultKind::UnexpectedRecord,
-                            "round-1 package not expected".into(),
-                        ),
-                        Err(DkgReject::Invalid(why)) => blame(FaultKind::BadDkgPackage, why),
                     },
                     Body::DkgRound2 {
                         run,
@@ -386,14 +396,9 @@ impl Bank {
                         ..
                     } => match self.dkg(*run).check_round2(author, *attempt, shares) {
                         Ok(()) => Verdict::Accept(unchecked.into_checked()),
-                        Err(DkgReject::Duplicate) => {
-                            blame(FaultKind::Duplicate, "second round-2 record".into())
+                        Err(reject) => {
+                            Verdict::Reject(dkg_fault(author, hash, "round-2 record", reject))
                         }
-                        Err(DkgReject::NotExpected) => blame(
-                            FaultKind::UnexpectedRecord,
-                            "round-2 record not expected".into(),
-                        ),
-                        Err(DkgReject::Invalid(why)) => blame(FaultKind::BadDkgPackage, why),
                     },
                     Body::Ready { epoch }
                     | Body::OprfUsage { epoch, .. }

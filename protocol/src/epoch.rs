@@ -675,8 +675,7 @@ impl EpochState {
         }
     }
 
-    /// Asks each member whose latest cosigned set differs from ours for that set (again after a
-    /// pause, in case a request was lost).
+    /// Asks each member whose latest cosigned set differs from ours for that set.
     fn sync_differing(&mut self, me: MemberIndex, now: Time, out: &mut Out) {
         let mine = self.current_root();
         let differing: Vec<(MemberIndex, Hash)> = self
@@ -684,24 +683,32 @@ impl EpochState {
             .iter()
             .filter(|(&m, _)| m != me)
             .filter_map(|(&m, l)| l.last().map(|&(r, _)| (m, r)))
-            .filter(|&(m, r)| {
-                r != mine
-                    && self
-                        .asked
-                        .get(&(m, r))
-                        .is_none_or(|t| now.0 >= t.0 + SYNC_RETRY_MS)
-            })
+            .filter(|&(_, r)| r != mine)
             .collect();
         for (peer, root) in differing {
-            out.requests.push((
-                peer,
-                Request::EpochSet {
-                    epoch: self.epoch,
-                    root,
-                },
-            ));
-            self.asked.insert((peer, root), now);
+            self.ask_set(peer, root, now, out);
         }
+    }
+
+    /// Asks `peer` for its set with `root`, unless we did less than [`SYNC_RETRY_MS`] ago (a
+    /// request may be lost, so we ask again after a pause). Returns whether it asked.
+    fn ask_set(&mut self, peer: MemberIndex, root: Hash, now: Time, out: &mut Out) -> bool {
+        if self
+            .asked
+            .get(&(peer, root))
+            .is_some_and(|t| now.0 < t.0 + SYNC_RETRY_MS)
+        {
+            return false;
+        }
+        out.requests.push((
+            peer,
+            Request::EpochSet {
+                epoch: self.epoch,
+                root,
+            },
+        ));
+        self.asked.insert((peer, root), now);
+        true
     }
 
     pub fn epoch_set_response(
@@ -790,18 +797,9 @@ impl EpochState {
                 self.seal(ctx, root, list, out)
             }
             _ => {
-                // Ask a cosigner for the final set (again after a pause), then fetch what we lack.
+                // Ask a cosigner for the final set, then fetch what we lack.
                 for &peer in who.iter().filter(|&&m| m != ctx.me) {
-                    let last = self.asked.get(&(peer, root)).copied();
-                    if last.is_none_or(|t| now.0 >= t.0 + SYNC_RETRY_MS) {
-                        out.requests.push((
-                            peer,
-                            Request::EpochSet {
-                                epoch: self.epoch,
-                                root,
-                            },
-                        ));
-                        self.asked.insert((peer, root), now);
+                    if self.ask_set(peer, root, now, out) {
                         break;
                     }
                 }
