@@ -1,0 +1,151 @@
+//! Over real libp2p on loopback: a record that fails validation is rejected by the node, named
+//! as a fault of the member that published it, and never stored; a valid one is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bankmesh_node::net::{build_swarm, topic};
+use bankmesh_node::peer::{now, Command, NodeEvent, Peer};
+use bankmesh_protocol::bank::{Culprit, FaultKind};
+use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
+use bankmesh_protocol::record::{Body, Record};
+use bankmesh_protocol::{Bank, MemberSecrets};
+use bankmesh_store::replica::Replica;
+use bankmesh_store::Store;
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::Multiaddr;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use tokio::sync::{mpsc, oneshot};
+
+async fn listen(swarm: &mut libp2p::Swarm<bankmesh_node::net::Behaviour>) -> Multiaddr {
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            return address;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_gossip_is_rejected_and_attributed() {
+    let mut rng = ChaCha20Rng::from_seed([4; 32]);
+    let honest = MemberSecrets::generate(&mut rng);
+    let rogue = MemberSecrets::generate(&mut rng);
+    let mut honest_swarm = build_swarm(&honest, 2).unwrap();
+    let mut rogue_swarm = build_swarm(&rogue, 2).unwrap();
+    let honest_addr = listen(&mut honest_swarm).await;
+    let rogue_addr = listen(&mut rogue_swarm).await;
+    // The DKG starts far in the future: this test is only about validation.
+    let genesis = Genesis {
+        name: "validation".into(),
+        version: 1,
+        threshold: 2,
+        seal_quorum: 2,
+        score_max: 1023,
+        oprf_quota: 10,
+        timing: Timing {
+            start_ms: now().0 + 3_600_000,
+            dkg_ms: 60_000,
+            epoch_ms: 600_000,
+            submit_ms: 60_000,
+            seal_ms: 60_000,
+            decrypt_ms: 60_000,
+        },
+        members: vec![
+            honest.member_info(1, "honest", vec![honest_addr.to_string()]),
+            rogue.member_info(2, "rogue", vec![rogue_addr.to_string()]),
+        ],
+    };
+    let consortium = Arc::new(Consortium::new(genesis).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let replica = Replica::open(Bank::new(Arc::clone(&consortium), 1, honest), store).unwrap();
+    let (events_tx, mut events) = mpsc::channel(1024);
+    let peer = Peer::new(honest_swarm, replica, Arc::clone(&consortium), events_tx).unwrap();
+    let (commands, commands_rx) = mpsc::channel(8);
+    tokio::spawn(peer.run(commands_rx));
+
+    // The rogue member connects and subscribes, then publishes: garbage, a record signed by
+    // itself but claiming another consortium... and finally one valid record.
+    let t = topic(&consortium.id);
+    rogue_swarm.behaviour_mut().gossipsub.subscribe(&t).unwrap();
+    let honest_peer =
+        bankmesh_node::net::peer_id_of(&consortium.genesis.members[0].identity).unwrap();
+    rogue_swarm.behaviour_mut().allow.allow_peer(honest_peer);
+    rogue_swarm.dial(honest_addr).unwrap();
+    let mut other = consortium.id;
+    other[0] ^= 1;
+    let bad = vec![
+        b"not a record".to_vec(),
+        Record::identified(
+            &other,
+            rogue.identity(),
+            2,
+            1,
+            [0; 32],
+            Body::Ready { epoch: 1 },
+        )
+        .bytes()
+        .to_vec(),
+    ];
+    let good = Record::identified(
+        &consortium.id,
+        rogue.identity(),
+        2,
+        1,
+        [0; 32],
+        Body::Ready { epoch: 1 },
+    );
+    let mut outbox: Vec<Vec<u8>> = bad.clone();
+    outbox.push(good.bytes().to_vec());
+    let mut faults = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while faults.len() < bad.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "faults seen: {faults:?}"
+        );
+        tokio::select! {
+            _ = rogue_swarm.select_next_some() => {}
+            Some((_, event)) = events.recv() => {
+                if let NodeEvent::Fault(f) = event {
+                    faults.push(f);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                while let Some(bytes) = outbox.first() {
+                    match rogue_swarm.behaviour_mut().gossipsub.publish(t.clone(), bytes.clone()) {
+                        Ok(_) => { outbox.remove(0); }
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        faults.iter().all(|f| f.culprit == Culprit::Member(2)),
+        "{faults:?}"
+    );
+    assert!(faults.iter().any(|f| f.kind == FaultKind::Malformed));
+    assert!(faults.iter().any(|f| f.kind == FaultKind::WrongConsortium));
+
+    // The valid record arrives and is stored; the invalid ones are not.
+    let mut stored = false;
+    for _ in 0..100 {
+        let _ =
+            tokio::time::timeout(Duration::from_millis(50), rogue_swarm.select_next_some()).await;
+        let (reply, answer) = oneshot::channel();
+        commands.send(Command::Status { reply }).await.unwrap();
+        let status = answer.await.unwrap();
+        if status.epochs.iter().any(|e| e.epoch == 1) {
+            stored = true;
+            break;
+        }
+    }
+    assert!(stored, "the valid Ready record was applied");
+    commands.send(Command::Shutdown).await.unwrap();
+}
