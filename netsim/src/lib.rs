@@ -252,7 +252,8 @@ impl Sim {
         self.queue.extend(kept);
     }
 
-    /// Restarts a crashed member from its store (the log is verified and replayed).
+    /// Restarts a crashed member from its store: the log is verified and replayed, and the
+    /// member resumes its epochs from its local state.
     pub fn restart(&mut self, me: MemberIndex) -> Result<(), SimError> {
         let seed = self.config.seed;
         let fail = |reason: String| SimError::Failed { seed, reason };
@@ -275,6 +276,14 @@ impl Sim {
                 timer_at: None,
             },
         );
+        let now = self.now;
+        if let Some(node) = self.nodes.get_mut(&me) {
+            let step = node
+                .replica
+                .resume(now, &mut node.rng)
+                .map_err(|e| fail(e.to_string()))?;
+            self.execute(me, step);
+        }
         self.rearm(me);
         Ok(())
     }

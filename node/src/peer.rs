@@ -154,6 +154,9 @@ impl Peer {
     }
 
     async fn run_inner(&mut self, commands: &mut mpsc::Receiver<Command>) -> Result<()> {
+        // After a restart, take back what the local store says we were doing.
+        let step = self.replica.resume(now(), &mut OsRng)?;
+        self.execute(step);
         self.dial_missing();
         let mut retry = tokio::time::interval(RETRY_EVERY);
         let mut sync = tokio::time::interval(SYNC_EVERY);

@@ -15,6 +15,7 @@ use crate::dkg::{DkgReject, DkgRun, RunKeys};
 use crate::epoch::{EpochState, Outgoing};
 use crate::genesis::Consortium;
 use crate::keys::MemberSecrets;
+use crate::local::{self, LocalWrite};
 use crate::messages::{Request, Response};
 use crate::record::{Body, Hash, Payload, Record, Run, UncheckedRecord};
 use crate::time::Time;
@@ -165,6 +166,8 @@ impl ClientResult {
 #[must_use]
 #[derive(Debug, Default)]
 pub struct Step {
+    /// Local state to make durable before anything else in this step is done.
+    pub local: Vec<LocalWrite>,
     /// Records this bank made, in order: persist each, then publish it.
     pub publish: Vec<Record>,
     /// Direct requests to send.
@@ -176,6 +179,7 @@ pub struct Step {
 
 impl Step {
     pub fn extend(&mut self, other: Step) {
+        self.local.extend(other.local);
         self.publish.extend(other.publish);
         self.requests.extend(other.requests);
         self.results.extend(other.results);
@@ -183,7 +187,8 @@ impl Step {
         self.events.extend(other.events);
     }
     pub fn is_empty(&self) -> bool {
-        self.publish.is_empty()
+        self.local.is_empty()
+            && self.publish.is_empty()
             && self.requests.is_empty()
             && self.results.is_empty()
             && self.faults.is_empty()
@@ -233,6 +238,7 @@ pub(crate) struct Ctx<'a> {
 /// Effects collected while handling one input.
 #[derive(Default)]
 pub(crate) struct Out {
+    pub local: Vec<LocalWrite>,
     pub outgoing: Vec<Outgoing>,
     pub requests: Vec<(MemberIndex, Request)>,
     pub results: Vec<ClientResult>,
@@ -563,6 +569,12 @@ impl Bank {
                         }
                     }
                 }
+                if author == me {
+                    // What our own records say we did (met again when replaying after a restart).
+                    if let Some(epoch) = record.epoch() {
+                        self.epoch_mut(epoch).replay_own(&i.body);
+                    }
+                }
             }
             Payload::Submission(s) => self.epoch_mut(s.epoch).add_submission(record.hash(), s),
         }
@@ -630,8 +642,37 @@ impl Bank {
         if state.is_closed() {
             return Err(Error::EpochClosed(epoch));
         }
-        state.set_clients(scores);
-        Ok(self.progress(rng, Out::default()))
+        // The operator's input is made durable before anything is done with it (DESIGN 8).
+        let mut out = Out::default();
+        out.local.push(local::scores(epoch, &scores));
+        state.set_clients(scores, Vec::new());
+        let epochs: Vec<u64> = self
+            .epochs
+            .iter()
+            .filter(|(_, s)| s.has_clients())
+            .map(|(&e, _)| e)
+            .collect();
+        out.local.push(local::epochs(&epochs));
+        Ok(self.progress(rng, out))
+    }
+
+    /// Takes back an epoch's scores and known OPRF outputs from the node's local store after a
+    /// restart (after the log was replayed). Own submissions already in the log are recognized,
+    /// not posted again; those missing are posted if the window is still open.
+    pub fn resume(
+        &mut self,
+        now: Time,
+        epoch: u64,
+        scores: Vec<(String, u16)>,
+        pseudonyms: Vec<(usize, [u8; 64])>,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Step {
+        self.now = self.now.max(now);
+        let state = self.epoch_mut(epoch);
+        if !state.has_clients() {
+            state.set_clients(scores, pseudonyms);
+        }
+        self.progress(rng, Out::default())
     }
 
     /// Answers a direct request from member `from`.
@@ -805,6 +846,7 @@ impl Bank {
             self.apply_record(&record, out);
             step.publish.push(record);
         }
+        step.local.append(&mut out.local);
         step.requests.append(&mut out.requests);
         step.results.append(&mut out.results);
         step.faults.append(&mut out.faults);

@@ -14,6 +14,7 @@ use crate::bank::{
     ClientResult, Ctx, Culprit, EpochStatus, Event, Fault, FaultKind, Origin, Out, Phase,
 };
 use crate::crypto::elgamal::Ciphertext;
+use crate::crypto::keyswitch::KeySwitchShare;
 use crate::crypto::oprf::{self, Blind, DleqProof};
 use crate::crypto::{dlog, keyswitch, schnorr, tag, transcript, validity, CryptoError};
 use crate::genesis::Consortium;
@@ -63,6 +64,13 @@ struct Mine {
     tag: [u8; 32],
 }
 
+struct ClientKeys {
+    tag_key: schnorr::TagKey,
+    tag: RistrettoPoint,
+    one_time: Zeroizing<Scalar>,
+    one_time_public: RistrettoPoint,
+}
+
 struct Entry {
     tag: [u8; 32],
     ciphertext: Ciphertext,
@@ -97,7 +105,11 @@ pub struct EpochState {
     sealed: Option<Sealed>,
     share_queue: VecDeque<Hash>,
     shares_seen: BTreeSet<(MemberIndex, Hash)>,
-    collected: BTreeMap<Hash, BTreeMap<MemberIndex, RistrettoPoint>>,
+    /// Verified decryption shares of every sealed submission, kept until our own submissions
+    /// are known (after a restart they are recognized only once pseudonyms are back).
+    received: BTreeMap<Hash, BTreeMap<MemberIndex, KeySwitchShare>>,
+    /// OPRF outputs of our clients, by client position; persisted locally.
+    pseudonyms: BTreeMap<usize, Zeroizing<[u8; 64]>>,
     results: BTreeMap<usize, (u64, u32)>,
     dropped_reported: bool,
     done_reported: bool,
@@ -160,7 +172,8 @@ impl EpochState {
             sealed: None,
             share_queue: VecDeque::new(),
             shares_seen: BTreeSet::new(),
-            collected: BTreeMap::new(),
+            received: BTreeMap::new(),
+            pseudonyms: BTreeMap::new(),
             results: BTreeMap::new(),
             dropped_reported: false,
             done_reported: false,
@@ -174,14 +187,33 @@ impl EpochState {
     pub fn is_closed(&self) -> bool {
         self.closed
     }
-    pub fn set_clients(&mut self, scores: Vec<(String, u16)>) {
+    /// Takes our clients for this epoch, with the OPRF outputs already known for some of them
+    /// (after a restart); the others still need pseudonyms.
+    pub fn set_clients(&mut self, scores: Vec<(String, u16)>, known: Vec<(usize, [u8; 64])>) {
         self.clients = scores
             .into_iter()
             .map(|(id, score)| Client { id, score })
             .collect();
-        // A bank with no clients has nothing to look up; it is ready at once.
-        self.oprf_started = self.clients.is_empty();
+        for (client, y) in known {
+            if client < self.clients.len() && !self.pseudonyms.contains_key(&client) {
+                self.pseudonyms.insert(client, Zeroizing::new(y));
+                self.to_submit.push_back((client, Zeroizing::new(y)));
+            }
+        }
+        // Nothing left to look up (no clients, or all pseudonyms known): ready at once.
+        self.oprf_started = self.pseudonyms.len() == self.clients.len();
     }
+
+    /// Whether every one of our submissions for this epoch is known (made or recognized).
+    fn mine_complete(&self) -> bool {
+        self.oprf_started && self.oprf.iter().all(|b| b.done) && self.to_submit.is_empty()
+    }
+
+    /// The OPRF outputs known so far, for the node's local store.
+    fn pseudonyms_record(&self) -> Vec<(usize, [u8; 64])> {
+        self.pseudonyms.iter().map(|(&c, y)| (c, **y)).collect()
+    }
+
     pub fn has_work(&self) -> bool {
         self.failed.is_none() && (!self.to_submit.is_empty() || !self.share_queue.is_empty())
     }
@@ -314,7 +346,9 @@ impl EpochState {
             return;
         };
         self.oprf_started = true;
-        let indices: Vec<usize> = (0..self.clients.len()).collect();
+        let indices: Vec<usize> = (0..self.clients.len())
+            .filter(|c| !self.pseudonyms.contains_key(c))
+            .collect();
         for (b, chunk) in indices.chunks(OPRF_BATCH_MAX).enumerate() {
             let mut blinds = Vec::new();
             let mut blinded = Vec::new();
@@ -467,6 +501,14 @@ impl EpochState {
         }
         if !ready.is_empty() {
             let all_done = self.oprf.iter().all(|b| b.done);
+            for (client, y) in &ready {
+                self.pseudonyms.insert(*client, y.clone());
+            }
+            // Durable before any submission built from them goes out (DESIGN 8).
+            out.local.push(crate::local::pseudonyms(
+                self.epoch,
+                &self.pseudonyms_record(),
+            ));
             self.to_submit.extend(ready);
             if all_done {
                 out.events.push(Event::PseudonymsReady {
@@ -477,41 +519,61 @@ impl EpochState {
         }
     }
 
-    fn build_submission(
-        &self,
-        ctx: &Ctx<'_>,
-        x: &RistrettoPoint,
-        client: usize,
-        y: &[u8; 64],
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<(Submission, Zeroizing<Scalar>, [u8; 32]), CryptoError> {
-        let c = self.clients.get(client).ok_or(CryptoError::BadInput)?;
+    /// The per-epoch keys of client `client`: its tag key, tag and one-time key. The one-time
+    /// key is derived, not drawn, so a restarted bank can still recognize and open its results.
+    fn client_keys(&self, ctx: &Ctx<'_>, client: usize, y: &[u8; 64]) -> Option<ClientKeys> {
+        let c = self.clients.get(client)?;
         let c_id = ctx.consortium.id;
         let tag_key = tag::tag_key(&c_id, self.epoch, c.id.as_bytes(), y);
         let tag = tag_key.public();
-        // The one-time key is derived, not drawn, so a restarted bank can still open its results.
         let mut context = c_id.to_vec();
         context.extend_from_slice(&self.epoch.to_be_bytes());
         context.extend_from_slice(tag.compress().as_bytes());
         let seed = ctx.secrets.derive(b"bankmesh.one-time-key.v1", &context);
         let o = Zeroizing::new(Scalar::from_bytes_mod_order(*seed));
-        let one_time = *o * G;
-        let mut t = validity_transcript(ctx.consortium, self.epoch, &tag, &one_time);
+        Some(ClientKeys {
+            tag_key,
+            tag,
+            one_time_public: *o * G,
+            one_time: o,
+        })
+    }
+
+    /// Our submission for these keys if it is already in the set (posted before a restart).
+    fn find_own(&self, keys: &ClientKeys) -> Option<Hash> {
+        let tag = keys.tag.compress().to_bytes();
+        self.set
+            .iter()
+            .find(|(_, e)| e.tag == tag && e.one_time == keys.one_time_public)
+            .map(|(h, _)| *h)
+    }
+
+    fn build_submission(
+        &self,
+        ctx: &Ctx<'_>,
+        x: &RistrettoPoint,
+        client: usize,
+        keys: &ClientKeys,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Submission, CryptoError> {
+        let c = self.clients.get(client).ok_or(CryptoError::BadInput)?;
+        let mut t =
+            validity_transcript(ctx.consortium, self.epoch, &keys.tag, &keys.one_time_public);
         let (ciphertext, proof) = validity::encrypt_with_proof(&mut t, x, u64::from(c.score), rng)?;
         let mut s = Submission {
             epoch: self.epoch,
-            tag,
+            tag: keys.tag,
             ciphertext,
-            one_time,
+            one_time: keys.one_time_public,
             validity: proof,
             holder: schnorr::Signature {
                 r: curve25519_dalek::ristretto::CompressedRistretto::default(),
                 s: Scalar::ZERO,
             },
         };
-        let mut t = transcript(&c_id, self.epoch, b"holder");
-        s.holder = schnorr::sign(&mut t, &tag_key, &s.signed_bytes(), rng);
-        Ok((s, o, tag.compress().to_bytes()))
+        let mut t = transcript(&ctx.consortium.id, self.epoch, b"holder");
+        s.holder = schnorr::sign(&mut t, &keys.tag_key, &s.signed_bytes(), rng);
+        Ok(s)
     }
 
     fn fail(&mut self, phase: Phase, reason: String, out: &mut Out) {
@@ -584,30 +646,46 @@ impl EpochState {
 
     fn submit_slice(&mut self, ctx: &Ctx<'_>, rng: &mut (impl RngCore + CryptoRng), out: &mut Out) {
         let Some(x) = ctx.x else { return };
-        if self.closed {
-            if !self.to_submit.is_empty() {
+        while let Some((client, y)) = self.to_submit.pop_front() {
+            let Some(keys) = self.client_keys(ctx, client, &y) else {
+                continue;
+            };
+            let tag = keys.tag.compress().to_bytes();
+            if let Some(hash) = self.find_own(&keys) {
+                // Posted before a restart: take it back, do not post it twice.
+                self.mine.insert(
+                    hash,
+                    Mine {
+                        client,
+                        one_time: keys.one_time,
+                        tag,
+                    },
+                );
+                self.submitted += 1;
+                continue;
+            }
+            if self.closed {
                 self.fail(
                     Phase::Submit,
                     "the window closed before all submissions were posted".into(),
                     out,
                 );
+                return;
             }
-            return;
-        }
-        while out.work_done < WORK_PER_CALL {
-            let Some((client, y)) = self.to_submit.pop_front() else {
+            if out.work_done >= WORK_PER_CALL {
+                self.to_submit.push_front((client, y));
                 break;
-            };
+            }
             out.work_done += 1;
-            match self.build_submission(ctx, &x.group, client, &y, rng) {
-                Ok((s, one_time, tag)) => {
+            match self.build_submission(ctx, &x.group, client, &keys, rng) {
+                Ok(s) => {
                     let hash =
                         crate::record::Record::submission(&ctx.consortium.id, s.clone()).hash();
                     self.mine.insert(
                         hash,
                         Mine {
                             client,
-                            one_time,
+                            one_time: keys.one_time,
                             tag,
                         },
                     );
@@ -620,9 +698,8 @@ impl EpochState {
                 }
             }
         }
-        let all_in =
-            self.oprf_started && self.oprf.iter().all(|b| b.done) && self.to_submit.is_empty();
-        if all_in && !self.ready_posted {
+        self.try_results(ctx, out);
+        if self.mine_complete() && !self.ready_posted && !self.closed {
             self.ready_posted = true;
             out.events.push(Event::Submitted {
                 epoch: self.epoch,
@@ -847,11 +924,14 @@ impl EpochState {
                 .filter(|h| !self.shares_seen.contains(&(ctx.me, *h)))
                 .collect();
         }
+        self.received.retain(|h, _| hashes.contains(h));
         self.sealed = Some(Sealed {
             root,
             hashes,
             aggregates,
         });
+        // Shares met before the seal (replayed after a restart) can be opened now.
+        self.try_results(ctx, out);
     }
 
     fn share_slice(&mut self, ctx: &Ctx<'_>, rng: &mut (impl RngCore + CryptoRng), out: &mut Out) {
@@ -936,7 +1016,7 @@ impl EpochState {
         Ok(true)
     }
 
-    /// Takes verified shares; combines `t` of them for each of our submissions (DESIGN 4.7).
+    /// Takes verified shares (DESIGN 4.6) and opens what it can of ours (DESIGN 4.7).
     pub fn apply_shares(
         &mut self,
         ctx: &Ctx<'_>,
@@ -944,52 +1024,78 @@ impl EpochState {
         shares: &[ShareEntry],
         out: &mut Out,
     ) {
-        let t = ctx.consortium.threshold();
         for entry in shares {
             self.shares_seen.insert((author, entry.submission));
-            let Some(m) = self.mine.get(&entry.submission) else {
-                continue;
+            // Until we know all our own submissions, any share may turn out to be ours.
+            let wanted = match self.mine.get(&entry.submission) {
+                Some(m) => !self.results.contains_key(&m.client),
+                None => !self.mine_complete(),
             };
+            if wanted {
+                self.received
+                    .entry(entry.submission)
+                    .or_default()
+                    .insert(author, entry.share.clone());
+            }
+        }
+        self.try_results(ctx, out);
+    }
+
+    /// Combines `t` shares for each of our sealed submissions that has them and no result yet.
+    fn try_results(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let Some(sealed) = &self.sealed else { return };
+        let t = ctx.consortium.threshold();
+        let mut opened = Vec::new();
+        for (hash, m) in &self.mine {
             if self.results.contains_key(&m.client) {
                 continue;
             }
-            let stripped = keyswitch::strip(&entry.share, &m.one_time);
-            let got = self.collected.entry(entry.submission).or_default();
-            got.insert(author, stripped);
-            if got.len() < t {
-                continue;
-            }
-            let Some((aggregate, count)) =
-                self.sealed.as_ref().and_then(|s| s.aggregates.get(&m.tag))
-            else {
+            let Some(shares) = self.received.get(hash).filter(|s| s.len() >= t) else {
                 continue;
             };
-            let parts: Vec<(u16, RistrettoPoint)> = got.iter().map(|(&i, &p)| (i, p)).collect();
-            let client = m.client;
-            let outcome =
-                keyswitch::combine(aggregate, &parts, t).and_then(|p| dlog::small_dlog(&p));
-            match outcome {
-                Ok(sum) => {
-                    self.results.insert(client, (u64::from(sum), *count));
-                    self.collected.remove(&entry.submission);
-                    if let Some(c) = self.clients.get(client) {
-                        out.results.push(ClientResult {
-                            epoch: self.epoch,
-                            client_id: c.id.clone(),
-                            sum: u64::from(sum),
-                            count: *count,
-                        });
-                    }
-                }
-                Err(e) => {
-                    let reason = format!("decrypting a result: {e}");
-                    out.events.push(Event::Failed {
-                        epoch: Some(self.epoch),
-                        phase: Phase::Decrypt,
-                        reason,
-                    });
+            let Some((aggregate, count)) = sealed.aggregates.get(&m.tag) else {
+                continue;
+            };
+            let parts: Vec<(u16, RistrettoPoint)> = shares
+                .iter()
+                .map(|(&i, share)| (i, keyswitch::strip(share, &m.one_time)))
+                .collect();
+            match keyswitch::combine(aggregate, &parts, t).and_then(|p| dlog::small_dlog(&p)) {
+                Ok(sum) => opened.push((*hash, m.client, u64::from(sum), *count)),
+                Err(e) => out.events.push(Event::Failed {
+                    epoch: Some(self.epoch),
+                    phase: Phase::Decrypt,
+                    reason: format!("decrypting a result: {e}"),
+                }),
+            }
+        }
+        for (hash, client, sum, count) in opened {
+            self.results.insert(client, (sum, count));
+            self.received.remove(&hash);
+            if let Some(c) = self.clients.get(client) {
+                out.results.push(ClientResult {
+                    epoch: self.epoch,
+                    client_id: c.id.clone(),
+                    sum,
+                    count,
+                });
+            }
+        }
+    }
+
+    /// Our own records, met again when replaying the log after a restart: what they say we did.
+    pub fn replay_own(&mut self, body: &Body) {
+        match body {
+            Body::Ready { .. } => self.ready_posted = true,
+            Body::OprfUsage { .. } => self.closed = true,
+            Body::Checkpoint { root, .. } => {
+                // Our set at the time we cosigned is exactly the set replayed so far.
+                if !self.cosigned.iter().any(|(r, _)| r == root) && *root == self.current_root() {
+                    self.cosigned
+                        .push((*root, self.set.keys().copied().collect()));
                 }
             }
+            _ => {}
         }
     }
 

@@ -18,6 +18,7 @@ pub mod bank;
 pub mod crypto;
 pub mod genesis;
 pub mod keys;
+pub mod local;
 pub mod merkle;
 pub mod messages;
 pub mod record;

@@ -6,10 +6,12 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bankmesh_protocol::bank::{Culprit, FaultKind};
+use bankmesh_protocol::local;
 use bankmesh_protocol::messages::{Request, Response, SYNC_BATCH_MAX};
 use bankmesh_protocol::record::{DecodeError, Record, UncheckedRecord};
 use bankmesh_protocol::{Bank, Fault, MemberIndex, Origin, Step, Time, Verdict};
 use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
 
 use crate::{AuthorPos, NewRecord, Refused, Store, StoreError};
 
@@ -100,7 +102,11 @@ impl Replica {
     }
 
     /// Persists the records the bank made; returns the step for the driver to send.
-    pub fn persist(&mut self, step: Step) -> Result<Step, StoreError> {
+    pub fn persist(&mut self, mut step: Step) -> Result<Step, StoreError> {
+        // Local state first: nothing that depends on it may leave before it is durable.
+        for write in std::mem::take(&mut step.local) {
+            self.store.local_put(&write.key, &write.value)?;
+        }
         if step.publish.is_empty() {
             return Ok(step);
         }
@@ -352,6 +358,35 @@ impl Replica {
             }
         }
         Ok(())
+    }
+
+    /// After a restart: gives the bank back the scores and pseudonyms of every epoch it had
+    /// (from the local area), so that it recognizes its own submissions in the replayed log,
+    /// posts what is missing while the window is open, and opens its results.
+    pub fn resume(
+        &mut self,
+        now: Time,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Step, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("local {what} do not decode"));
+        let Some(bytes) = self.store.local_get(local::EPOCHS)? else {
+            return Ok(Step::default());
+        };
+        let epochs = local::decode_epochs(&bytes).ok_or_else(|| corrupt("epochs"))?;
+        let mut step = Step::default();
+        for epoch in epochs {
+            let Some(bytes) = self.store.local_get(&local::scores_key(epoch))? else {
+                continue;
+            };
+            let scores = local::decode_scores(&bytes).ok_or_else(|| corrupt("scores"))?;
+            let pseudonyms = match self.store.local_get(&local::pseudonyms_key(epoch))? {
+                Some(bytes) => local::decode_pseudonyms(&Zeroizing::new(bytes))
+                    .ok_or_else(|| corrupt("pseudonyms"))?,
+                None => Vec::new(),
+            };
+            step.extend(self.bank.resume(now, epoch, scores, pseudonyms, rng));
+        }
+        self.persist(step)
     }
 
     /// Commands the bank to submit scores, persisting what it publishes.
