@@ -1088,12 +1088,13 @@ impl EpochState {
         match body {
             Body::Ready { .. } => self.ready_posted = true,
             Body::OprfUsage { .. } => self.closed = true,
-            Body::Checkpoint { root, .. } => {
-                // Our set at the time we cosigned is exactly the set replayed so far.
-                if !self.cosigned.iter().any(|(r, _)| r == root) && *root == self.current_root() {
-                    self.cosigned
-                        .push((*root, self.set.keys().copied().collect()));
-                }
+            // Our set when we cosigned is the set replayed so far (when the log kept our order).
+            Body::Checkpoint { root, .. }
+                if !self.cosigned.iter().any(|(r, _)| r == root)
+                    && *root == self.current_root() =>
+            {
+                self.cosigned
+                    .push((*root, self.set.keys().copied().collect()));
             }
             _ => {}
         }
