@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::dkg::{DkgReject, DkgRun, RunKeys};
-use crate::epoch::{EpochState, Outgoing};
+use crate::epoch::{EpochState, Outgoing, ShareCheck};
 use crate::genesis::Consortium;
 use crate::keys::MemberSecrets;
 use crate::local::{self, LocalWrite};
@@ -203,6 +203,8 @@ pub enum Error {
     BadClient { line: usize, reason: String },
     #[error("epoch {0} is not open for submissions")]
     EpochClosed(u64),
+    #[error("{clients} clients exceed the consortium's OPRF quota of {quota} per bank and epoch")]
+    TooManyClients { clients: usize, quota: u32 },
     #[error("scores for epoch {0} were already given")]
     AlreadySubmitted(u64),
 }
@@ -342,11 +344,9 @@ impl Bank {
     }
 
     /// Verifies a record against the current state (STYLE 5: the only way to a [`Record`]).
-    pub fn check(&self, origin: Origin, unchecked: UncheckedRecord) -> Verdict {
+    pub fn check(&mut self, now: Time, origin: Origin, unchecked: UncheckedRecord) -> Verdict {
+        self.now = self.now.max(now);
         let hash = unchecked.hash();
-        if self.must_wait(&unchecked) {
-            return Verdict::Defer(unchecked);
-        }
         if let Err(e) = unchecked.check_envelope(&self.consortium) {
             // An unverifiable identified record blames the peer that handed it to us.
             let kind = match e {
@@ -359,6 +359,9 @@ impl Bank {
                 Some(hash),
                 e.to_string(),
             ));
+        }
+        if self.must_wait(&unchecked) {
+            return Verdict::Defer(unchecked);
         }
         let payload = unchecked.envelope().payload.clone();
         match payload {
@@ -427,8 +430,10 @@ impl Bank {
                             return Verdict::Defer(unchecked);
                         };
                         match state.check_shares(&self.ctx(), author, root, shares) {
-                            Ok(true) => Verdict::Accept(unchecked.into_checked()),
-                            Ok(false) => Verdict::Defer(unchecked),
+                            Ok(ShareCheck::Valid | ShareCheck::Unusable) => {
+                                Verdict::Accept(unchecked.into_checked())
+                            }
+                            Ok(ShareCheck::Wait) => Verdict::Defer(unchecked),
                             Err(why) => blame(FaultKind::InvalidDecryptionShare, why),
                         }
                     }
@@ -459,14 +464,16 @@ impl Bank {
         }
     }
 
-    /// Whether a record cannot be judged before some other record arrives (cheap; no crypto).
-    fn must_wait(&self, unchecked: &UncheckedRecord) -> bool {
+    /// Whether a record cannot be judged before some other record arrives (cheap; no crypto):
+    /// drivers holding records back call this before checking them again.
+    pub fn must_wait(&self, unchecked: &UncheckedRecord) -> bool {
         match &unchecked.envelope().payload {
             Payload::Submission(_) => self.decryption.keys().is_none(),
             Payload::Identified(i) => match &i.body {
-                Body::DecryptionShares { epoch, .. } => {
-                    !self.epochs.get(epoch).is_some_and(EpochState::is_sealed)
-                }
+                Body::DecryptionShares { epoch, .. } => !self
+                    .epochs
+                    .get(epoch)
+                    .is_some_and(EpochState::can_judge_shares),
                 _ => false,
             },
         }
@@ -554,7 +561,11 @@ impl Bank {
                     Body::Checkpoint { epoch, count, root } => self
                         .epoch_mut(*epoch)
                         .apply_checkpoint(author, *count, *root),
-                    Body::DecryptionShares { epoch, shares, .. } => {
+                    Body::DecryptionShares {
+                        epoch,
+                        root,
+                        shares,
+                    } => {
                         let epoch = *epoch;
                         self.epoch_mut(epoch);
                         let ctx = Ctx {
@@ -565,7 +576,7 @@ impl Bank {
                             k: self.pseudonym.keys(),
                         };
                         if let Some(state) = self.epochs.get_mut(&epoch) {
-                            state.apply_shares(&ctx, author, shares, out);
+                            state.apply_shares(&ctx, author, root, shares, out);
                         }
                     }
                 }
@@ -634,6 +645,13 @@ impl Bank {
         }
         if epoch == 0 || now >= self.consortium.submit_end(epoch) {
             return Err(Error::EpochClosed(epoch));
+        }
+        let quota = self.consortium.genesis.oprf_quota;
+        if scores.len() > quota as usize {
+            return Err(Error::TooManyClients {
+                clients: scores.len(),
+                quota,
+            });
         }
         let state = self.epoch_mut(epoch);
         if state.has_clients() {
@@ -784,7 +802,8 @@ impl Bank {
         if self.now < c.start() {
             return Some(c.start());
         }
-        let busy = self.epochs.values().any(EpochState::has_work);
+        let x_ready = self.decryption.keys().is_some();
+        let busy = self.epochs.values().any(|e| e.has_work(x_ready));
         if busy {
             return Some(self.now);
         }

@@ -24,6 +24,17 @@ use crate::record::{Body, Hash, ShareEntry, Submission};
 use crate::time::Time;
 use crate::MemberIndex;
 
+/// Outcome of checking a decryption-share record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShareCheck {
+    /// Every share verifies against our sealed set.
+    Valid,
+    /// Names a set we did not seal, or the epoch failed here: keep, do not use.
+    Unusable,
+    /// Not sealed yet: judge later.
+    Wait,
+}
+
 /// What the epoch wants published, in order.
 pub enum Outgoing {
     Body(Body),
@@ -107,13 +118,14 @@ pub struct EpochState {
     shares_seen: BTreeSet<(MemberIndex, Hash)>,
     /// Verified decryption shares of every sealed submission, kept until our own submissions
     /// are known (after a restart they are recognized only once pseudonyms are back).
-    received: BTreeMap<Hash, BTreeMap<MemberIndex, KeySwitchShare>>,
+    received: BTreeMap<Hash, BTreeMap<MemberIndex, (Hash, KeySwitchShare)>>,
     /// OPRF outputs of our clients, by client position; persisted locally.
     pseudonyms: BTreeMap<usize, Zeroizing<[u8; 64]>>,
     results: BTreeMap<usize, (u64, u32)>,
     dropped_reported: bool,
     done_reported: bool,
     failed: Option<(Phase, String)>,
+    own_failure: Option<(Phase, String)>,
 }
 
 /// Transcript for a submission's validity proof, bound to its tag and one-time key.
@@ -178,6 +190,7 @@ impl EpochState {
             dropped_reported: false,
             done_reported: false,
             failed: None,
+            own_failure: None,
         }
     }
 
@@ -214,15 +227,14 @@ impl EpochState {
         self.pseudonyms.iter().map(|(&c, y)| (c, **y)).collect()
     }
 
-    pub fn has_work(&self) -> bool {
-        self.failed.is_none() && (!self.to_submit.is_empty() || !self.share_queue.is_empty())
+    /// Whether expensive work is queued that can be done now (submissions need the key `X`).
+    pub fn has_work(&self, x_ready: bool) -> bool {
+        self.failed.is_none()
+            && ((x_ready && !self.to_submit.is_empty()) || !self.share_queue.is_empty())
     }
     /// Whether some OPRF batch still waits for answers.
     pub fn awaits_oprf(&self) -> bool {
         self.failed.is_none() && !self.closed && self.oprf.iter().any(|b| !b.done)
-    }
-    pub fn is_sealed(&self) -> bool {
-        self.sealed.is_some()
     }
     pub fn is_sealing(&self) -> bool {
         self.closed && self.sealed.is_none() && self.failed.is_none()
@@ -338,7 +350,7 @@ impl EpochState {
     ) {
         let Some(k) = ctx.k else { return };
         let Some(share) = k.share.as_ref() else {
-            self.fail(
+            self.fail_own(
                 Phase::Pseudonyms,
                 "this member holds no pseudonym key share".into(),
                 out,
@@ -363,11 +375,7 @@ impl EpochState {
                         blinded.push(p);
                     }
                     Err(e) => {
-                        self.fail(
-                            Phase::Pseudonyms,
-                            format!("blinding client {}: {e}", client.id),
-                            out,
-                        );
+                        self.fail_own(Phase::Pseudonyms, format!("blinding a client id: {e}"), out);
                         return;
                     }
                 }
@@ -378,7 +386,7 @@ impl EpochState {
                     partials.insert(ctx.me, own);
                 }
                 Err(e) => {
-                    self.fail(Phase::Pseudonyms, format!("own OPRF evaluation: {e}"), out);
+                    self.fail_own(Phase::Pseudonyms, format!("own OPRF evaluation: {e}"), out);
                     return;
                 }
             }
@@ -576,6 +584,21 @@ impl EpochState {
         Ok(s)
     }
 
+    /// Our own clients cannot complete this epoch. We still take part for everyone else
+    /// (cosigning, decryption shares), so the epoch itself goes on.
+    fn fail_own(&mut self, phase: Phase, reason: String, out: &mut Out) {
+        self.to_submit.clear();
+        if self.own_failure.is_none() {
+            out.events.push(Event::Failed {
+                epoch: Some(self.epoch),
+                phase,
+                reason: reason.clone(),
+            });
+            self.own_failure = Some((phase, reason));
+        }
+    }
+
+    /// The epoch cannot complete at this member at all.
     fn fail(&mut self, phase: Phase, reason: String, out: &mut Out) {
         if self.failed.is_none() {
             out.events.push(Event::Failed {
@@ -617,6 +640,11 @@ impl EpochState {
                 }
                 self.close_window(now, out);
             }
+        }
+        if self.closed && self.pseudonyms.len() < self.clients.len() && self.own_failure.is_none() {
+            let missing = self.clients.len() - self.pseudonyms.len();
+            let reason = format!("{missing} clients had no pseudonym when the window closed");
+            self.fail_own(Phase::Pseudonyms, reason, out);
         }
         if self.closed && self.sealed.is_none() {
             self.seal_step(ctx, now, out);
@@ -665,7 +693,7 @@ impl EpochState {
                 continue;
             }
             if self.closed {
-                self.fail(
+                self.fail_own(
                     Phase::Submit,
                     "the window closed before all submissions were posted".into(),
                     out,
@@ -693,7 +721,7 @@ impl EpochState {
                     out.outgoing.push(Outgoing::Submission(Box::new(s)));
                 }
                 Err(e) => {
-                    self.fail(Phase::Submit, format!("building a submission: {e}"), out);
+                    self.fail_own(Phase::Submit, format!("building a submission: {e}"), out);
                     return;
                 }
             }
@@ -971,21 +999,27 @@ impl EpochState {
         }
     }
 
-    /// Verifies decryption shares; `Ok(false)` means "not sealed here yet, check again later".
+    /// Verifies decryption shares against our sealed set. Shares for another set, or for an
+    /// epoch that failed here, cannot be judged; they are kept in the log (so the author's chain
+    /// goes on) but not used.
     pub fn check_shares(
         &self,
         ctx: &Ctx<'_>,
         author: MemberIndex,
         root: &Hash,
         shares: &[ShareEntry],
-    ) -> Result<bool, String> {
+    ) -> Result<ShareCheck, String> {
         let Some(sealed) = &self.sealed else {
-            return Ok(false);
+            return Ok(if self.failed.is_some() {
+                ShareCheck::Unusable
+            } else {
+                ShareCheck::Wait
+            });
         };
-        let x = ctx.x.ok_or("no decryption key")?;
         if &sealed.root != root {
-            return Err("shares are for a set other than the sealed one".into());
+            return Ok(ShareCheck::Unusable);
         }
+        let x = ctx.x.ok_or("no decryption key")?;
         let verifying = x
             .verifying
             .get(&author)
@@ -1013,7 +1047,12 @@ impl EpochState {
                 |err| format!("share for {}: {err}", hex::encode(&entry.submission[..8])),
             )?;
         }
-        Ok(true)
+        Ok(ShareCheck::Valid)
+    }
+
+    /// Whether decryption shares for this epoch can be judged now.
+    pub fn can_judge_shares(&self) -> bool {
+        self.sealed.is_some() || self.failed.is_some()
     }
 
     /// Takes verified shares (DESIGN 4.6) and opens what it can of ours (DESIGN 4.7).
@@ -1021,9 +1060,13 @@ impl EpochState {
         &mut self,
         ctx: &Ctx<'_>,
         author: MemberIndex,
+        root: &Hash,
         shares: &[ShareEntry],
         out: &mut Out,
     ) {
+        if self.sealed.as_ref().is_some_and(|s| &s.root != root) {
+            return;
+        }
         for entry in shares {
             self.shares_seen.insert((author, entry.submission));
             // Until we know all our own submissions, any share may turn out to be ours.
@@ -1032,10 +1075,8 @@ impl EpochState {
                 None => !self.mine_complete(),
             };
             if wanted {
-                self.received
-                    .entry(entry.submission)
-                    .or_default()
-                    .insert(author, entry.share.clone());
+                let slot = self.received.entry(entry.submission).or_default();
+                slot.insert(author, (*root, entry.share.clone()));
             }
         }
         self.try_results(ctx, out);
@@ -1050,16 +1091,20 @@ impl EpochState {
             if self.results.contains_key(&m.client) {
                 continue;
             }
-            let Some(shares) = self.received.get(hash).filter(|s| s.len() >= t) else {
-                continue;
-            };
-            let Some((aggregate, count)) = sealed.aggregates.get(&m.tag) else {
+            let Some(shares) = self.received.get(hash) else {
                 continue;
             };
             let parts: Vec<(u16, RistrettoPoint)> = shares
                 .iter()
-                .map(|(&i, share)| (i, keyswitch::strip(share, &m.one_time)))
+                .filter(|(_, (root, _))| *root == sealed.root)
+                .map(|(&i, (_, share))| (i, keyswitch::strip(share, &m.one_time)))
                 .collect();
+            if parts.len() < t {
+                continue;
+            }
+            let Some((aggregate, count)) = sealed.aggregates.get(&m.tag) else {
+                continue;
+            };
             match keyswitch::combine(aggregate, &parts, t).and_then(|p| dlog::small_dlog(&p)) {
                 Ok(sum) => opened.push((*hash, m.client, u64::from(sum), *count)),
                 Err(e) => out.events.push(Event::Failed {
@@ -1133,7 +1178,11 @@ impl EpochState {
             submissions: self.set.len(),
             mine: self.mine.len(),
             results: self.results.len(),
-            failed: self.failed.as_ref().map(|(p, r)| format!("{p:?}: {r}")),
+            failed: self
+                .failed
+                .as_ref()
+                .or(self.own_failure.as_ref())
+                .map(|(p, r)| format!("{p:?}: {r}")),
         }
     }
 }

@@ -113,12 +113,11 @@ impl Genesis {
         if !(2..=n).contains(&t) {
             return Err(invalid(format!("threshold {t} must be in 2..={n}")));
         }
+        // Two certified sets must share a cosigner beyond any f < n/3 faulty ones (DESIGN 4.4).
         let q = usize::from(self.seal_quorum);
-        if q * 2 <= n || q > n {
-            return Err(invalid(format!(
-                "seal quorum {q} must be in {}..={n}",
-                n / 2 + 1
-            )));
+        let q_min = usize::from(default_seal_quorum(n));
+        if q < q_min || q > n {
+            return Err(invalid(format!("seal quorum {q} must be in {q_min}..={n}")));
         }
         if self.score_max != SCORE_MAX {
             return Err(invalid(format!("score_max must be {SCORE_MAX}")));
@@ -153,9 +152,21 @@ impl Genesis {
             CompressedRistretto(m.ring)
                 .decompress()
                 .ok_or_else(|| invalid(format!("member {}: bad ring key", m.index)))?;
+            // A low-order x25519 key makes every share sealed to it readable by anyone.
+            let probe = x25519_dalek::StaticSecret::from([0x5a; 32]);
+            let shared = probe.diffie_hellman(&x25519_dalek::PublicKey::from(m.x25519));
+            if !shared.was_contributory() {
+                return Err(invalid(format!(
+                    "member {}: x25519 key of low order",
+                    m.index
+                )));
+            }
             let earlier = self.members.iter().take(pos);
             for other in earlier {
-                if other.name == m.name || other.identity == m.identity || other.x25519 == m.x25519
+                if other.name == m.name
+                    || other.identity == m.identity
+                    || other.x25519 == m.x25519
+                    || other.ring == m.ring
                 {
                     return Err(invalid(format!(
                         "members {} and {} share a name or key",
@@ -284,5 +295,116 @@ mod hex32 {
         hex::decode_to_slice(&s, &mut out)
             .map_err(|_| serde::de::Error::custom("expected 64 hex digits"))?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::MemberSecrets;
+    use rand_core::SeedableRng;
+
+    fn genesis(n: usize) -> Genesis {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([6; 32]);
+        let members = (1..=n)
+            .map(|i| {
+                let s = MemberSecrets::generate(&mut rng);
+                s.member_info(
+                    i as u16,
+                    &format!("bank-{i}"),
+                    vec![format!("/ip4/127.0.0.1/tcp/{}", 9000 + i)],
+                )
+            })
+            .collect();
+        Genesis {
+            name: "test".into(),
+            version: 1,
+            threshold: 3,
+            seal_quorum: default_seal_quorum(n),
+            score_max: 1023,
+            oprf_quota: 1000,
+            timing: Timing {
+                start_ms: 1,
+                dkg_ms: 10,
+                epoch_ms: 100,
+                submit_ms: 10,
+                seal_ms: 10,
+                decrypt_ms: 10,
+            },
+            members,
+        }
+    }
+
+    /// Some 32 bytes that are not an ed25519 point.
+    fn not_a_point() -> [u8; 32] {
+        (2u8..=255)
+            .map(|k| {
+                let mut b = [0u8; 32];
+                b[0] = k;
+                b
+            })
+            .find(|b| VerifyingKey::from_bytes(b).is_err())
+            .unwrap()
+    }
+
+    #[test]
+    fn toml_round_trip_keeps_the_id() {
+        let g = genesis(5);
+        let back = Genesis::from_toml(&g.to_toml()).unwrap();
+        assert_eq!(back, g);
+        assert_eq!(back.id(), g.id());
+        assert_eq!(default_seal_quorum(5), 4);
+        let mut other = g.clone();
+        other.name = "test2".into();
+        assert_ne!(other.id(), g.id(), "the id binds every field");
+    }
+
+    #[test]
+    fn consortium_id_is_pinned() {
+        assert_eq!(
+            hex::encode(genesis(5).id()),
+            "f47b1f32560d8106f44cef6521804b9c2fda8347d9883606346263fc84c511cb"
+        );
+    }
+
+    #[test]
+    fn invalid_genesis_is_refused_with_a_reason() {
+        type Mutation = Box<dyn Fn(&mut Genesis)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("2..=64", Box::new(|g| g.members.truncate(1))),
+            ("threshold", Box::new(|g| g.threshold = 6)),
+            ("threshold", Box::new(|g| g.threshold = 1)),
+            ("seal quorum", Box::new(|g| g.seal_quorum = 3)),
+            ("seal quorum", Box::new(|g| g.seal_quorum = 6)),
+            ("score_max", Box::new(|g| g.score_max = 1000)),
+            ("exceed epoch_ms", Box::new(|g| g.timing.epoch_ms = 20)),
+            (
+                "bad identity key",
+                Box::new(|g| g.members[1].identity = not_a_point()),
+            ),
+            ("low order", Box::new(|g| g.members[2].x25519 = [0; 32])),
+            (
+                "share a name or key",
+                Box::new(|g| g.members[3].ring = g.members[0].ring),
+            ),
+            ("indices", Box::new(|g| g.members[4].index = 9)),
+        ];
+        for (expected, mutate) in cases {
+            let mut g = genesis(5);
+            mutate(&mut g);
+            let err = g
+                .validate()
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {expected}"))
+                .to_string();
+            assert!(err.contains(expected), "{err} should mention {expected}");
+        }
+        let text = genesis(5)
+            .to_toml()
+            .replace("name = \"test\"", "name = \"test\"\nextra = 1");
+        assert!(matches!(
+            Genesis::from_toml(&text),
+            Err(GenesisError::Parse(_))
+        ));
     }
 }

@@ -5,11 +5,23 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-/// One durable write to the node's local area. The value may be secret: it is zeroized.
-#[derive(Debug, PartialEq, Eq)]
+/// One durable write to the node's local area. The value may be secret: it is zeroized and
+/// never printed.
+#[derive(PartialEq, Eq)]
 pub struct LocalWrite {
     pub key: String,
     pub value: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for LocalWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "LocalWrite({}, <{} bytes redacted>)",
+            self.key,
+            self.value.len()
+        )
+    }
 }
 
 /// Key of the list of epochs for which we hold scores.

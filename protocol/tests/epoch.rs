@@ -119,7 +119,7 @@ impl Harness {
             let mut still = Vec::new();
             for (from, to, bytes) in held.drain(..) {
                 let unchecked = UncheckedRecord::decode(&bytes).unwrap();
-                match self.bank(to).check(Origin::Gossip { from }, unchecked) {
+                match self.bank(to).check(now, Origin::Gossip { from }, unchecked) {
                     Verdict::Accept(record) => {
                         let mut rng = self.rng.clone();
                         let step = self.bank(to).apply(now, &record, &mut rng);

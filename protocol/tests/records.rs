@@ -7,7 +7,7 @@ use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::record::{
     Body, Record, Run, SealedShare, ShareEntry, Submission, UncheckedRecord,
 };
-use bankmesh_protocol::{Bank, MemberSecrets, Origin, Verdict};
+use bankmesh_protocol::{Bank, MemberSecrets, Origin, Time, Verdict};
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
 use curve25519_dalek::scalar::Scalar;
 use rand_chacha::ChaCha20Rng;
@@ -251,7 +251,7 @@ fn non_canonical_or_trailing_bytes_are_refused() {
 fn any_flipped_byte_of_a_signed_record_is_rejected() {
     let (c, secrets) = consortium();
     let mut secrets = secrets.into_iter();
-    let bank = Bank::new(Arc::clone(&c), 2, secrets.nth(1).unwrap());
+    let mut bank = Bank::new(Arc::clone(&c), 2, secrets.nth(1).unwrap());
     let record = identified(
         &c,
         &consortium().1[0],
@@ -264,6 +264,7 @@ fn any_flipped_byte_of_a_signed_record_is_rejected() {
     );
     assert!(matches!(
         bank.check(
+            Time(0),
             Origin::Sync { from: 1 },
             UncheckedRecord::decode(record.bytes()).unwrap()
         ),
@@ -273,7 +274,7 @@ fn any_flipped_byte_of_a_signed_record_is_rejected() {
         let mut bytes = record.bytes().to_vec();
         bytes[i] ^= 0x01;
         if let Ok(u) = UncheckedRecord::decode(&bytes) {
-            let verdict = bank.check(Origin::Sync { from: 1 }, u);
+            let verdict = bank.check(Time(0), Origin::Sync { from: 1 }, u);
             assert!(
                 matches!(verdict, Verdict::Reject(_)),
                 "byte {i} flipped was not rejected: {verdict:?}"
@@ -286,12 +287,13 @@ fn any_flipped_byte_of_a_signed_record_is_rejected() {
 fn identified_record_relayed_by_another_source_is_rejected() {
     let (c, secrets) = consortium();
     let record = identified(&c, &secrets[0], 1, Body::Ready { epoch: 1 });
-    let bank = Bank::new(
+    let mut bank = Bank::new(
         Arc::clone(&c),
         3,
         consortium().1.into_iter().nth(2).unwrap(),
     );
     let verdict = bank.check(
+        Time(0),
         Origin::Gossip { from: 2 },
         UncheckedRecord::decode(record.bytes()).unwrap(),
     );

@@ -17,10 +17,13 @@ use crate::{AuthorPos, NewRecord, Refused, Store, StoreError};
 
 /// Records held back because their prerequisites are missing (bounded; the oldest go first).
 const PENDING_MAX: usize = 8_192;
+/// Most bytes held back.
+const PENDING_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Most records returned for one author-range request.
 const AUTHOR_RANGE_MAX: usize = 256;
 /// Most bytes in one sync reply.
-const REPLY_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// (Sync replies travel CBOR-encoded, which can double byte strings; the codec allows 10 MiB.)
+const REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// What the driver tells gossip about a received message (DESIGN 8: validate before relaying).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +46,7 @@ pub struct ReplicaStats {
 pub struct Replica {
     bank: Bank,
     store: Store,
-    pending: VecDeque<(Origin, UncheckedRecord)>,
+    pending: Pending,
     stats: ReplicaStats,
     sync_turn: usize,
     /// Per author, the head at which we last asked a peer to fill a gap.
@@ -81,7 +84,7 @@ impl Replica {
         Ok(Replica {
             bank,
             store,
-            pending: VecDeque::new(),
+            pending: Pending::default(),
             stats: ReplicaStats::default(),
             sync_turn: 0,
             gap_requested: BTreeMap::new(),
@@ -139,7 +142,7 @@ impl Replica {
         let mut verdicts = Vec::with_capacity(items.len());
         let mut accepted = Vec::new();
         for (origin, bytes) in items {
-            let verdict = self.check_bytes(origin, &bytes, &mut step)?;
+            let verdict = self.check_bytes(now, origin, &bytes, &mut step)?;
             verdicts.push(verdict.0);
             if let Some(record) = verdict.1 {
                 accepted.push((origin, record));
@@ -158,6 +161,7 @@ impl Replica {
 
     fn check_bytes(
         &mut self,
+        now: Time,
         origin: Origin,
         bytes: &[u8],
         step: &mut Step,
@@ -185,7 +189,7 @@ impl Replica {
             self.defer(origin, unchecked);
             return Ok((Acceptance::Ignore, None));
         }
-        Ok(self.judge(origin, unchecked, step))
+        Ok(self.judge(now, origin, unchecked, step))
     }
 
     /// Whether an identified record is ahead of its author's chain here (its predecessors
@@ -224,11 +228,12 @@ impl Replica {
 
     fn judge(
         &mut self,
+        now: Time,
         origin: Origin,
         unchecked: UncheckedRecord,
         step: &mut Step,
     ) -> (Acceptance, Option<Record>) {
-        match self.bank.check(origin, unchecked) {
+        match self.bank.check(now, origin, unchecked) {
             Verdict::Accept(record) => (Acceptance::Accept, Some(record)),
             Verdict::Reject(fault) => {
                 self.stats.rejected += 1;
@@ -248,18 +253,7 @@ impl Replica {
 
     fn defer(&mut self, origin: Origin, unchecked: UncheckedRecord) {
         self.stats.deferred += 1;
-        if self
-            .pending
-            .iter()
-            .any(|(_, u)| u.hash() == unchecked.hash())
-        {
-            return;
-        }
-        if self.pending.len() >= PENDING_MAX {
-            self.pending.pop_front();
-            self.stats.pending_dropped += 1;
-        }
-        self.pending.push_back((origin, unchecked));
+        self.stats.pending_dropped += self.pending.push(origin, unchecked);
     }
 
     /// Persists accepted records in one durable batch, then applies them in order. Returns
@@ -336,18 +330,18 @@ impl Replica {
             if self.pending.is_empty() {
                 return Ok(());
             }
-            let held: Vec<(Origin, UncheckedRecord)> = self.pending.drain(..).collect();
+            let held = self.pending.take();
             let before = held.len();
             let mut accepted = Vec::new();
             for (origin, unchecked) in held {
                 if self.store.contains(&unchecked.hash())? {
                     continue;
                 }
-                if self.gap(&unchecked)? {
-                    self.pending.push_back((origin, unchecked));
+                if self.gap(&unchecked)? || self.bank.must_wait(&unchecked) {
+                    self.pending.push(origin, unchecked);
                     continue;
                 }
-                if let (_, Some(record)) = self.judge(origin, unchecked, step) {
+                if let (_, Some(record)) = self.judge(now, origin, unchecked, step) {
                     accepted.push((origin, record));
                 }
             }
@@ -515,5 +509,49 @@ impl Replica {
                 self.persist(step)
             }
         }
+    }
+}
+
+/// Records held back until their prerequisites arrive: deduplicated, bounded in count and
+/// bytes, the oldest dropped first (sync fetches them again later).
+#[derive(Default)]
+struct Pending {
+    queue: VecDeque<(Origin, UncheckedRecord)>,
+    hashes: std::collections::HashSet<bankmesh_protocol::Hash>,
+    bytes: usize,
+}
+
+impl Pending {
+    /// Holds a record; returns how many older ones were dropped to make room.
+    fn push(&mut self, origin: Origin, unchecked: UncheckedRecord) -> u64 {
+        if !self.hashes.insert(unchecked.hash()) {
+            return 0;
+        }
+        self.bytes += unchecked.bytes().len();
+        self.queue.push_back((origin, unchecked));
+        let mut dropped = 0;
+        while self.queue.len() > PENDING_MAX || self.bytes > PENDING_BYTES_MAX {
+            let Some((_, old)) = self.queue.pop_front() else {
+                break;
+            };
+            self.hashes.remove(&old.hash());
+            self.bytes -= old.bytes().len();
+            dropped += 1;
+        }
+        dropped
+    }
+
+    fn take(&mut self) -> Vec<(Origin, UncheckedRecord)> {
+        self.hashes.clear();
+        self.bytes = 0;
+        self.queue.drain(..).collect()
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
     }
 }
