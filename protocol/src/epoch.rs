@@ -49,7 +49,7 @@ const WORK_PER_SHARE_RECORD: usize = 8;
 /// Decryption shares per record (about 160 bytes each, well under the gossip limit).
 const SHARES_PER_RECORD: usize = 128;
 /// Wait before asking members that have not answered an OPRF batch again.
-const OPRF_RETRY_MS: u64 = 2_000;
+const OPRF_RETRY_MS: u64 = 500;
 /// Least time between two checkpoints of one epoch by one member.
 const COSIGN_EVERY_MS: u64 = 250;
 /// Wait before asking the same peer for the same set again.
