@@ -1094,14 +1094,15 @@ impl EpochState {
             let Some(shares) = self.received.get(hash) else {
                 continue;
             };
-            let parts: Vec<(u16, RistrettoPoint)> = shares
-                .iter()
-                .filter(|(_, (root, _))| *root == sealed.root)
-                .map(|(&i, (_, share))| (i, keyswitch::strip(share, &m.one_time)))
-                .collect();
-            if parts.len() < t {
+            // Count before computing: each submission is opened once, when it reaches `t`.
+            let usable = shares.iter().filter(|(_, (root, _))| *root == sealed.root);
+            if usable.clone().count() < t {
                 continue;
             }
+            let parts: Vec<(u16, RistrettoPoint)> = usable
+                .take(t)
+                .map(|(&i, (_, share))| (i, keyswitch::strip(share, &m.one_time)))
+                .collect();
             let Some((aggregate, count)) = sealed.aggregates.get(&m.tag) else {
                 continue;
             };
