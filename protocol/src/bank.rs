@@ -409,6 +409,14 @@ impl Bank {
                             Verdict::Reject(dkg_fault(author, hash, "round-2 record", reject))
                         }
                     },
+                    Body::DkgConfirm { run, attempt, .. } => {
+                        match self.dkg(*run).check_confirm(author, *attempt) {
+                            Ok(()) => Verdict::Accept(unchecked.into_checked()),
+                            Err(reject) => {
+                                Verdict::Reject(dkg_fault(author, hash, "DKG confirmation", reject))
+                            }
+                        }
+                    }
                     Body::Ready { epoch }
                     | Body::OprfUsage { epoch, .. }
                     | Body::Checkpoint { epoch, .. } => {
@@ -522,6 +530,7 @@ impl Bank {
                         if let Ok(pkg) = self.dkg(run).check_round1(author, *attempt, package) {
                             self.dkg_mut(run).apply_round1(author, pkg);
                         }
+                        self.dkg_mut(run).note_record(author, 0, record.hash());
                         if author == me {
                             // Replaying our own record after a restart: recompute its secret.
                             let (dkg, consortium, secrets) = self.dkg_parts(run);
@@ -540,6 +549,7 @@ impl Bank {
                             Run::Decryption => &mut self.decryption,
                             Run::Pseudonym => &mut self.pseudonym,
                         };
+                        dkg.note_record(author, 1, record.hash());
                         if let Err(why) =
                             dkg.apply_round2(consortium, me, secrets, author, ephemeral, shares)
                         {
@@ -553,6 +563,11 @@ impl Bank {
                         if author == me {
                             dkg.resume_round2(consortium, me, secrets);
                         }
+                    }
+                    Body::DkgConfirm {
+                        run, transcript, ..
+                    } => {
+                        self.dkg_mut(*run).apply_confirm(me, author, *transcript);
                     }
                     Body::Ready { epoch } => self.epoch_mut(*epoch).ready(author),
                     Body::OprfUsage { epoch, served } => {
@@ -888,9 +903,15 @@ impl Bank {
                 if let Some(body) = dkg.round2_body(&c, me, secrets) {
                     out.outgoing.push(Outgoing::Body(body));
                 }
-                match dkg.try_finish(me) {
-                    Ok(true) => out.events.push(Event::DkgComplete { run }),
-                    Ok(false) => {}
+                match dkg.try_finish(&c.id, me) {
+                    Ok(_) => {
+                        if let Some(body) = dkg.confirm_body() {
+                            out.outgoing.push(Outgoing::Body(body));
+                        }
+                        if dkg.try_confirm() {
+                            out.events.push(Event::DkgComplete { run });
+                        }
+                    }
                     Err(why) => {
                         dkg.fail(why.clone());
                         out.events.push(Event::Failed {
@@ -901,8 +922,10 @@ impl Bank {
                     }
                 }
                 if now >= c.dkg_deadline() && dkg.keys().is_none() && dkg.failed().is_none() {
-                    let (r1, r2, n) = dkg.progress();
-                    let reason = format!("DKG {run:?} incomplete at its deadline ({r1}/{n} round-1, {r2}/{n} round-2)");
+                    let reason = format!(
+                        "DKG {run:?} incomplete at its deadline ({})",
+                        dkg.waiting_for()
+                    );
                     dkg.fail(reason.clone());
                     out.events.push(Event::Failed {
                         epoch: None,

@@ -12,12 +12,13 @@ use curve25519_dalek::scalar::Scalar;
 use frost::keys::dkg::{round1, round2};
 use frost_ristretto255 as frost;
 use rand_core::SeedableRng;
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::crypto::sealed::{self, ShareContext};
 use crate::genesis::Consortium;
 use crate::keys::MemberSecrets;
-use crate::record::{Body, Run, SealedShare};
+use crate::record::{Body, Hash, Run, SealedShare};
 use crate::MemberIndex;
 
 /// The public outcome of a run, and this member's share if it took part.
@@ -53,6 +54,14 @@ pub struct DkgRun {
     secret2: Option<round2::SecretPackage>,
     posted1: bool,
     posted2: bool,
+    /// Hashes of each participant's round-1 and round-2 records: the run's transcript.
+    record_hashes: BTreeMap<MemberIndex, [Option<Hash>; 2]>,
+    /// Keys computed here, with the transcript they come from, awaiting confirmation.
+    computed: Option<(RunKeys, Hash)>,
+    /// Each member's confirmed transcript (the first it posted).
+    confirmations: BTreeMap<MemberIndex, Hash>,
+    confirm_posted: bool,
+    quorum: usize,
     keys: Option<RunKeys>,
     failed: Option<String>,
 }
@@ -79,13 +88,113 @@ impl DkgRun {
             secret2: None,
             posted1: false,
             posted2: false,
+            record_hashes: BTreeMap::new(),
+            computed: None,
+            confirmations: BTreeMap::new(),
+            confirm_posted: false,
+            quorum: consortium.quorum(),
             keys: None,
             failed: None,
         }
     }
 
+    /// The run's keys, once a quorum of members confirmed the transcript they come from.
     pub fn keys(&self) -> Option<&RunKeys> {
         self.keys.as_ref()
+    }
+
+    /// Why the run is not complete, for a deadline failure.
+    pub fn waiting_for(&self) -> String {
+        let (r1, r2, n) = self.progress();
+        match &self.computed {
+            None => format!("{r1}/{n} round-1, {r2}/{n} round-2 records"),
+            Some((_, transcript)) => {
+                let agree = self
+                    .confirmations
+                    .values()
+                    .filter(|t| *t == transcript)
+                    .count();
+                format!(
+                    "{agree} of the {} confirmations needed agree with our transcript",
+                    self.quorum
+                )
+            }
+        }
+    }
+
+    /// Notes the hash of a participant's round-1 (`round` 0) or round-2 (`round` 1) record.
+    pub fn note_record(&mut self, author: MemberIndex, round: usize, hash: Hash) {
+        let slot = self.record_hashes.entry(author).or_default();
+        if let Some(h) = slot.get_mut(round) {
+            h.get_or_insert(hash);
+        }
+    }
+
+    /// A confirmation record may come from any member, once per run and attempt.
+    pub fn check_confirm(&self, author: MemberIndex, attempt: u32) -> Result<(), DkgReject> {
+        if attempt != self.attempt {
+            return Err(DkgReject::NotExpected);
+        }
+        if self.confirmations.contains_key(&author) {
+            return Err(DkgReject::Duplicate);
+        }
+        Ok(())
+    }
+
+    pub fn apply_confirm(&mut self, me: MemberIndex, author: MemberIndex, transcript: Hash) {
+        self.confirmations.entry(author).or_insert(transcript);
+        if author == me {
+            self.confirm_posted = true;
+        }
+    }
+
+    /// Our confirmation of the transcript we computed keys from, once.
+    pub fn confirm_body(&mut self) -> Option<Body> {
+        let (_, transcript) = self.computed.as_ref()?;
+        if self.confirm_posted || self.keys.is_some() {
+            return None;
+        }
+        self.confirm_posted = true;
+        Some(Body::DkgConfirm {
+            run: self.run,
+            attempt: self.attempt,
+            transcript: *transcript,
+        })
+    }
+
+    /// Releases the keys once `q` members confirmed our transcript. A dealer that showed
+    /// different packages to different members (equivocation) leaves the members with different
+    /// transcripts, so no split set of keys is ever used.
+    pub fn try_confirm(&mut self) -> bool {
+        let Some((_, transcript)) = &self.computed else {
+            return false;
+        };
+        let agree = self
+            .confirmations
+            .values()
+            .filter(|t| *t == transcript)
+            .count();
+        if agree < self.quorum {
+            return false;
+        }
+        self.keys = self.computed.take().map(|(keys, _)| keys);
+        self.keys.is_some()
+    }
+
+    /// SHA-256 over every participant's round-1 and round-2 record hash, in index order.
+    fn transcript(&self, consortium_id: &[u8; 32]) -> Option<Hash> {
+        let mut h = Sha256::new();
+        h.update(b"bankmesh.dkg-transcript.v1");
+        h.update(consortium_id);
+        h.update(self.run.label());
+        h.update(self.attempt.to_be_bytes());
+        for p in &self.participants {
+            let [r1, r2] = self.record_hashes.get(p)?;
+            h.update(p.to_be_bytes());
+            h.update(r1.as_ref()?);
+            h.update(r2.as_ref()?);
+        }
+        Some(h.finalize().into())
     }
     pub fn failed(&self) -> Option<&str> {
         self.failed.as_deref()
@@ -322,9 +431,14 @@ impl DkgRun {
         Ok(())
     }
 
-    /// Completes the run once every participant's round-2 record is in.
-    pub fn try_finish(&mut self, me: MemberIndex) -> Result<bool, String> {
-        if self.keys.is_some() {
+    /// Computes the run's keys once every participant's round-2 record is in; they are used
+    /// only after confirmation ([`DkgRun::try_confirm`]).
+    pub fn try_finish(
+        &mut self,
+        consortium_id: &[u8; 32],
+        me: MemberIndex,
+    ) -> Result<bool, String> {
+        if self.keys.is_some() || self.computed.is_some() {
             return Ok(false);
         }
         let all: BTreeSet<MemberIndex> = self.participants.iter().copied().collect();
@@ -385,11 +499,82 @@ impl DkgRun {
             None => None,
         };
         self.my_round2.clear();
-        self.keys = Some(RunKeys {
-            group,
-            verifying,
-            share,
-        });
+        let transcript = self
+            .transcript(consortium_id)
+            .ok_or("a DKG record hash is missing")?;
+        self.computed = Some((
+            RunKeys {
+                group,
+                verifying,
+                share,
+            },
+            transcript,
+        ));
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::genesis::{default_seal_quorum, Genesis, Timing};
+    use rand_core::SeedableRng;
+
+    fn run() -> DkgRun {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([2; 32]);
+        let members = (1..=5u16)
+            .map(|i| MemberSecrets::generate(&mut rng).member_info(i, &format!("m{i}"), vec![]))
+            .collect();
+        let genesis = Genesis {
+            name: "dkg".into(),
+            version: 1,
+            threshold: 3,
+            seal_quorum: default_seal_quorum(5),
+            score_max: 1023,
+            oprf_quota: 1,
+            timing: Timing {
+                start_ms: 1,
+                dkg_ms: 1,
+                epoch_ms: 10,
+                submit_ms: 1,
+                seal_ms: 1,
+                decrypt_ms: 1,
+            },
+            members,
+        };
+        let mut run = DkgRun::new(&Consortium::new(genesis).unwrap(), Run::Decryption);
+        let keys = RunKeys {
+            group: RistrettoPoint::default(),
+            verifying: BTreeMap::new(),
+            share: None,
+        };
+        run.computed = Some((keys, [1; 32]));
+        run
+    }
+
+    #[test]
+    fn keys_wait_for_a_quorum_of_matching_confirmations() {
+        let mut r = run();
+        assert!(r.confirm_body().is_some());
+        assert!(r.confirm_body().is_none(), "confirmed once");
+        for m in 1..=3 {
+            r.apply_confirm(1, m, [1; 32]);
+        }
+        // An equivocating dealer left two members with another transcript: they do not count.
+        r.apply_confirm(1, 4, [2; 32]);
+        r.apply_confirm(1, 5, [2; 32]);
+        assert!(!r.try_confirm() && r.keys().is_none(), "3 of q = 4 agree");
+        assert_eq!(
+            r.check_confirm(4, 0),
+            Err(DkgReject::Duplicate),
+            "one confirmation per member"
+        );
+        assert!(r.waiting_for().contains("3 of the 4"));
+
+        let mut r = run();
+        for m in 1..=4 {
+            r.apply_confirm(1, m, [1; 32]);
+        }
+        assert!(r.try_confirm() && r.keys().is_some());
     }
 }

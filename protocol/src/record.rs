@@ -102,6 +102,13 @@ pub enum Body {
         root: Hash,
         shares: Vec<ShareEntry>,
     },
+    /// The author completed a DKG run from exactly these round-1 and round-2 records
+    /// (`transcript` hashes them); keys are used once `q` members confirm the same transcript.
+    DkgConfirm {
+        run: Run,
+        attempt: u32,
+        transcript: Hash,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,7 +381,7 @@ impl Record {
         match &self.envelope.payload {
             Payload::Submission(s) => Some(s.epoch),
             Payload::Identified(i) => match &i.body {
-                Body::DkgRound1 { .. } | Body::DkgRound2 { .. } => None,
+                Body::DkgRound1 { .. } | Body::DkgRound2 { .. } | Body::DkgConfirm { .. } => None,
                 Body::Ready { epoch }
                 | Body::OprfUsage { epoch, .. }
                 | Body::Checkpoint { epoch, .. }
@@ -398,6 +405,7 @@ pub fn kind_of(payload: &Payload) -> &'static str {
             Body::OprfUsage { .. } => "oprf-usage",
             Body::Checkpoint { .. } => "checkpoint",
             Body::DecryptionShares { .. } => "decryption-shares",
+            Body::DkgConfirm { .. } => "dkg-confirm",
         },
     }
 }

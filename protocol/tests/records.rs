@@ -164,6 +164,19 @@ fn samples() -> Vec<(&'static str, Record)> {
             "submission",
             Record::submission(&c.id, sample_submission(&c)),
         ),
+        (
+            "dkg-confirm",
+            identified(
+                &c,
+                s,
+                7,
+                Body::DkgConfirm {
+                    run: Run::Decryption,
+                    attempt: 0,
+                    transcript: [6; 32],
+                },
+            ),
+        ),
     ]
 }
 
@@ -205,12 +218,22 @@ const PINNED: &[(&str, usize, &str)] = &[
         998,
         "092f17a2569e1b7b539d05423f8e9e8e52412866f607c8e6395e9a69953b3466",
     ),
+    (
+        "dkg-confirm",
+        168,
+        "4bd4ded4fad54a00ac84a4ebf4b197ceebf8bf354a6a0cbebde33cb046376900",
+    ),
 ];
 
 #[test]
 fn encodings_are_pinned_and_round_trip() {
     let mut report = String::new();
     let mut mismatch = false;
+    assert_eq!(
+        samples().len(),
+        PINNED.len(),
+        "one pinned encoding per record kind"
+    );
     for ((name, record), (pname, plen, phash)) in samples().into_iter().zip(PINNED) {
         assert_eq!(name, *pname);
         let hash = hex::encode(Sha256::digest(record.bytes()));
