@@ -124,6 +124,8 @@ pub struct Sim {
     net_rng: ChaCha20Rng,
     digest: Sha256,
     events: u64,
+    /// Print every event, fault and published record (set `NETSIM_TRACE=1`).
+    trace: bool,
     pub scores: Vec<Vec<(String, u16)>>,
 }
 
@@ -206,6 +208,7 @@ impl Sim {
             net_rng,
             digest: Sha256::new(),
             events: 0,
+            trace: std::env::var_os("NETSIM_TRACE").is_some(),
             scores,
         };
         let members: Vec<MemberIndex> = sim.nodes.keys().copied().collect();
@@ -455,7 +458,7 @@ impl Sim {
                 step
             }
         };
-        if std::env::var_os("NETSIM_TRACE").is_some() {
+        if self.trace {
             for e in &step.events {
                 eprintln!("[{}] member {to}: {e:?}", self.now.0);
             }

@@ -84,7 +84,9 @@ pub fn read_scores(path: &Path) -> Result<Scores, InputError> {
                 format!("client id must be 1..={CLIENT_ID_MAX} bytes"),
             ));
         }
+        // Spreadsheet exports often pad numbers; ids are taken exactly as written.
         let score: u16 = score
+            .trim()
             .parse()
             .ok()
             .filter(|s| *s <= SCORE_MAX)
@@ -184,6 +186,12 @@ mod tests {
         assert_eq!(
             read_scores(&p).unwrap(),
             vec![("a,b \"q\"".to_string(), 0), ("ü-1".to_string(), 1023)]
+        );
+        let p = write(d.path(), "c.csv", "\u{feff}client_id,score\r\n x ,  7 \r\n");
+        assert_eq!(
+            read_scores(&p).unwrap(),
+            vec![(" x ".to_string(), 7)],
+            "BOM, CRLF, padded score"
         );
     }
 
