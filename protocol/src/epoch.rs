@@ -672,6 +672,18 @@ impl EpochState {
         }
     }
 
+    fn note_mine(&mut self, hash: Hash, client: usize, one_time: Zeroizing<Scalar>, tag: [u8; 32]) {
+        self.mine.insert(
+            hash,
+            Mine {
+                client,
+                one_time,
+                tag,
+            },
+        );
+        self.submitted += 1;
+    }
+
     fn submit_slice(&mut self, ctx: &Ctx<'_>, rng: &mut (impl RngCore + CryptoRng), out: &mut Out) {
         let Some(x) = ctx.x else { return };
         while let Some((client, y)) = self.to_submit.pop_front() {
@@ -681,15 +693,7 @@ impl EpochState {
             let tag = keys.tag.compress().to_bytes();
             if let Some(hash) = self.find_own(&keys) {
                 // Posted before a restart: take it back, do not post it twice.
-                self.mine.insert(
-                    hash,
-                    Mine {
-                        client,
-                        one_time: keys.one_time,
-                        tag,
-                    },
-                );
-                self.submitted += 1;
+                self.note_mine(hash, client, keys.one_time, tag);
                 continue;
             }
             if self.closed {
@@ -709,15 +713,7 @@ impl EpochState {
                 Ok(s) => {
                     let hash =
                         crate::record::Record::submission(&ctx.consortium.id, s.clone()).hash();
-                    self.mine.insert(
-                        hash,
-                        Mine {
-                            client,
-                            one_time: keys.one_time,
-                            tag,
-                        },
-                    );
-                    self.submitted += 1;
+                    self.note_mine(hash, client, keys.one_time, tag);
                     out.outgoing.push(Outgoing::Submission(Box::new(s)));
                 }
                 Err(e) => {

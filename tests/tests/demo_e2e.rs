@@ -166,15 +166,13 @@ fn bad_input_is_refused_with_file_and_line_before_network_work() {
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    let out = run(&[
-        "demo",
-        "--banks",
-        "3",
-        "--inputs",
-        input_dir.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let (input, output) = (input_dir.to_str().unwrap(), out_dir.to_str().unwrap());
+    let demo = |extra: &[&str]| {
+        let mut args = vec!["demo", "--banks", "3", "--out", output];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let out = demo(&["--inputs", input]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -187,27 +185,11 @@ fn bad_input_is_refused_with_file_and_line_before_network_work() {
     );
 
     std::fs::remove_file(input_dir.join("bank-2.csv")).unwrap();
-    let out = run(&[
-        "demo",
-        "--banks",
-        "3",
-        "--inputs",
-        input_dir.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = demo(&["--inputs", input]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bank-2.csv: file not found"));
 
-    let out = run(&[
-        "demo",
-        "--banks",
-        "3",
-        "--threshold",
-        "4",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = demo(&["--threshold", "4"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--threshold"));
 }
