@@ -373,7 +373,16 @@ impl Peer {
                 Ok(_) | Err(gossipsub::PublishError::Duplicate) => {
                     self.outbox.pop_front();
                 }
-                Err(_) => break,
+                // Transient: nobody subscribed yet, or queues full. Try again later, in order.
+                Err(
+                    gossipsub::PublishError::NoPeersSubscribedToTopic
+                    | gossipsub::PublishError::AllQueuesFull(_),
+                ) => break,
+                // Cannot ever be published: skip it (it is durable here; peers fetch it by sync).
+                Err(e) => {
+                    tracing::error!(member = self.replica.bank().me(), error = %e, "record not published");
+                    self.outbox.pop_front();
+                }
             }
         }
     }
