@@ -127,3 +127,10 @@ fn crash_after_cosigning_resumes() {
 fn crash_after_posting_shares_resumes() {
     crash_and_resume(34, 500, |s| own_kinds(s).contains(&"decryption-shares"));
 }
+
+#[test]
+fn member_away_past_the_seal_deadline_catches_up() {
+    // Member 2 is down from just after its Ready until after the seal window: the others seal
+    // without it (q of n), and when it is back it syncs, seals the same set and gets its results.
+    crash_and_resume(35, 480_000, |s| own_kinds(s).contains(&"ready"));
+}
