@@ -28,7 +28,7 @@ const INGEST_BATCH: usize = 256;
 const OUTBOX_MAX: usize = 65_536;
 /// How often a node asks a peer for its chain heads (anti-entropy).
 const SYNC_EVERY: Duration = Duration::from_secs(2);
-/// How often unpublished records and dials are retried.
+/// How often unpublished records are retried (lost peers are dialled again at the sync pace).
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 /// What a node reports to whoever runs it.
@@ -190,11 +190,13 @@ impl Peer {
                 }
                 _ = retry.tick() => {
                     self.flush_outbox();
-                    self.dial_missing();
                     let step = self.replica.handle_timeout(now(), &mut OsRng)?;
                     self.execute(step);
                 }
-                _ = sync.tick() => self.anti_entropy(),
+                _ = sync.tick() => {
+                    self.dial_missing();
+                    self.anti_entropy();
+                }
             }
         }
     }
