@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 use bankmesh_protocol::bank::Phase;
-use bankmesh_protocol::genesis::{default_seal_quorum, Consortium, Genesis, Timing};
+use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::messages::{Request, Response};
 use bankmesh_protocol::{
     Bank, ClientResult, MemberIndex, MemberSecrets, Origin, Step, Time, SCORE_MAX,
@@ -141,14 +141,10 @@ impl Sim {
             .map(|_| MemberSecrets::generate(&mut rng))
             .collect();
         let start = 1_000_000;
-        let genesis = Genesis {
-            name: "netsim".into(),
-            version: 1,
-            threshold: u16::try_from(config.threshold).map_err(|e| fail(e.to_string()))?,
-            seal_quorum: default_seal_quorum(config.banks),
-            score_max: SCORE_MAX,
-            oprf_quota: 10_000,
-            timing: Timing {
+        let genesis = Genesis::new(
+            "netsim",
+            u16::try_from(config.threshold).map_err(|e| fail(e.to_string()))?,
+            Timing {
                 start_ms: start,
                 dkg_ms: 60_000,
                 epoch_ms: 600_000,
@@ -156,12 +152,12 @@ impl Sim {
                 seal_ms: 60_000,
                 decrypt_ms: 120_000,
             },
-            members: secrets
+            secrets
                 .iter()
                 .enumerate()
                 .map(|(i, s)| s.member_info(i as u16 + 1, &format!("bank-{}", i + 1), vec![]))
                 .collect(),
-        };
+        );
         let consortium = Arc::new(Consortium::new(genesis).map_err(|e| fail(e.to_string()))?);
         let scores = plaintext_scores(&mut rng, config.banks, config.clients_per_bank);
         let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bankmesh_protocol::bank::Phase;
-use bankmesh_protocol::genesis::{default_seal_quorum, Consortium, Genesis, Timing};
+use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::{Bank, ClientResult, Event, MemberSecrets, MAX_MEMBERS};
 use bankmesh_store::replica::Replica;
 use bankmesh_store::Store;
@@ -127,16 +127,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport> {
         seal_ms: 120_000,
         decrypt_ms: 300_000,
     };
-    let genesis = Genesis {
-        name: "bankmesh-demo".into(),
-        version: 1,
-        threshold: u16::try_from(threshold)?,
-        seal_quorum: default_seal_quorum(n),
-        score_max: bankmesh_protocol::SCORE_MAX,
-        oprf_quota: 100_000,
-        timing: windows,
-        members,
-    };
+    let genesis = Genesis::new("bankmesh-demo", u16::try_from(threshold)?, windows, members);
     std::fs::write(args.out.join("consortium.toml"), genesis.to_toml())?;
     let consortium = Arc::new(Consortium::new(genesis)?);
     eprintln!(

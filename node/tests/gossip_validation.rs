@@ -40,14 +40,10 @@ async fn invalid_gossip_is_rejected_and_attributed() {
     let honest_addr = listen(&mut honest_swarm).await;
     let rogue_addr = listen(&mut rogue_swarm).await;
     // The DKG starts far in the future: this test is only about validation.
-    let genesis = Genesis {
-        name: "validation".into(),
-        version: 1,
-        threshold: 2,
-        seal_quorum: 2,
-        score_max: 1023,
-        oprf_quota: 10,
-        timing: Timing {
+    let genesis = Genesis::new(
+        "validation",
+        2,
+        Timing {
             start_ms: now().0 + 3_600_000,
             dkg_ms: 60_000,
             epoch_ms: 600_000,
@@ -55,11 +51,11 @@ async fn invalid_gossip_is_rejected_and_attributed() {
             seal_ms: 60_000,
             decrypt_ms: 60_000,
         },
-        members: vec![
+        vec![
             honest.member_info(1, "honest", vec![honest_addr.to_string()]),
             rogue.member_info(2, "rogue", vec![rogue_addr.to_string()]),
         ],
-    };
+    );
     let consortium = Arc::new(Consortium::new(genesis).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path()).unwrap();

@@ -517,7 +517,7 @@ impl DkgRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::genesis::{default_seal_quorum, Genesis, Timing};
+    use crate::genesis::{Genesis, Timing};
     use rand_core::SeedableRng;
 
     fn run() -> DkgRun {
@@ -525,14 +525,10 @@ mod tests {
         let members = (1..=5u16)
             .map(|i| MemberSecrets::generate(&mut rng).member_info(i, &format!("m{i}"), vec![]))
             .collect();
-        let genesis = Genesis {
-            name: "dkg".into(),
-            version: 1,
-            threshold: 3,
-            seal_quorum: default_seal_quorum(5),
-            score_max: 1023,
-            oprf_quota: 1,
-            timing: Timing {
+        let genesis = Genesis::new(
+            "dkg",
+            3,
+            Timing {
                 start_ms: 1,
                 dkg_ms: 1,
                 epoch_ms: 10,
@@ -541,7 +537,7 @@ mod tests {
                 decrypt_ms: 1,
             },
             members,
-        };
+        );
         let mut run = DkgRun::new(&Consortium::new(genesis).unwrap(), Run::Decryption);
         let keys = RunKeys {
             group: RistrettoPoint::default(),

@@ -86,7 +86,24 @@ pub fn default_seal_quorum(n: usize) -> u16 {
     u16::try_from(2 * n / 3 + 1).unwrap_or(u16::MAX)
 }
 
+/// OPRF evaluations one member serves another per epoch unless the genesis says otherwise.
+pub const DEFAULT_OPRF_QUOTA: u32 = 100_000;
+
 impl Genesis {
+    /// A version-1 genesis with the default seal quorum (floor(2n/3) + 1) and OPRF quota.
+    pub fn new(name: &str, threshold: u16, timing: Timing, members: Vec<MemberInfo>) -> Genesis {
+        Genesis {
+            name: name.to_string(),
+            version: 1,
+            threshold,
+            seal_quorum: default_seal_quorum(members.len()),
+            score_max: SCORE_MAX,
+            oprf_quota: DEFAULT_OPRF_QUOTA,
+            timing,
+            members,
+        }
+    }
+
     pub fn from_toml(text: &str) -> Result<Genesis, GenesisError> {
         let g: Genesis = toml::from_str(text).map_err(|e| GenesisError::Parse(e.to_string()))?;
         g.validate()?;

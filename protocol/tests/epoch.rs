@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use bankmesh_protocol::genesis::{default_seal_quorum, Consortium, Genesis, Timing};
+use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::messages::{Request, Response};
 use bankmesh_protocol::record::UncheckedRecord;
 use bankmesh_protocol::{Bank, MemberSecrets, Origin, Step, Time, Verdict};
@@ -15,14 +15,10 @@ const START: u64 = 10_000;
 
 fn consortium(n: usize, t: u16, rng: &mut ChaCha20Rng) -> (Arc<Consortium>, Vec<MemberSecrets>) {
     let secrets: Vec<MemberSecrets> = (0..n).map(|_| MemberSecrets::generate(rng)).collect();
-    let genesis = Genesis {
-        name: "harness".into(),
-        version: 1,
-        threshold: t,
-        seal_quorum: default_seal_quorum(n),
-        score_max: 1023,
-        oprf_quota: 1000,
-        timing: Timing {
+    let genesis = Genesis::new(
+        "harness",
+        t,
+        Timing {
             start_ms: START,
             dkg_ms: 10_000,
             epoch_ms: 100_000,
@@ -30,12 +26,12 @@ fn consortium(n: usize, t: u16, rng: &mut ChaCha20Rng) -> (Arc<Consortium>, Vec<
             seal_ms: 10_000,
             decrypt_ms: 20_000,
         },
-        members: secrets
+        secrets
             .iter()
             .enumerate()
             .map(|(i, s)| s.member_info(i as u16 + 1, &format!("b{i}"), vec![]))
             .collect(),
-    };
+    );
     (Arc::new(Consortium::new(genesis).unwrap()), secrets)
 }
 

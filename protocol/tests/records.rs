@@ -18,25 +18,24 @@ fn consortium() -> (Arc<Consortium>, Vec<MemberSecrets>) {
     let mut rng = ChaCha20Rng::from_seed([5; 32]);
     let secrets: Vec<MemberSecrets> = (0..3).map(|_| MemberSecrets::generate(&mut rng)).collect();
     let genesis = Genesis {
-        name: "snapshot".into(),
-        version: 1,
-        threshold: 2,
-        seal_quorum: 3,
-        score_max: 1023,
         oprf_quota: 10,
-        timing: Timing {
-            start_ms: 1,
-            dkg_ms: 10,
-            epoch_ms: 100,
-            submit_ms: 10,
-            seal_ms: 10,
-            decrypt_ms: 10,
-        },
-        members: secrets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| s.member_info(i as u16 + 1, &format!("m{i}"), vec![]))
-            .collect(),
+        ..Genesis::new(
+            "snapshot",
+            2,
+            Timing {
+                start_ms: 1,
+                dkg_ms: 10,
+                epoch_ms: 100,
+                submit_ms: 10,
+                seal_ms: 10,
+                decrypt_ms: 10,
+            },
+            secrets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| s.member_info(i as u16 + 1, &format!("m{i}"), vec![]))
+                .collect(),
+        )
     };
     (Arc::new(Consortium::new(genesis).unwrap()), secrets)
 }
