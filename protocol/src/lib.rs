@@ -15,6 +15,7 @@
 )]
 
 pub mod bank;
+pub mod consensus;
 pub mod crypto;
 pub mod genesis;
 pub mod keys;
