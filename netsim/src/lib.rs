@@ -9,9 +9,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
-use bankmesh_protocol::bank::Phase;
 use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::messages::{Request, Response};
+use bankmesh_protocol::Phase;
 use bankmesh_protocol::{
     Bank, ClientResult, MemberIndex, MemberSecrets, Origin, Step, Time, SCORE_MAX,
 };
@@ -144,14 +144,7 @@ impl Sim {
         let genesis = Genesis::new(
             "netsim",
             u16::try_from(config.threshold).map_err(|e| fail(e.to_string()))?,
-            Timing {
-                start_ms: start,
-                dkg_ms: 60_000,
-                epoch_ms: 600_000,
-                submit_ms: 300_000,
-                seal_ms: 60_000,
-                decrypt_ms: 120_000,
-            },
+            Timing::new(start, 60_000, 600_000, 300_000, 60_000, 120_000),
             secrets
                 .iter()
                 .enumerate()
@@ -208,6 +201,9 @@ impl Sim {
             scores,
         };
         let members: Vec<MemberIndex> = sim.nodes.keys().copied().collect();
+        for &me in &members {
+            sim.start(me)?;
+        }
         for me in members {
             sim.submit_scores(me)?;
             sim.schedule(me, Time(start + SYNC_EVERY_MS), Delivery::Sync);
@@ -275,12 +271,21 @@ impl Sim {
                 timer_at: None,
             },
         );
+        self.start(me)
+    }
+
+    /// Starts member `me`'s replica: it publishes again what it must and checks its head.
+    fn start(&mut self, me: MemberIndex) -> Result<(), SimError> {
+        let seed = self.config.seed;
         let now = self.now;
         if let Some(node) = self.nodes.get_mut(&me) {
             let step = node
                 .replica
                 .resume(now, &mut node.rng)
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| SimError::Failed {
+                    seed,
+                    reason: e.to_string(),
+                })?;
             self.execute(me, step);
         }
         self.rearm(me);

@@ -102,7 +102,7 @@ fn own_kinds(s: &Sim) -> Vec<&'static str> {
     s.kinds_by(2, 2)
 }
 
-fn epoch1(s: &Sim) -> Option<bankmesh_protocol::bank::EpochStatus> {
+fn epoch1(s: &Sim) -> Option<bankmesh_protocol::step::EpochStatus> {
     s.status(2)?.epochs.into_iter().find(|e| e.epoch == 1)
 }
 
@@ -120,7 +120,7 @@ fn crash_after_ready_resumes() {
 
 #[test]
 fn crash_after_cosigning_resumes() {
-    crash_and_resume(33, 500, |s| own_kinds(s).contains(&"checkpoint"));
+    crash_and_resume(33, 500, |s| own_kinds(s).contains(&"report"));
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bankmesh_protocol::bank::Phase;
 use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
+use bankmesh_protocol::Phase;
 use bankmesh_protocol::{Bank, ClientResult, Event, MemberSecrets, MAX_MEMBERS};
 use bankmesh_store::replica::Replica;
 use bankmesh_store::Store;
@@ -119,14 +119,14 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport> {
         secrets.push(s);
         swarms.push(swarm);
     }
-    let windows = Timing {
-        start_ms: now().0 + 1_000,
-        dkg_ms: 120_000,
-        epoch_ms: 1_200_000,
-        submit_ms: 600_000,
-        seal_ms: 120_000,
-        decrypt_ms: 300_000,
-    };
+    let windows = Timing::new(
+        now().0 + 1_000,
+        120_000,
+        1_200_000,
+        600_000,
+        120_000,
+        300_000,
+    );
     let genesis = Genesis::new("bankmesh-demo", u16::try_from(threshold)?, windows, members);
     std::fs::write(args.out.join("consortium.toml"), genesis.to_toml())?;
     let consortium = Arc::new(Consortium::new(genesis)?);
@@ -240,10 +240,10 @@ async fn watch(
                 NodeEvent::Protocol(event) => match event {
                     Event::Failed { phase, reason, .. } => bail!("bank-{member} failed in {phase:?}: {reason}"),
                     Event::SubmissionDropped { client_id, .. } => bail!("bank-{member}: submission for {client_id} was not sealed"),
-                    Event::DkgComplete { .. } => {
+                    Event::SetupDecided { .. } => {
                         dkg_done += 1;
-                        if dkg_done == 2 * n {
-                            pb.suspend(|| eprintln!("  both DKG runs complete at all {n} banks"));
+                        if dkg_done == n {
+                            pb.suspend(|| eprintln!("  both DKG runs decided at all {n} banks"));
                             pb.set_message("pseudonyms and encrypted submissions");
                         }
                     }

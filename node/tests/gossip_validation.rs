@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bankmesh_node::net::{build_swarm, topic};
 use bankmesh_node::peer::{now, Command, NodeEvent, Peer};
-use bankmesh_protocol::bank::{Culprit, FaultKind};
 use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::record::{Body, Record};
 use bankmesh_protocol::{Bank, MemberSecrets};
+use bankmesh_protocol::{Culprit, FaultKind};
 use bankmesh_store::replica::Replica;
 use bankmesh_store::Store;
 use futures::StreamExt;
@@ -43,14 +43,7 @@ async fn invalid_gossip_is_rejected_and_attributed() {
     let genesis = Genesis::new(
         "validation",
         2,
-        Timing {
-            start_ms: now().0 + 3_600_000,
-            dkg_ms: 60_000,
-            epoch_ms: 600_000,
-            submit_ms: 60_000,
-            seal_ms: 60_000,
-            decrypt_ms: 60_000,
-        },
+        Timing::new(now().0 + 3_600_000, 60_000, 600_000, 60_000, 60_000, 60_000),
         vec![
             honest.member_info(1, "honest", vec![honest_addr.to_string()]),
             rogue.member_info(2, "rogue", vec![rogue_addr.to_string()]),

@@ -1,254 +1,66 @@
-//! The bank state machine (DESIGN 4, STYLE 1): one member's view of the consortium.
+//! The bank state machine (DESIGN 4, STYLE 1): one member's view of the consortium. It routes
+//! records, requests and time to the setup and to each epoch, and signs what they produce.
 //!
-//! Inputs: records (checked with [`Bank::check`], then persisted by the driver, then applied
-//! with [`Bank::apply`]), direct requests and responses, commands and time. Outputs: a [`Step`]
-//! with records to persist and publish, requests to send, results, faults and events. The bank
-//! signs its own records and applies them to itself before returning them, so the driver must
-//! persist every record in `Step::publish` before sending it anywhere.
+//! Inputs: records (checked with [`Bank::check`], a function of the record and read-only
+//! state; then persisted by the driver; then applied with [`Bank::apply`]), direct requests
+//! and responses, commands and time. Outputs: a [`Step`]. The bank signs its own records and
+//! applies them to itself before returning them, so the driver must persist every record in
+//! `Step::publish` before sending it anywhere. It signs nothing until the driver confirmed its
+//! own chain's head with peers ([`Bank::confirm_head`]): a node restored from a backup, or
+//! whose tail was lost, never reuses a sequence number.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rand_core::{CryptoRng, RngCore};
 
-use crate::dkg::{DkgReject, DkgRun, RunKeys};
-use crate::epoch::{EpochState, Outgoing, ShareCheck};
+use crate::agreement::{Agreement, MAX_ROUNDS};
+use crate::epoch::decrypt::VerifiedShares;
+use crate::epoch::submit::verify_submission;
+use crate::epoch::{Ctx, Epoch, Out, ShareCheck};
 use crate::genesis::Consortium;
 use crate::keys::MemberSecrets;
-use crate::local::{self, LocalWrite};
+use crate::local::{LocalEntry, LocalWrite, Restored};
 use crate::messages::{Request, Response};
-use crate::record::{Body, Hash, Payload, Record, Run, UncheckedRecord};
+use crate::record::{Body, EnvelopeError, Hash, Instance, Payload, Record, UncheckedRecord};
+use crate::setup::{CheckDkg, DkgReject, Setup, SetupOut};
+use crate::step::{ClientResult, Culprit, Error, Fault, FaultKind, Origin, Status, Step, Wait};
 use crate::time::Time;
 use crate::{MemberIndex, CLIENT_ID_MAX, SCORE_MAX};
-
-/// Where a record came from; decides how late records are treated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// Published on gossip by `from` (the message's signed source, not the relaying peer).
-    Gossip { from: MemberIndex },
-    /// Fetched from `from` by anti-entropy sync.
-    Sync { from: MemberIndex },
-}
-
-impl Origin {
-    pub fn peer(self) -> MemberIndex {
-        match self {
-            Origin::Gossip { from } | Origin::Sync { from } => from,
-        }
-    }
-}
 
 /// Outcome of [`Bank::check`].
 #[derive(Debug)]
 pub enum Verdict {
     /// Valid: persist, then [`Bank::apply`]; forward on gossip.
-    Accept(Record),
+    Accept(Checked),
     /// Invalid: never forward; the fault names the culprit.
     Reject(Fault),
-    /// Not wanted (late, outside the sealed set, duplicate): drop without blame.
+    /// Not wanted (late, outside the final set): drop without blame.
     Ignore(&'static str),
-    /// Cannot be judged yet (its prerequisites are not in): hold and check again later.
-    Defer(UncheckedRecord),
+    /// Cannot be judged yet: hold it and check it again once `Wait` is over
+    /// ([`Bank::still_waiting`]).
+    Defer(UncheckedRecord, Wait),
 }
 
-/// Who a fault blames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Culprit {
-    Member(MemberIndex),
-    /// The anonymous poster of a submission, known only by the record hash.
-    Submission(Hash),
+/// A record that passed [`Bank::check`], with what its check established.
+#[derive(Debug)]
+pub struct Checked {
+    record: Record,
+    /// The verified decryption shares of the record that concern our own submissions.
+    shares: Option<VerifiedShares>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
-    Malformed,
-    WrongConsortium,
-    BadSignature,
-    BadDkgPackage,
-    UnexpectedRecord,
-    Duplicate,
-    InvalidSubmission,
-    InvalidDecryptionShare,
-    BadOprfResponse,
-}
-
-/// A peer's misbehaviour, with enough to name it (STYLE 4: faults, not errors).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fault {
-    pub culprit: Culprit,
-    pub kind: FaultKind,
-    pub record: Option<Hash>,
-    pub detail: String,
-}
-
-impl std::fmt::Display for Fault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.culprit {
-            Culprit::Member(m) => write!(f, "member {m}")?,
-            Culprit::Submission(h) => write!(f, "poster of submission {}", hex::encode(&h[..8]))?,
-        }
-        write!(f, ": {:?}: {}", self.kind, self.detail)
+impl Checked {
+    pub fn record(&self) -> &Record {
+        &self.record
     }
 }
 
-/// Phases of setup and of an epoch, for status and failures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    Setup,
-    Pseudonyms,
-    Submit,
-    Seal,
-    Decrypt,
-    Done,
-}
-
-/// Something that happened, for progress reporting and status.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    DkgComplete {
-        run: Run,
-    },
-    PseudonymsReady {
-        epoch: u64,
-        clients: usize,
-    },
-    Submitted {
-        epoch: u64,
-        count: usize,
-    },
-    WindowClosed {
-        epoch: u64,
-        submissions: usize,
-    },
-    Sealed {
-        epoch: u64,
-        submissions: usize,
-        root: Hash,
-    },
-    /// One of our submissions is not in the sealed set; its client gets no result this epoch.
-    SubmissionDropped {
-        epoch: u64,
-        client_id: String,
-    },
-    EpochDone {
-        epoch: u64,
-        results: usize,
-    },
-    /// A phase cannot complete (DESIGN 8: an explicit failure, never a silent hang).
-    Failed {
-        epoch: Option<u64>,
-        phase: Phase,
-        reason: String,
-    },
-}
-
-/// One of this bank's clients' results (DESIGN 4.7).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientResult {
-    pub epoch: u64,
-    pub client_id: String,
-    /// Sum of the scores of every bank that holds the client.
-    pub sum: u64,
-    /// Number of banks that hold the client.
-    pub count: u32,
-}
-
-impl ClientResult {
-    /// The average with two decimals, rounded half up, computed exactly in integers.
-    pub fn average_2dp(&self) -> String {
-        let count = u64::from(self.count.max(1));
-        let hundredths = (self.sum * 200 + count) / (2 * count);
-        format!("{}.{:02}", hundredths / 100, hundredths % 100)
-    }
-}
-
-/// What the driver must do.
-#[must_use]
-#[derive(Debug, Default)]
-pub struct Step {
-    /// Local state to make durable before anything else in this step is done.
-    pub local: Vec<LocalWrite>,
-    /// Records this bank made, in order: persist each, then publish it.
-    pub publish: Vec<Record>,
-    /// Direct requests to send.
-    pub requests: Vec<(MemberIndex, Request)>,
-    pub results: Vec<ClientResult>,
-    pub faults: Vec<Fault>,
-    pub events: Vec<Event>,
-}
-
-impl Step {
-    pub fn extend(&mut self, other: Step) {
-        self.local.extend(other.local);
-        self.publish.extend(other.publish);
-        self.requests.extend(other.requests);
-        self.results.extend(other.results);
-        self.faults.extend(other.faults);
-        self.events.extend(other.events);
-    }
-    pub fn is_empty(&self) -> bool {
-        self.local.is_empty()
-            && self.publish.is_empty()
-            && self.requests.is_empty()
-            && self.results.is_empty()
-            && self.faults.is_empty()
-            && self.events.is_empty()
-    }
-}
-
-/// Local misuse (STYLE 4): bad operator input, never a peer's fault.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Error {
-    #[error("client #{line}: {reason}")]
-    BadClient { line: usize, reason: String },
-    #[error("epoch {0} is not open for submissions")]
-    EpochClosed(u64),
-    #[error("{clients} clients exceed the consortium's OPRF quota of {quota} per bank and epoch")]
-    TooManyClients { clients: usize, quota: u32 },
-    #[error("scores for epoch {0} were already given")]
-    AlreadySubmitted(u64),
-}
-
-/// A status snapshot (DESIGN 8: readiness separate from liveness).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    pub me: MemberIndex,
-    pub keys_ready: bool,
-    pub dkg: Vec<(Run, usize, usize, usize)>,
-    pub epochs: Vec<EpochStatus>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EpochStatus {
-    pub epoch: u64,
-    pub phase: Phase,
-    pub submissions: usize,
-    pub mine: usize,
-    pub results: usize,
-    pub failed: Option<String>,
-}
-
-/// Internal context handed to the epoch logic.
-pub(crate) struct Ctx<'a> {
-    pub consortium: &'a Consortium,
-    pub me: MemberIndex,
-    pub secrets: &'a MemberSecrets,
-    pub x: Option<&'a RunKeys>,
-    pub k: Option<&'a RunKeys>,
-}
-
-/// Effects collected while handling one input.
-#[derive(Default)]
-pub(crate) struct Out {
-    pub local: Vec<LocalWrite>,
-    pub outgoing: Vec<Outgoing>,
-    pub requests: Vec<(MemberIndex, Request)>,
-    pub results: Vec<ClientResult>,
-    pub faults: Vec<Fault>,
-    pub events: Vec<Event>,
-    /// Expensive operations done in this call; bounds how long one input can take.
-    pub work_done: usize,
-}
+/// Bound on how many rounds of self-triggered work one input may cause.
+const MAX_PROGRESS_ROUNDS: usize = 64;
+/// How often our latest votes of undecided instances go out again (gossip loses messages;
+/// Tendermint assumes eventual delivery). They are the same records, not new ones.
+const REPUBLISH_MS: u64 = 5_000;
 
 /// One member's protocol state machine.
 pub struct Bank {
@@ -256,43 +68,41 @@ pub struct Bank {
     me: MemberIndex,
     secrets: MemberSecrets,
     head: (u64, Hash),
-    decryption: DkgRun,
-    pseudonym: DkgRun,
-    epochs: BTreeMap<u64, EpochState>,
+    head_confirmed: bool,
+    /// Bodies waiting for the head to be confirmed before they are signed.
+    unsigned: Vec<Body>,
+    setup: Setup,
+    epochs: BTreeMap<u64, Epoch>,
     now: Time,
+    /// Replaying the log after a restart: state only, effects are not sent.
+    replaying: bool,
+    /// Local writes made while replaying (a decision re-derived from the log), stored at resume.
+    replay_local: Vec<LocalWrite>,
+    /// Our own records per epoch (setup: `None`), to publish again after a restart.
+    own_records: BTreeMap<Option<u64>, Vec<Hash>>,
+    /// Our latest vote of each instance.
+    latest_vote: BTreeMap<Instance, Hash>,
+    last_republish: Time,
 }
-
-/// The fault for a DKG record the run refused.
-fn dkg_fault(author: MemberIndex, hash: Hash, what: &str, reject: DkgReject) -> Fault {
-    let (kind, detail) = match reject {
-        DkgReject::Duplicate => (FaultKind::Duplicate, format!("second {what}")),
-        DkgReject::NotExpected => (FaultKind::UnexpectedRecord, format!("{what} not expected")),
-        DkgReject::Invalid(why) => (FaultKind::BadDkgPackage, format!("{what}: {why}")),
-    };
-    Fault {
-        culprit: Culprit::Member(author),
-        kind,
-        record: Some(hash),
-        detail,
-    }
-}
-
-/// Bound on how many rounds of self-triggered work one input may cause.
-const MAX_PROGRESS_ROUNDS: usize = 64;
 
 impl Bank {
     pub fn new(consortium: Arc<Consortium>, me: MemberIndex, secrets: MemberSecrets) -> Bank {
-        let decryption = DkgRun::new(&consortium, Run::Decryption);
-        let pseudonym = DkgRun::new(&consortium, Run::Pseudonym);
+        let setup = Setup::new(&consortium, me);
         Bank {
             consortium,
             me,
             secrets,
             head: (0, [0; 32]),
-            decryption,
-            pseudonym,
+            head_confirmed: false,
+            unsigned: Vec::new(),
+            setup,
             epochs: BTreeMap::new(),
             now: Time(0),
+            replaying: false,
+            replay_local: Vec::new(),
+            own_records: BTreeMap::new(),
+            latest_vote: BTreeMap::new(),
+            last_republish: Time(0),
         }
     }
 
@@ -302,330 +112,344 @@ impl Bank {
     pub fn consortium(&self) -> &Arc<Consortium> {
         &self.consortium
     }
+    /// Our own chain's head as this bank knows it.
+    pub fn head(&self) -> (u64, Hash) {
+        self.head
+    }
+    /// Group decryption key `X`, once setup is decided.
+    pub fn group_key(&self) -> Option<curve25519_dalek::ristretto::RistrettoPoint> {
+        self.setup.keys().map(|k| k.x.group)
+    }
 
-    fn ctx(&self) -> Ctx<'_> {
+    fn ctx(&self, now: Time) -> Ctx<'_> {
         Ctx {
             consortium: &self.consortium,
             me: self.me,
             secrets: &self.secrets,
-            x: self.decryption.keys(),
-            k: self.pseudonym.keys(),
+            keys: self.setup.keys(),
+            now,
         }
     }
 
-    /// Group decryption key `X`, once the DKG is done.
-    pub fn group_key(&self) -> Option<curve25519_dalek::ristretto::RistrettoPoint> {
-        self.decryption.keys().map(|k| k.group)
+    /// Epochs whose records are accepted: up to the one after the current, and any we have.
+    fn epoch_acceptable(&self, now: Time, epoch: u64) -> bool {
+        epoch >= 1
+            && (epoch <= self.consortium.epoch_at(now.max(self.now)) + 1
+                || self.epochs.contains_key(&epoch))
     }
 
-    /// Epochs whose records are still accepted: up to the one after the current.
-    fn epoch_acceptable(&self, epoch: u64) -> bool {
-        let c = &self.consortium;
-        let current = if self.now < c.dkg_deadline() {
-            1
-        } else {
-            1 + (self.now.0 - c.dkg_deadline().0) / c.genesis.timing.epoch_ms.max(1)
-        };
-        epoch >= 1 && epoch <= current + 1
+    fn epoch_mut(&mut self, epoch: u64) -> &mut Epoch {
+        let (c, me) = (&self.consortium, self.me);
+        self.epochs
+            .entry(epoch)
+            .or_insert_with(|| Epoch::new(c, me, epoch))
     }
 
-    fn fault(
-        culprit: Culprit,
-        kind: FaultKind,
-        record: Option<Hash>,
-        detail: impl Into<String>,
-    ) -> Fault {
-        Fault {
-            culprit,
-            kind,
-            record,
-            detail: detail.into(),
-        }
-    }
+    // --- Checking -----------------------------------------------------------------------------
 
-    /// Verifies a record against the current state (STYLE 5: the only way to a [`Record`]).
-    pub fn check(&mut self, now: Time, origin: Origin, unchecked: UncheckedRecord) -> Verdict {
-        self.now = self.now.max(now);
+    /// Verifies a record (STYLE 5: the only way to a [`Record`]). Reads state, changes none, so
+    /// a driver may check many records at once.
+    pub fn check(&self, now: Time, origin: Origin, unchecked: UncheckedRecord) -> Verdict {
         let hash = unchecked.hash();
         if let Err(e) = unchecked.check_envelope(&self.consortium) {
             // An unverifiable identified record blames the peer that handed it to us.
             let kind = match e {
-                crate::record::EnvelopeError::WrongConsortium => FaultKind::WrongConsortium,
+                EnvelopeError::WrongConsortium => FaultKind::WrongConsortium,
                 _ => FaultKind::BadSignature,
             };
-            return Verdict::Reject(Self::fault(
-                Culprit::Member(origin.peer()),
-                kind,
-                Some(hash),
-                e.to_string(),
-            ));
-        }
-        if self.must_wait(&unchecked) {
-            return Verdict::Defer(unchecked);
+            let fault = Fault::member(origin.peer(), kind, Some(hash), e.to_string());
+            return Verdict::Reject(fault);
         }
         let payload = unchecked.envelope().payload.clone();
-        match payload {
+        let verdict = match &payload {
             Payload::Identified(i) => {
-                let author = i.author;
                 // DESIGN 8: an identified record on gossip must come from its author.
                 if let Origin::Gossip { from } = origin {
-                    if from != author {
-                        let detail = format!("published a record signed by member {author}");
-                        return Verdict::Reject(Self::fault(
-                            Culprit::Member(from),
+                    if from != i.author {
+                        let detail = format!("published a record signed by member {}", i.author);
+                        let fault =
+                            Fault::member(from, FaultKind::UnexpectedRecord, Some(hash), detail);
+                        return Verdict::Reject(fault);
+                    }
+                }
+                self.check_body(now, i.author, hash, &i.body)
+            }
+            Payload::Submission(s) => self.check_submission(now, hash, s),
+        };
+        match verdict {
+            Judged::Accept(shares) => Verdict::Accept(Checked {
+                record: unchecked.into_checked(),
+                shares,
+            }),
+            Judged::Reject(f) => Verdict::Reject(f),
+            Judged::Ignore(why) => Verdict::Ignore(why),
+            Judged::Wait(w) => Verdict::Defer(unchecked, w),
+        }
+    }
+
+    fn check_body(&self, now: Time, author: MemberIndex, hash: Hash, body: &Body) -> Judged {
+        let blame =
+            |kind, detail: String| Judged::Reject(Fault::member(author, kind, Some(hash), detail));
+        match body {
+            Body::DkgRound1 { .. } | Body::DkgRound2 { .. } => match self
+                .setup
+                .check_dkg(author, body)
+            {
+                Ok(()) => Judged::Accept(None),
+                Err(CheckDkg::Wait(w)) => Judged::Wait(w),
+                Err(CheckDkg::Reject(r)) => {
+                    let (kind, detail) = match r {
+                        DkgReject::Duplicate => (FaultKind::Duplicate, "second DKG package".into()),
+                        DkgReject::NotExpected => (
                             FaultKind::UnexpectedRecord,
-                            Some(hash),
-                            detail,
-                        ));
-                    }
+                            "DKG package from a non-participant or for another attempt".into(),
+                        ),
+                        DkgReject::Invalid(why) => (FaultKind::BadDkgPackage, why),
+                    };
+                    blame(kind, detail)
                 }
-                let blame = |kind, detail: String| {
-                    Verdict::Reject(Self::fault(
-                        Culprit::Member(author),
-                        kind,
-                        Some(hash),
-                        detail,
-                    ))
-                };
-                match &i.body {
-                    Body::DkgRound1 {
-                        run,
-                        attempt,
-                        package,
-                    } => match self.dkg(*run).check_round1(author, *attempt, package) {
-                        Ok(_) => Verdict::Accept(unchecked.into_checked()),
-                        Err(reject) => {
-                            Verdict::Reject(dkg_fault(author, hash, "round-1 package", reject))
-                        }
-                    },
-                    Body::DkgRound2 {
-                        run,
-                        attempt,
-                        shares,
-                        ..
-                    } => match self.dkg(*run).check_round2(author, *attempt, shares) {
-                        Ok(()) => Verdict::Accept(unchecked.into_checked()),
-                        Err(reject) => {
-                            Verdict::Reject(dkg_fault(author, hash, "round-2 record", reject))
-                        }
-                    },
-                    Body::DkgConfirm { run, attempt, .. } => {
-                        match self.dkg(*run).check_confirm(author, *attempt) {
-                            Ok(()) => Verdict::Accept(unchecked.into_checked()),
-                            Err(reject) => {
-                                Verdict::Reject(dkg_fault(author, hash, "DKG confirmation", reject))
-                            }
-                        }
-                    }
-                    Body::Ready { epoch }
-                    | Body::OprfUsage { epoch, .. }
-                    | Body::Checkpoint { epoch, .. } => {
-                        if self.epoch_acceptable(*epoch) {
-                            Verdict::Accept(unchecked.into_checked())
-                        } else {
-                            blame(
-                                FaultKind::UnexpectedRecord,
-                                format!("record for epoch {epoch}"),
-                            )
-                        }
-                    }
-                    Body::DecryptionShares {
-                        epoch,
-                        root,
-                        shares,
-                    } => {
-                        let Some(state) = self.epochs.get(epoch) else {
-                            return Verdict::Defer(unchecked);
-                        };
-                        match state.check_shares(&self.ctx(), author, root, shares) {
-                            Ok(ShareCheck::Valid | ShareCheck::Unusable) => {
-                                Verdict::Accept(unchecked.into_checked())
-                            }
-                            Ok(ShareCheck::Wait) => Verdict::Defer(unchecked),
-                            Err(why) => blame(FaultKind::InvalidDecryptionShare, why),
-                        }
-                    }
-                }
-            }
-            Payload::Submission(s) => {
-                if !self.epoch_acceptable(s.epoch) {
-                    return Verdict::Ignore("submission for an epoch that is not open");
-                }
-                let Some(x) = self.decryption.keys() else {
-                    return Verdict::Defer(unchecked);
-                };
-                if let Some(state) = self.epochs.get(&s.epoch) {
-                    if let Some(reason) = state.refuses_submission(origin, &hash) {
-                        return Verdict::Ignore(reason);
-                    }
-                }
-                match crate::epoch::verify_submission(&self.consortium, &x.group, &s) {
-                    Ok(()) => Verdict::Accept(unchecked.into_checked()),
-                    Err(e) => Verdict::Reject(Self::fault(
-                        Culprit::Submission(hash),
-                        FaultKind::InvalidSubmission,
-                        Some(hash),
-                        e.to_string(),
-                    )),
-                }
-            }
-        }
-    }
-
-    /// Whether a record cannot be judged before some other record arrives (cheap; no crypto):
-    /// drivers holding records back call this before checking them again.
-    pub fn must_wait(&self, unchecked: &UncheckedRecord) -> bool {
-        match &unchecked.envelope().payload {
-            Payload::Submission(_) => self.decryption.keys().is_none(),
-            Payload::Identified(i) => match &i.body {
-                Body::DecryptionShares { epoch, .. } => !self
-                    .epochs
-                    .get(epoch)
-                    .is_some_and(EpochState::can_judge_shares),
-                _ => false,
             },
+            Body::Proposal { .. } | Body::Vote { .. } => {
+                let Some((instance, msg, value)) = Agreement::message_of(body) else {
+                    return Judged::Ignore("not an agreement message");
+                };
+                if msg.round() >= MAX_ROUNDS {
+                    return blame(
+                        FaultKind::BadAgreementMessage,
+                        format!("round {} beyond the bound", msg.round()),
+                    );
+                }
+                if value.is_some_and(|v| !v.fits(&instance)) {
+                    return blame(
+                        FaultKind::BadAgreementMessage,
+                        "a value of the wrong kind for its instance".into(),
+                    );
+                }
+                match instance {
+                    Instance::Setup { attempt } if !self.setup.knows_attempt(attempt) => {
+                        Judged::Wait(Wait::Attempt(attempt))
+                    }
+                    Instance::Setup { .. } => Judged::Accept(None),
+                    Instance::Seal { epoch } => self.epoch_record(now, author, epoch),
+                }
+            }
+            Body::Ready { epoch } | Body::OprfUsage { epoch, .. } => {
+                self.epoch_record(now, author, *epoch)
+            }
+            Body::Report {
+                epoch,
+                part,
+                hashes,
+                ..
+            } => match self.epoch_record(now, author, *epoch) {
+                Judged::Accept(_) => {
+                    match crate::epoch::seal::check_report(&self.consortium, *part, hashes) {
+                        Ok(()) => Judged::Accept(None),
+                        Err(why) => blame(FaultKind::BadAgreementMessage, why),
+                    }
+                }
+                other => other,
+            },
+            Body::DecryptionShares {
+                epoch,
+                root,
+                shares,
+            } => {
+                if let Judged::Reject(f) = self.epoch_record(now, author, *epoch) {
+                    return Judged::Reject(f);
+                }
+                let Some(e) = self.epochs.get(epoch) else {
+                    return Judged::Wait(Wait::FinalSet(*epoch));
+                };
+                match e.check_shares(&self.ctx(now), author, root, shares) {
+                    ShareCheck::Verified(v) => Judged::Accept(Some(v)),
+                    ShareCheck::Unchecked => Judged::Accept(None),
+                    ShareCheck::Wait(w) => Judged::Wait(w),
+                    ShareCheck::Reject(why) => blame(FaultKind::InvalidDecryptionShare, why),
+                }
+            }
         }
     }
 
-    fn dkg(&self, run: Run) -> &DkgRun {
-        match run {
-            Run::Decryption => &self.decryption,
-            Run::Pseudonym => &self.pseudonym,
+    fn epoch_record(&self, now: Time, author: MemberIndex, epoch: u64) -> Judged {
+        if self.epoch_acceptable(now, epoch) {
+            Judged::Accept(None)
+        } else {
+            Judged::Reject(Fault::member(
+                author,
+                FaultKind::UnexpectedRecord,
+                None,
+                format!("record for epoch {epoch}, which is not open"),
+            ))
         }
     }
 
-    /// Applies a checked record that is now durable in the store (or being replayed from it).
+    fn check_submission(&self, now: Time, hash: Hash, s: &crate::record::Submission) -> Judged {
+        if !self.epoch_acceptable(now, s.epoch) {
+            return Judged::Ignore("submission for an epoch that is not open");
+        }
+        let Some(keys) = self.setup.keys() else {
+            return Judged::Wait(Wait::Keys);
+        };
+        if let Some(why) = self
+            .epochs
+            .get(&s.epoch)
+            .and_then(|e| e.refuses_submission(&hash))
+        {
+            return Judged::Ignore(why);
+        }
+        match verify_submission(&self.consortium, &keys.x.group, s) {
+            Ok(()) => Judged::Accept(None),
+            Err(e) => Judged::Reject(Fault {
+                culprit: Culprit::Submission(hash),
+                kind: FaultKind::InvalidSubmission,
+                record: Some(hash),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Whether a record deferred for `wait` must still wait (cheap; no cryptography).
+    pub fn still_waiting(&self, wait: Wait) -> bool {
+        match wait {
+            Wait::Keys | Wait::Attempt(_) => self.setup.still_waiting(wait),
+            Wait::FinalSet(e) => self
+                .epochs
+                .get(&e)
+                .is_none_or(|ep| ep.awaits_final_set(&self.consortium, self.now)),
+        }
+    }
+
+    // --- Applying -----------------------------------------------------------------------------
+
+    /// Applies a checked record that is now durable in the store.
     pub fn apply(
         &mut self,
         now: Time,
-        record: &Record,
+        checked: Checked,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Step {
         self.now = self.now.max(now);
         let mut out = Out::default();
-        self.apply_record(record, &mut out);
+        self.apply_record(&checked.record, checked.shares, &mut out);
         self.progress(rng, out)
     }
 
-    /// Replays a stored record after a restart: state only, no side effects.
-    pub fn replay(&mut self, record: &Record) {
+    /// A second, different record of an author at a sequence number it already used
+    /// (equivocation, kept as evidence by the store): an agreement message in it still counts
+    /// (every honest member must be able to see what others saw).
+    pub fn apply_evidence(
+        &mut self,
+        now: Time,
+        checked: Checked,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Step {
+        self.now = self.now.max(now);
         let mut out = Out::default();
-        self.apply_record(record, &mut out);
+        if let Payload::Identified(i) = checked.record.payload() {
+            if matches!(i.body, Body::Proposal { .. } | Body::Vote { .. }) {
+                self.route(i.author, checked.record.hash(), &i.body, None, &mut out);
+            }
+        }
+        self.progress(rng, out)
     }
 
-    fn apply_record(&mut self, record: &Record, out: &mut Out) {
+    /// Replays a stored record after a restart: state only, no effects sent.
+    pub fn replay(&mut self, record: &Record) {
+        self.replaying = true;
+        let mut out = Out::default();
+        self.apply_record(record, None, &mut out);
+        self.replay_local.append(&mut out.local);
+        self.replaying = false;
+    }
+
+    fn apply_record(&mut self, record: &Record, shares: Option<VerifiedShares>, out: &mut Out) {
         match record.payload() {
             Payload::Identified(i) => {
-                if i.author == self.me && i.seq > self.head.0 {
-                    self.head = (i.seq, record.hash());
-                }
-                let (me, author) = (self.me, i.author);
-                match &i.body {
-                    Body::DkgRound1 {
-                        run,
-                        attempt,
-                        package,
-                    } => {
-                        let run = *run;
-                        if let Ok(pkg) = self.dkg(run).check_round1(author, *attempt, package) {
-                            self.dkg_mut(run).apply_round1(author, pkg);
-                        }
-                        self.dkg_mut(run).note_record(author, 0, record.hash());
-                        if author == me {
-                            // Replaying our own record after a restart: recompute its secret.
-                            let (dkg, consortium, secrets) = self.dkg_parts(run);
-                            dkg.resume_round1(consortium, me, secrets);
-                        }
+                if i.author == self.me {
+                    if i.seq > self.head.0 {
+                        self.head = (i.seq, record.hash());
                     }
-                    Body::DkgRound2 {
-                        run,
-                        ephemeral,
-                        shares,
-                        ..
-                    } => {
-                        let run = *run;
-                        let (consortium, secrets) = (&self.consortium, &self.secrets);
-                        let dkg = match run {
-                            Run::Decryption => &mut self.decryption,
-                            Run::Pseudonym => &mut self.pseudonym,
-                        };
-                        dkg.note_record(author, 1, record.hash());
-                        if let Err(why) =
-                            dkg.apply_round2(consortium, me, secrets, author, ephemeral, shares)
-                        {
-                            out.faults.push(Self::fault(
-                                Culprit::Member(author),
-                                FaultKind::BadDkgPackage,
-                                Some(record.hash()),
-                                why,
-                            ));
-                        }
-                        if author == me {
-                            dkg.resume_round2(consortium, me, secrets);
-                        }
-                    }
-                    Body::DkgConfirm {
-                        run, transcript, ..
-                    } => {
-                        self.dkg_mut(*run).apply_confirm(me, author, *transcript);
-                    }
-                    Body::Ready { epoch } => self.epoch_mut(*epoch).ready(author),
-                    Body::OprfUsage { epoch, served } => {
-                        self.epoch_mut(*epoch).record_usage(author, served)
-                    }
-                    Body::Checkpoint { epoch, count, root } => self
-                        .epoch_mut(*epoch)
-                        .apply_checkpoint(author, *count, *root),
-                    Body::DecryptionShares {
-                        epoch,
-                        root,
-                        shares,
-                    } => {
-                        let epoch = *epoch;
-                        self.epoch_mut(epoch);
-                        let ctx = Ctx {
-                            consortium: &self.consortium,
-                            me,
-                            secrets: &self.secrets,
-                            x: self.decryption.keys(),
-                            k: self.pseudonym.keys(),
-                        };
-                        if let Some(state) = self.epochs.get_mut(&epoch) {
-                            state.apply_shares(&ctx, author, root, shares, out);
-                        }
+                    self.own_records
+                        .entry(record.epoch())
+                        .or_default()
+                        .push(record.hash());
+                    if let Body::Vote { instance, .. } = &i.body {
+                        self.latest_vote.insert(*instance, record.hash());
                     }
                 }
-                if author == me {
-                    // What our own records say we did (met again when replaying after a restart).
-                    if let Some(epoch) = record.epoch() {
-                        self.epoch_mut(epoch).replay_own(&i.body);
-                    }
+                self.route(i.author, record.hash(), &i.body, shares, out);
+            }
+            Payload::Submission(s) => self.epoch_mut(s.epoch).apply_submission(record.hash(), s),
+        }
+    }
+
+    fn route(
+        &mut self,
+        author: MemberIndex,
+        hash: Hash,
+        body: &Body,
+        shares: Option<VerifiedShares>,
+        out: &mut Out,
+    ) {
+        let now = self.now;
+        let mut setup_out = SetupOut::default();
+        match body {
+            Body::DkgRound1 { .. } | Body::DkgRound2 { .. } => {
+                self.setup.apply_dkg(
+                    &self.consortium,
+                    &self.secrets,
+                    author,
+                    hash,
+                    body,
+                    &mut setup_out,
+                );
+            }
+            Body::Proposal {
+                instance: Instance::Setup { .. },
+                ..
+            }
+            | Body::Vote {
+                instance: Instance::Setup { .. },
+                ..
+            } => {
+                self.setup.apply_agreement(
+                    &self.consortium,
+                    now,
+                    author,
+                    hash,
+                    body,
+                    &mut setup_out,
+                );
+            }
+            _ => {
+                let Some(epoch) = crate::record::epoch_of_body(body) else {
+                    return;
+                };
+                self.epoch_mut(epoch);
+                let ctx = Ctx {
+                    consortium: &self.consortium,
+                    me: self.me,
+                    secrets: &self.secrets,
+                    keys: self.setup.keys(),
+                    now,
+                };
+                if let Some(e) = self.epochs.get_mut(&epoch) {
+                    e.apply_record(&ctx, author, hash, body, shares, out);
                 }
             }
-            Payload::Submission(s) => self.epoch_mut(s.epoch).add_submission(record.hash(), s),
         }
+        Self::take_setup(setup_out, out);
     }
 
-    fn dkg_parts(&mut self, run: Run) -> (&mut DkgRun, &Consortium, &MemberSecrets) {
-        let dkg = match run {
-            Run::Decryption => &mut self.decryption,
-            Run::Pseudonym => &mut self.pseudonym,
-        };
-        (dkg, &self.consortium, &self.secrets)
+    fn take_setup(s: SetupOut, out: &mut Out) {
+        out.bodies.extend(s.bodies);
+        out.local.extend(s.local);
+        out.events.extend(s.events);
+        out.faults.extend(s.faults);
     }
 
-    fn dkg_mut(&mut self, run: Run) -> &mut DkgRun {
-        match run {
-            Run::Decryption => &mut self.decryption,
-            Run::Pseudonym => &mut self.pseudonym,
-        }
-    }
-
-    fn epoch_mut(&mut self, epoch: u64) -> &mut EpochState {
-        self.epochs
-            .entry(epoch)
-            .or_insert_with(|| EpochState::new(epoch))
-    }
+    // --- Commands -------------------------------------------------------------------------------
 
     /// Gives this bank's scores for `epoch` (client id, score). Checks them all first.
     pub fn submit(
@@ -636,7 +460,7 @@ impl Bank {
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Step, Error> {
         self.now = self.now.max(now);
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         for (pos, (id, score)) in scores.iter().enumerate() {
             let line = pos + 1;
             if id.is_empty() || id.len() > CLIENT_ID_MAX {
@@ -658,7 +482,10 @@ impl Bank {
                 });
             }
         }
-        if epoch == 0 || now >= self.consortium.submit_end(epoch) {
+        if epoch == 0
+            || now >= self.consortium.submit_end(epoch)
+            || !self.epoch_acceptable(now, epoch)
+        {
             return Err(Error::EpochClosed(epoch));
         }
         let quota = self.consortium.genesis.oprf_quota;
@@ -668,60 +495,87 @@ impl Bank {
                 quota,
             });
         }
-        let state = self.epoch_mut(epoch);
-        if state.has_clients() {
+        let e = self.epoch_mut(epoch);
+        if e.has_scores() {
             return Err(Error::AlreadySubmitted(epoch));
         }
-        if state.is_closed() {
+        if !e.is_open() {
             return Err(Error::EpochClosed(epoch));
         }
         // The operator's input is made durable before anything is done with it (DESIGN 8).
         let mut out = Out::default();
-        out.local.push(local::scores(epoch, &scores));
-        state.set_clients(scores, Vec::new());
-        let epochs: Vec<u64> = self
-            .epochs
-            .iter()
-            .filter(|(_, s)| s.has_clients())
-            .map(|(&e, _)| e)
-            .collect();
-        out.local.push(local::epochs(&epochs));
+        e.set_scores(scores, &mut out);
         Ok(self.progress(rng, out))
     }
 
-    /// Takes back an epoch's scores and known OPRF outputs from the node's local store after a
-    /// restart (after the log was replayed). Own submissions already in the log are recognized,
-    /// not posted again; those missing are posted if the window is still open.
-    pub fn resume(
-        &mut self,
-        now: Time,
-        epoch: u64,
-        scores: Vec<(String, u16)>,
-        pseudonyms: Vec<(usize, [u8; 64])>,
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> Step {
-        self.now = self.now.max(now);
-        let state = self.epoch_mut(epoch);
-        if !state.has_clients() {
-            state.set_clients(scores, pseudonyms);
+    /// What the local store held, read back after a restart, before the log is replayed:
+    /// decisions are acted on again, never re-derived.
+    pub fn restore(&mut self, entries: &[LocalEntry]) -> Result<(), String> {
+        let restored = Restored::parse(entries)?;
+        for (attempt, value) in restored.setup {
+            self.setup.restore(attempt, value);
         }
-        self.progress(rng, Out::default())
+        for (epoch, r) in restored.epochs {
+            self.epoch_mut(epoch).restore(r);
+        }
+        Ok(())
     }
 
-    /// Answers a direct request from member `from`.
+    /// After the log was replayed: stores what replay derived, publishes again our own records
+    /// of unfinished work, and goes on.
+    pub fn resume(&mut self, now: Time, rng: &mut (impl RngCore + CryptoRng)) -> Step {
+        self.now = self.now.max(now);
+        let mut out = Out::default();
+        out.local.append(&mut self.replay_local);
+        let mut again = Vec::new();
+        for (scope, hashes) in &self.own_records {
+            let unfinished = match scope {
+                None => self.setup.keys().is_none(),
+                Some(e) => self.epochs.get(e).is_some_and(|ep| !ep.is_done()),
+            };
+            if unfinished {
+                again.extend(hashes.iter().copied());
+            }
+        }
+        // Votes the rules cast but that were never stored before the stop.
+        out.bodies.extend(self.setup.unrecorded());
+        for e in self.epochs.values() {
+            out.bodies.extend(e.unrecorded());
+        }
+        let mut step = self.progress(rng, out);
+        step.republish.extend(again);
+        step
+    }
+
+    /// Our own chain's head is confirmed by peers: from now on we sign.
+    pub fn confirm_head(&mut self, now: Time, rng: &mut (impl RngCore + CryptoRng)) -> Step {
+        self.now = self.now.max(now);
+        self.head_confirmed = true;
+        let mut out = Out::default();
+        out.bodies.append(&mut self.unsigned);
+        self.progress(rng, out)
+    }
+    pub fn head_confirmed(&self) -> bool {
+        self.head_confirmed
+    }
+
+    // --- Requests, responses, time ----------------------------------------------------------------
+
+    /// Answers a direct request from member `from`; the step holds what must be stored before
+    /// the answer is sent (OPRF counts served).
     pub fn handle_request(
         &mut self,
         now: Time,
         from: MemberIndex,
         request: Request,
         rng: &mut (impl RngCore + CryptoRng),
-    ) -> Response {
+    ) -> (Response, Step) {
         self.now = self.now.max(now);
         let refused = |reason: &str| Response::Refused {
             reason: reason.to_string(),
         };
         if !self.consortium.is_member(from) || from == self.me {
-            return refused("not a peer member");
+            return (refused("not a peer member"), Step::default());
         }
         match request {
             Request::OprfEvaluate {
@@ -729,35 +583,39 @@ impl Bank {
                 batch,
                 blinded,
             } => {
-                if !self.epoch_acceptable(epoch) {
-                    return refused("epoch not open");
+                if !self.epoch_acceptable(now, epoch) {
+                    return (refused("epoch not open"), Step::default());
                 }
-                let quota = self.consortium.genesis.oprf_quota;
-                let Some(k) = self.pseudonym.keys() else {
-                    return refused("pseudonym key not ready");
+                self.epoch_mut(epoch);
+                let ctx = Ctx {
+                    consortium: &self.consortium,
+                    me: self.me,
+                    secrets: &self.secrets,
+                    keys: self.setup.keys(),
+                    now,
                 };
-                let Some(share) = k.share.as_ref() else {
-                    return refused("no pseudonym key share");
+                let Some(e) = self.epochs.get_mut(&epoch) else {
+                    return (refused("epoch not open"), Step::default());
                 };
-                let share = share.clone();
-                let state = self
-                    .epochs
-                    .entry(epoch)
-                    .or_insert_with(|| EpochState::new(epoch));
-                state.evaluate_oprf(from, batch, &blinded, &share, quota, rng)
+                let (response, write) = e.serve_oprf(&ctx, from, batch, &blinded, rng);
+                let mut step = Step::default();
+                step.local.extend(write);
+                (response, step)
             }
-            Request::EpochSet { epoch, root } => {
-                match self.epochs.get(&epoch).and_then(|s| s.cosigned_set(&root)) {
-                    Some(hashes) => Response::EpochSet {
+            Request::Submissions { epoch, after } => {
+                let response = match self.epochs.get(&epoch) {
+                    Some(e) => e.serve_submissions(after),
+                    None => Response::Submissions {
                         epoch,
-                        root,
-                        hashes,
+                        after,
+                        hashes: Vec::new(),
+                        more: false,
                     },
-                    None => refused("no cosigned set with that root"),
-                }
+                };
+                (response, Step::default())
             }
             Request::Records { .. } | Request::Heads | Request::AuthorRange { .. } => {
-                refused("served by the store")
+                (refused("served by the store"), Step::default())
             }
         }
     }
@@ -772,7 +630,6 @@ impl Bank {
     ) -> Step {
         self.now = self.now.max(now);
         let mut out = Out::default();
-        let me = self.me;
         match response {
             Response::OprfEvaluated {
                 epoch,
@@ -782,22 +639,23 @@ impl Bank {
             } => {
                 let ctx = Ctx {
                     consortium: &self.consortium,
-                    me,
+                    me: self.me,
                     secrets: &self.secrets,
-                    x: self.decryption.keys(),
-                    k: self.pseudonym.keys(),
+                    keys: self.setup.keys(),
+                    now: self.now,
                 };
-                if let Some(state) = self.epochs.get_mut(&epoch) {
-                    state.oprf_response(&ctx, from, batch, evaluated, proof, &mut out);
+                if let Some(e) = self.epochs.get_mut(&epoch) {
+                    e.oprf_response(&ctx, from, batch, evaluated, proof, &mut out);
                 }
             }
-            Response::EpochSet {
+            Response::Submissions {
                 epoch,
-                root,
                 hashes,
+                more,
+                ..
             } => {
-                if let Some(state) = self.epochs.get_mut(&epoch) {
-                    state.epoch_set_response(from, root, hashes, &mut out);
+                if let Some(e) = self.epochs.get_mut(&epoch) {
+                    e.submissions_response(from, hashes, more, &mut out);
                 }
             }
             Response::Refused { .. } | Response::Records { .. } | Response::Heads { .. } => {}
@@ -805,10 +663,30 @@ impl Bank {
         self.progress(rng, out)
     }
 
-    /// Advances timers: DKG start and deadlines, window closes, seal, decryption.
+    /// Advances timers: setup attempts, windows, the seal, decryption, republishing.
     pub fn handle_timeout(&mut self, now: Time, rng: &mut (impl RngCore + CryptoRng)) -> Step {
         self.now = self.now.max(now);
-        self.progress(rng, Out::default())
+        let mut step = self.progress(rng, Out::default());
+        if now.0 >= self.last_republish.0 + REPUBLISH_MS {
+            self.last_republish = now;
+            step.republish.extend(self.undecided_votes());
+        }
+        step
+    }
+
+    /// Our latest votes of instances that are not decided here.
+    fn undecided_votes(&self) -> Vec<Hash> {
+        self.latest_vote
+            .iter()
+            .filter(|(instance, _)| match instance {
+                Instance::Setup { .. } => self.setup.keys().is_none(),
+                Instance::Seal { epoch } => self
+                    .epochs
+                    .get(epoch)
+                    .is_some_and(|e| e.final_set().is_none() && !e.is_done()),
+            })
+            .map(|(_, h)| *h)
+            .collect()
     }
 
     /// When [`Bank::handle_timeout`] should next be called.
@@ -817,42 +695,35 @@ impl Bank {
         if self.now < c.start() {
             return Some(c.start());
         }
-        let x_ready = self.decryption.keys().is_some();
-        let busy = self.epochs.values().any(|e| e.has_work(x_ready));
-        if busy {
+        let keys_ready = self.setup.keys().is_some();
+        if self.head_confirmed && self.epochs.values().any(|e| e.has_work(keys_ready)) {
             return Some(self.now);
         }
-        let mut next: Option<Time> = None;
-        let mut consider = |t: Time| {
-            if t > self.now {
-                next = Some(next.map_or(t, |n| n.min(t)));
-            }
-        };
-        if self.decryption.keys().is_none() || self.pseudonym.keys().is_none() {
-            consider(c.dkg_deadline());
+        let mut next: Vec<Time> = Vec::new();
+        next.extend(self.setup.next_timeout(c));
+        for e in self.epochs.values() {
+            next.extend(e.next_deadline(c, self.now));
         }
-        for state in self.epochs.values() {
-            if let Some(t) = state.next_deadline(c) {
-                consider(t);
-            }
+        // The next epoch's window opens.
+        let current = c.epoch_at(self.now);
+        next.push(c.epoch_start(current + 1));
+        if !self.undecided_votes().is_empty() {
+            next.push(self.last_republish.plus(REPUBLISH_MS));
         }
-        // Seal re-cosigning, sync and OPRF retries are driven by a short tick while needed.
-        if self
-            .epochs
-            .values()
-            .any(|e| e.is_sealing() || e.awaits_oprf())
-        {
-            consider(self.now.plus(100));
-        }
-        next
+        next.into_iter().filter(|t| *t > self.now).min()
     }
+
+    // --- Progress -------------------------------------------------------------------------------
 
     /// Runs everything that became possible, then signs and applies what we produced.
     fn progress(&mut self, rng: &mut (impl RngCore + CryptoRng), mut out: Out) -> Step {
         let mut step = Step::default();
+        if self.replaying {
+            return step;
+        }
         for _ in 0..MAX_PROGRESS_ROUNDS {
             self.progress_once(rng, &mut out);
-            let produced = !out.outgoing.is_empty();
+            let produced = !out.bodies.is_empty() || !out.submissions.is_empty();
             self.flush(&mut out, &mut step);
             if !produced {
                 break;
@@ -861,23 +732,53 @@ impl Bank {
         step
     }
 
+    fn progress_once(&mut self, rng: &mut (impl RngCore + CryptoRng), out: &mut Out) {
+        let now = self.now;
+        let c = Arc::clone(&self.consortium);
+        let mut setup_out = SetupOut::default();
+        self.setup.progress(&c, &self.secrets, now, &mut setup_out);
+        self.setup.settle(&c, now, &mut setup_out);
+        Self::take_setup(setup_out, out);
+        if now >= c.start() {
+            // Every member takes part in the current epoch, with or without scores of its own.
+            self.epoch_mut(c.epoch_at(now));
+        }
+        let ctx = Ctx {
+            consortium: &c,
+            me: self.me,
+            secrets: &self.secrets,
+            keys: self.setup.keys(),
+            now,
+        };
+        for e in self.epochs.values_mut() {
+            e.advance(&ctx, rng, out);
+        }
+    }
+
+    /// Signs what was produced (once the head is confirmed), applies it to ourselves, and
+    /// hands the rest of the effects to the step.
     fn flush(&mut self, out: &mut Out, step: &mut Step) {
-        for item in std::mem::take(&mut out.outgoing) {
-            let record = match item {
-                Outgoing::Body(body) => {
-                    let seq = self.head.0 + 1;
-                    Record::identified(
-                        &self.consortium.id,
-                        self.secrets.identity(),
-                        self.me,
-                        seq,
-                        self.head.1,
-                        body,
-                    )
-                }
-                Outgoing::Submission(s) => Record::submission(&self.consortium.id, *s),
-            };
-            self.apply_record(&record, out);
+        let bodies: Vec<Body> = std::mem::take(&mut out.bodies);
+        if !self.head_confirmed {
+            self.unsigned.extend(bodies);
+        } else {
+            for body in bodies {
+                let seq = self.head.0 + 1;
+                let record = Record::identified(
+                    &self.consortium.id,
+                    self.secrets.identity(),
+                    self.me,
+                    seq,
+                    self.head.1,
+                    body,
+                );
+                self.apply_record(&record, None, out);
+                step.publish.push(record);
+            }
+        }
+        for s in std::mem::take(&mut out.submissions) {
+            let record = Record::submission(&self.consortium.id, s);
+            self.apply_record(&record, None, out);
             step.publish.push(record);
         }
         step.local.append(&mut out.local);
@@ -887,80 +788,18 @@ impl Bank {
         step.events.append(&mut out.events);
     }
 
-    fn progress_once(&mut self, rng: &mut (impl RngCore + CryptoRng), out: &mut Out) {
-        let now = self.now;
-        let c = Arc::clone(&self.consortium);
-        if now >= c.start() {
-            for run in Run::ALL {
-                let (me, secrets) = (self.me, &self.secrets);
-                let dkg = match run {
-                    Run::Decryption => &mut self.decryption,
-                    Run::Pseudonym => &mut self.pseudonym,
-                };
-                if let Some(body) = dkg.round1_body(&c, me, secrets) {
-                    out.outgoing.push(Outgoing::Body(body));
-                }
-                if let Some(body) = dkg.round2_body(&c, me, secrets) {
-                    out.outgoing.push(Outgoing::Body(body));
-                }
-                match dkg.try_finish(&c.id, me) {
-                    Ok(_) => {
-                        if let Some(body) = dkg.confirm_body() {
-                            out.outgoing.push(Outgoing::Body(body));
-                        }
-                        if dkg.try_confirm() {
-                            out.events.push(Event::DkgComplete { run });
-                        }
-                    }
-                    Err(why) => {
-                        dkg.fail(why.clone());
-                        out.events.push(Event::Failed {
-                            epoch: None,
-                            phase: Phase::Setup,
-                            reason: why,
-                        });
-                    }
-                }
-                if now >= c.dkg_deadline() && dkg.keys().is_none() && dkg.failed().is_none() {
-                    let reason = format!(
-                        "DKG {run:?} incomplete at its deadline ({})",
-                        dkg.waiting_for()
-                    );
-                    dkg.fail(reason.clone());
-                    out.events.push(Event::Failed {
-                        epoch: None,
-                        phase: Phase::Setup,
-                        reason,
-                    });
-                }
-            }
-        }
-        let ctx = Ctx {
-            consortium: &c,
-            me: self.me,
-            secrets: &self.secrets,
-            x: self.decryption.keys(),
-            k: self.pseudonym.keys(),
-        };
-        for state in self.epochs.values_mut() {
-            state.advance(&ctx, now, rng, out);
-        }
-    }
+    // --- Status -------------------------------------------------------------------------------
 
     pub fn status(&self) -> Status {
-        let dkg = [&self.decryption, &self.pseudonym]
-            .iter()
-            .zip(Run::ALL)
-            .map(|(d, run)| {
-                let (a, b, n) = d.progress();
-                (run, a, b, n)
-            })
-            .collect();
+        let (setup_attempt, setup_participants) = self.setup.current();
         Status {
             me: self.me,
-            keys_ready: self.decryption.keys().is_some() && self.pseudonym.keys().is_some(),
-            dkg,
-            epochs: self.epochs.values().map(EpochState::status).collect(),
+            keys_ready: self.setup.keys().is_some(),
+            head_confirmed: self.head_confirmed,
+            setup_attempt,
+            setup_participants,
+            setup_failed: self.setup.failed().map(str::to_string),
+            epochs: self.epochs.values().map(Epoch::status).collect(),
         }
     }
 
@@ -968,7 +807,20 @@ impl Bank {
     pub fn results(&self, epoch: u64) -> Vec<ClientResult> {
         self.epochs
             .get(&epoch)
-            .map(EpochState::results)
+            .map(Epoch::results)
             .unwrap_or_default()
     }
+
+    /// The final set's root and size of `epoch`, once decided and built here.
+    pub fn final_set(&self, epoch: u64) -> Option<(Hash, usize)> {
+        self.epochs.get(&epoch)?.final_set()
+    }
+}
+
+/// The verdict of a body's check, before it is tied to the record.
+enum Judged {
+    Accept(Option<VerifiedShares>),
+    Reject(Fault),
+    Ignore(&'static str),
+    Wait(Wait),
 }

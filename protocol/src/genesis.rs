@@ -32,22 +32,68 @@ pub struct Genesis {
     pub members: Vec<MemberInfo>,
 }
 
-/// Absolute schedule, in milliseconds (DESIGN 8: deadlines are absolute).
+/// Absolute schedule, in milliseconds (DESIGN 8: deadlines are absolute). Fields added after
+/// version 1 have defaults, so an older `consortium.toml` keeps working.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timing {
     /// Unix time (ms) at which the DKG starts.
     pub start_ms: u64,
-    /// Setup (both DKG runs) must finish within this long after `start_ms`.
+    /// Setup (both DKG runs, retried without absent members if need be) must finish within
+    /// this long after `start_ms`; epoch 1 begins when it ends.
     pub dkg_ms: u64,
-    /// Length of one epoch; epoch 1 begins when the setup window ends.
+    /// Time between the starts of two epochs. An epoch's seal and decryption may overlap the
+    /// next epoch's submission window.
     pub epoch_ms: u64,
     /// Submission window from the epoch's start (it closes early once every member is ready).
     pub submit_ms: u64,
-    /// Seal window after the submission window (it closes early once every member cosigns one set).
+    /// Seal window after the submission window.
     pub seal_ms: u64,
     /// Decryption window after the seal window.
     pub decrypt_ms: u64,
+    /// Length of one DKG attempt; an attempt that has not completed by then is retried
+    /// without the members that posted nothing. 0: a third of `dkg_ms`.
+    #[serde(default)]
+    pub dkg_attempt_ms: u64,
+    /// Base timeout of one agreement round (the seal's and the setup's); later rounds wait
+    /// longer.
+    #[serde(default = "default_round_ms")]
+    pub round_ms: u64,
+    /// Largest difference between two members' clocks that the schedule allows for: members
+    /// report their submissions this long after the submission deadline.
+    #[serde(default = "default_clock_skew_ms")]
+    pub clock_skew_ms: u64,
+}
+
+fn default_round_ms() -> u64 {
+    2_000
+}
+fn default_clock_skew_ms() -> u64 {
+    1_000
+}
+
+impl Timing {
+    /// A schedule with the given windows and the defaults for everything else.
+    pub fn new(
+        start_ms: u64,
+        dkg_ms: u64,
+        epoch_ms: u64,
+        submit_ms: u64,
+        seal_ms: u64,
+        decrypt_ms: u64,
+    ) -> Timing {
+        Timing {
+            start_ms,
+            dkg_ms,
+            epoch_ms,
+            submit_ms,
+            seal_ms,
+            decrypt_ms,
+            dkg_attempt_ms: 0,
+            round_ms: default_round_ms(),
+            clock_skew_ms: default_clock_skew_ms(),
+        }
+    }
 }
 
 /// One member's public description.
@@ -84,6 +130,11 @@ fn invalid(msg: impl Into<String>) -> GenesisError {
 /// Default seal quorum: floor(2n/3) + 1.
 pub fn default_seal_quorum(n: usize) -> u16 {
     u16::try_from(2 * n / 3 + 1).unwrap_or(u16::MAX)
+}
+
+/// Faulty members a consortium of `n` tolerates: the largest `f` with `n >= 3f + 1`.
+pub fn faulty(n: usize) -> usize {
+    n.saturating_sub(1) / 3
 }
 
 /// OPRF evaluations one member serves another per epoch unless the genesis says otherwise.
@@ -130,11 +181,15 @@ impl Genesis {
         if !(2..=n).contains(&t) {
             return Err(invalid(format!("threshold {t} must be in 2..={n}")));
         }
-        // Two certified sets must share a cosigner beyond any f < n/3 faulty ones (DESIGN 4.4).
+        // Two quorums must share an honest member whatever f = floor((n-1)/3) members do, and
+        // the honest members alone must make a quorum (DESIGN 4.4).
         let q = usize::from(self.seal_quorum);
         let q_min = usize::from(default_seal_quorum(n));
-        if q < q_min || q > n {
-            return Err(invalid(format!("seal quorum {q} must be in {q_min}..={n}")));
+        let q_max = n - faulty(n);
+        if q < q_min || q > q_max {
+            return Err(invalid(format!(
+                "seal quorum {q} must be in {q_min}..={q_max}"
+            )));
         }
         if self.score_max != SCORE_MAX {
             return Err(invalid(format!("score_max must be {SCORE_MAX}")));
@@ -146,12 +201,23 @@ impl Genesis {
         if tm.dkg_ms == 0 || tm.submit_ms == 0 || tm.seal_ms == 0 || tm.decrypt_ms == 0 {
             return Err(invalid("timing windows must be positive"));
         }
-        let windows = tm
-            .submit_ms
-            .saturating_add(tm.seal_ms)
-            .saturating_add(tm.decrypt_ms);
-        if windows > tm.epoch_ms {
-            return Err(invalid("submit + seal + decrypt windows exceed epoch_ms"));
+        if tm.submit_ms > tm.epoch_ms {
+            return Err(invalid("the submission window exceeds epoch_ms"));
+        }
+        if tm.round_ms == 0 {
+            return Err(invalid("round_ms must be positive"));
+        }
+        if tm.dkg_attempt_ms > tm.dkg_ms {
+            return Err(invalid("dkg_attempt_ms exceeds dkg_ms"));
+        }
+        // The seal needs time to report, then a few agreement rounds (DESIGN 4.4).
+        let seal_needs = tm
+            .clock_skew_ms
+            .saturating_add(tm.round_ms.saturating_mul(3));
+        if tm.seal_ms < seal_needs {
+            return Err(invalid(format!(
+                "seal_ms must be at least clock_skew_ms + 3 * round_ms ({seal_needs})"
+            )));
         }
         for (pos, m) in self.members.iter().enumerate() {
             if usize::from(m.index) != pos + 1 {
@@ -249,6 +315,14 @@ impl Consortium {
     pub fn quorum(&self) -> usize {
         usize::from(self.genesis.seal_quorum)
     }
+    /// Faulty members tolerated: `f = floor((n-1)/3)`.
+    pub fn faulty(&self) -> usize {
+        faulty(self.n())
+    }
+    /// Reports pinned by a seal value: `n - f`.
+    pub fn reports_pinned(&self) -> usize {
+        self.n() - self.faulty()
+    }
     /// All member indices, 1..=n.
     pub fn indices(&self) -> impl Iterator<Item = MemberIndex> + '_ {
         self.genesis.members.iter().map(|m| m.index)
@@ -298,6 +372,32 @@ impl Consortium {
     pub fn decrypt_end(&self, epoch: u64) -> Time {
         self.seal_end(epoch).plus(self.genesis.timing.decrypt_ms)
     }
+    /// When a member reports its submissions at the latest: the submission deadline plus the
+    /// clock-skew allowance, so that what any honest member held by the deadline is in its
+    /// report whatever the skew within the bound.
+    pub fn report_at(&self, epoch: u64) -> Time {
+        self.submit_end(epoch)
+            .plus(self.genesis.timing.clock_skew_ms)
+    }
+    /// Length of one DKG attempt.
+    pub fn attempt_ms(&self) -> u64 {
+        let t = &self.genesis.timing;
+        if t.dkg_attempt_ms == 0 {
+            (t.dkg_ms / 3).max(1)
+        } else {
+            t.dkg_attempt_ms
+        }
+    }
+    /// The epoch whose submission window is open or next to open at `now` (1 before and
+    /// during setup).
+    pub fn epoch_at(&self, now: Time) -> u64 {
+        let deadline = self.dkg_deadline();
+        if now < deadline {
+            1
+        } else {
+            1 + (now.0 - deadline.0) / self.genesis.timing.epoch_ms.max(1)
+        }
+    }
 }
 
 mod hex32 {
@@ -341,12 +441,9 @@ mod tests {
             score_max: 1023,
             oprf_quota: 1000,
             timing: Timing {
-                start_ms: 1,
-                dkg_ms: 10,
-                epoch_ms: 100,
-                submit_ms: 10,
-                seal_ms: 10,
-                decrypt_ms: 10,
+                round_ms: 2,
+                clock_skew_ms: 1,
+                ..Timing::new(1, 10, 100, 10, 10, 10)
             },
             members,
         }
@@ -380,7 +477,7 @@ mod tests {
     fn consortium_id_is_pinned() {
         assert_eq!(
             hex::encode(genesis(5).id()),
-            "f47b1f32560d8106f44cef6521804b9c2fda8347d9883606346263fc84c511cb"
+            "0a5b0490cc9226abb14bc109175a9cd0dd1a335ebaed7e181090d731828aea5d"
         );
     }
 
@@ -393,8 +490,18 @@ mod tests {
             ("threshold", Box::new(|g| g.threshold = 1)),
             ("seal quorum", Box::new(|g| g.seal_quorum = 3)),
             ("seal quorum", Box::new(|g| g.seal_quorum = 6)),
+            (
+                "seal quorum 5 must be in 4..=4",
+                Box::new(|g| g.seal_quorum = 5),
+            ),
             ("score_max", Box::new(|g| g.score_max = 1000)),
-            ("exceed epoch_ms", Box::new(|g| g.timing.epoch_ms = 20)),
+            ("exceeds epoch_ms", Box::new(|g| g.timing.epoch_ms = 9)),
+            ("round_ms", Box::new(|g| g.timing.round_ms = 0)),
+            (
+                "seal_ms must be at least",
+                Box::new(|g| g.timing.seal_ms = 6),
+            ),
+            ("dkg_attempt_ms", Box::new(|g| g.timing.dkg_attempt_ms = 11)),
             (
                 "bad identity key",
                 Box::new(|g| g.members[1].identity = not_a_point()),
@@ -419,6 +526,20 @@ mod tests {
         let text = genesis(5)
             .to_toml()
             .replace("name = \"test\"", "name = \"test\"\nextra = 1");
+        // A file written before the agreement timings existed still parses, with defaults.
+        let old = genesis(5)
+            .to_toml()
+            .lines()
+            .filter(|l| !l.starts_with("dkg_attempt_ms") && !l.starts_with("round_ms"))
+            .filter(|l| !l.starts_with("clock_skew_ms"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let back: Genesis = toml::from_str(&old).unwrap();
+        assert_eq!(
+            (back.timing.round_ms, back.timing.clock_skew_ms),
+            (2_000, 1_000)
+        );
+        assert_eq!(back.timing.dkg_attempt_ms, 0);
         assert!(matches!(
             Genesis::from_toml(&text),
             Err(GenesisError::Parse(_))

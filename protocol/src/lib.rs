@@ -14,24 +14,28 @@
     )
 )]
 
+pub mod agreement;
 pub mod bank;
 pub mod consensus;
 pub mod crypto;
+pub mod epoch;
 pub mod genesis;
 pub mod keys;
 pub mod local;
 pub mod merkle;
 pub mod messages;
 pub mod record;
+pub mod setup;
+pub mod step;
 pub mod time;
 
-mod dkg;
-mod epoch;
-
-pub use bank::{Bank, ClientResult, Event, Fault, FaultKind, Origin, Phase, Status, Step, Verdict};
+pub use bank::{Bank, Checked, Verdict};
 pub use genesis::{Genesis, GenesisError};
 pub use keys::MemberSecrets;
 pub use record::{Hash, Record, UncheckedRecord};
+pub use step::{
+    ClientResult, Culprit, Error, Event, Fault, FaultKind, Origin, Phase, Status, Step, Wait,
+};
 pub use time::Time;
 
 /// Member index: 1..=n, also the Shamir/FROST identifier of the member's key shares.

@@ -1,9 +1,19 @@
-//! A node's local, non-replicated state (DESIGN 8: persist every accepted input before acting
-//! on it): the operator's scores and our clients' OPRF outputs, per epoch. With them and the
-//! log, a restarted bank recognizes its own submissions and opens its results.
+//! A node's local, non-replicated state (DESIGN 8: every decision a member acts on is stored
+//! before it acts on it, and read back after a restart, never re-derived): the operator's
+//! scores, our clients' OPRF outputs, the OPRF evaluations served to each member, the setup's
+//! and each seal's decision, a failure, and our results.
+//!
+//! The bank emits [`LocalWrite`]s in its `Step`; the driver stores them before anything else
+//! in the step and, after a restart, hands every entry back to [`crate::Bank::restore`].
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+use crate::record::Value;
+use crate::step::Phase;
+use crate::MemberIndex;
 
 /// One durable write to the node's local area. The value may be secret: it is zeroized and
 /// never printed.
@@ -24,15 +34,14 @@ impl std::fmt::Debug for LocalWrite {
     }
 }
 
-/// Key of the list of epochs for which we hold scores.
-pub const EPOCHS: &str = "epochs";
+/// One stored local entry, as the driver reads it back: key and (possibly secret) value.
+pub type LocalEntry = (String, Zeroizing<Vec<u8>>);
 
-pub fn scores_key(epoch: u64) -> String {
-    format!("epoch/{epoch}/scores")
-}
-
-pub fn pseudonyms_key(epoch: u64) -> String {
-    format!("epoch/{epoch}/pseudonyms")
+fn write(key: String, value: &impl Serialize) -> LocalWrite {
+    LocalWrite {
+        key,
+        value: Zeroizing::new(postcard::to_stdvec(value).unwrap_or_default()),
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -41,22 +50,8 @@ struct Pseudonym {
     output: Vec<u8>,
 }
 
-fn write(key: String, value: Vec<u8>) -> LocalWrite {
-    LocalWrite {
-        key,
-        value: Zeroizing::new(value),
-    }
-}
-
-pub(crate) fn epochs(list: &[u64]) -> LocalWrite {
-    write(EPOCHS.into(), postcard::to_stdvec(list).unwrap_or_default())
-}
-
 pub(crate) fn scores(epoch: u64, scores: &[(String, u16)]) -> LocalWrite {
-    write(
-        scores_key(epoch),
-        postcard::to_stdvec(scores).unwrap_or_default(),
-    )
+    write(format!("epoch/{epoch:020}/scores"), &scores)
 }
 
 pub(crate) fn pseudonyms(epoch: u64, list: &[(usize, [u8; 64])]) -> LocalWrite {
@@ -67,47 +62,159 @@ pub(crate) fn pseudonyms(epoch: u64, list: &[(usize, [u8; 64])]) -> LocalWrite {
             output: y.to_vec(),
         })
         .collect();
+    write(format!("epoch/{epoch:020}/pseudonyms"), &list)
+}
+
+pub(crate) fn served(epoch: u64, served: &BTreeMap<MemberIndex, u32>) -> LocalWrite {
+    write(format!("epoch/{epoch:020}/served"), served)
+}
+
+pub(crate) fn seal_decision(epoch: u64, round: u32, value: &Value) -> LocalWrite {
+    write(format!("epoch/{epoch:020}/decision"), &(round, value))
+}
+
+pub(crate) fn failed(epoch: u64, phase: Phase, reason: &str) -> LocalWrite {
+    write(format!("epoch/{epoch:020}/failed"), &(phase, reason))
+}
+
+pub(crate) fn result(epoch: u64, client: usize, sum: u64, count: u32) -> LocalWrite {
     write(
-        pseudonyms_key(epoch),
-        postcard::to_stdvec(&list).unwrap_or_default(),
+        format!("epoch/{epoch:020}/result/{client:010}"),
+        &(sum, count),
     )
 }
 
-pub fn decode_epochs(bytes: &[u8]) -> Option<Vec<u64>> {
-    postcard::from_bytes(bytes).ok()
+pub(crate) fn setup_decision(attempt: u32, value: &Value) -> LocalWrite {
+    write(format!("setup/decision/{attempt:010}"), value)
 }
 
-pub fn decode_scores(bytes: &[u8]) -> Option<Vec<(String, u16)>> {
-    postcard::from_bytes(bytes).ok()
+/// Everything read back from the local area.
+#[derive(Default)]
+pub struct Restored {
+    pub setup: BTreeMap<u32, Value>,
+    pub epochs: BTreeMap<u64, RestoredEpoch>,
 }
 
-pub fn decode_pseudonyms(bytes: &[u8]) -> Option<Vec<(usize, [u8; 64])>> {
-    let list: Vec<Pseudonym> = postcard::from_bytes(bytes).ok()?;
-    list.into_iter()
-        .map(|p| {
-            Some((
-                usize::try_from(p.client).ok()?,
-                p.output.as_slice().try_into().ok()?,
-            ))
-        })
-        .collect()
+#[derive(Default)]
+pub struct RestoredEpoch {
+    pub scores: Option<Vec<(String, u16)>>,
+    pub pseudonyms: Vec<(usize, [u8; 64])>,
+    pub served: BTreeMap<MemberIndex, u32>,
+    pub decision: Option<(u32, Value)>,
+    pub failed: Option<(Phase, String)>,
+    pub results: BTreeMap<usize, (u64, u32)>,
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("local entry {key} does not decode: {e}"))
+}
+
+impl Restored {
+    /// Parses every local entry; an entry that does not decode is an error naming it (a
+    /// corrupt local store is never silently ignored).
+    pub fn parse(entries: &[LocalEntry]) -> Result<Restored, String> {
+        let mut out = Restored::default();
+        for (key, bytes) in entries {
+            let parts: Vec<&str> = key.split('/').collect();
+            match parts.as_slice() {
+                ["setup", "decision", a] => {
+                    let a: u32 = a.parse().map_err(|_| format!("bad local key {key}"))?;
+                    out.setup.insert(a, decode(key, bytes)?);
+                }
+                ["epoch", e, rest @ ..] => {
+                    let e: u64 = e.parse().map_err(|_| format!("bad local key {key}"))?;
+                    let slot = out.epochs.entry(e).or_default();
+                    match rest {
+                        ["scores"] => slot.scores = Some(decode(key, bytes)?),
+                        ["pseudonyms"] => {
+                            let list: Vec<Pseudonym> = decode(key, bytes)?;
+                            slot.pseudonyms = list
+                                .into_iter()
+                                .map(|p| {
+                                    Some((
+                                        usize::try_from(p.client).ok()?,
+                                        p.output.as_slice().try_into().ok()?,
+                                    ))
+                                })
+                                .collect::<Option<_>>()
+                                .ok_or_else(|| format!("local entry {key} is malformed"))?;
+                        }
+                        ["served"] => slot.served = decode(key, bytes)?,
+                        ["decision"] => slot.decision = Some(decode(key, bytes)?),
+                        ["failed"] => slot.failed = Some(decode(key, bytes)?),
+                        ["result", c] => {
+                            let c: usize = c.parse().map_err(|_| format!("bad local key {key}"))?;
+                            slot.results.insert(c, decode(key, bytes)?);
+                        }
+                        _ => return Err(format!("unknown local key {key}")),
+                    }
+                }
+                _ => return Err(format!("unknown local key {key}")),
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn entry(w: LocalWrite) -> (String, Zeroizing<Vec<u8>>) {
+        (w.key, w.value)
+    }
+
     #[test]
-    fn round_trips() {
-        assert_eq!(decode_epochs(&epochs(&[1, 2]).value), Some(vec![1, 2]));
+    fn every_entry_round_trips() {
         let s = vec![("a".to_string(), 3u16)];
-        assert_eq!(decode_scores(&scores(1, &s).value), Some(s));
-        let p = vec![(4usize, [7u8; 64])];
-        assert_eq!(decode_pseudonyms(&pseudonyms(1, &p).value), Some(p));
-        assert_eq!(
-            decode_pseudonyms(b"\x01\x00\x02ab"),
-            None,
-            "a 2-byte output is refused"
+        let value = Value::SetupRetry {
+            next: vec![1, 2, 3],
+        };
+        let mut counts = BTreeMap::new();
+        counts.insert(2, 40);
+        let entries = vec![
+            entry(scores(7, &s)),
+            entry(pseudonyms(7, &[(4, [7u8; 64])])),
+            entry(served(7, &counts)),
+            entry(seal_decision(7, 2, &value)),
+            entry(failed(7, Phase::Seal, "late")),
+            entry(result(7, 11, 900, 2)),
+            entry(setup_decision(1, &value)),
+        ];
+        let r = Restored::parse(&entries).unwrap();
+        assert_eq!(r.setup.get(&1), Some(&value));
+        let e = r.epochs.get(&7).unwrap();
+        assert_eq!(e.scores.as_ref(), Some(&s));
+        assert_eq!(e.pseudonyms, vec![(4, [7u8; 64])]);
+        assert_eq!(e.served.get(&2), Some(&40));
+        assert_eq!(e.decision, Some((2, value)));
+        assert_eq!(e.failed, Some((Phase::Seal, "late".to_string())));
+        assert_eq!(e.results.get(&11), Some(&(900, 2)));
+    }
+
+    #[test]
+    fn a_corrupt_or_unknown_entry_is_an_error_naming_it() {
+        let bad = vec![(
+            "epoch/00000000000000000007/scores".to_string(),
+            Zeroizing::new(vec![0xff]),
+        )];
+        let err = Restored::parse(&bad).err().unwrap();
+        assert!(err.contains("epoch/00000000000000000007/scores"), "{err}");
+        let unknown = vec![("elsewhere".to_string(), Zeroizing::new(vec![]))];
+        assert!(Restored::parse(&unknown).is_err());
+        let short = vec![(
+            "epoch/00000000000000000001/pseudonyms".to_string(),
+            Zeroizing::new(
+                postcard::to_stdvec(&vec![Pseudonym {
+                    client: 1,
+                    output: vec![1, 2],
+                }])
+                .unwrap(),
+            ),
+        )];
+        assert!(
+            Restored::parse(&short).is_err(),
+            "a 2-byte OPRF output is refused"
         );
     }
 }

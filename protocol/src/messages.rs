@@ -12,6 +12,8 @@ use crate::MemberIndex;
 pub const OPRF_BATCH_MAX: usize = 1024;
 /// Most records or hashes in one sync reply.
 pub const SYNC_BATCH_MAX: usize = 512;
+/// Most submission hashes in one page of [`Response::Submissions`] (128 KiB).
+pub const SUBMISSIONS_PAGE: usize = 4096;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
@@ -21,8 +23,9 @@ pub enum Request {
         batch: u32,
         blinded: Vec<RistrettoPoint>,
     },
-    /// The responder's record set for `epoch` that has checkpoint root `root`.
-    EpochSet { epoch: u64, root: Hash },
+    /// The hashes of the submissions the responder holds for `epoch`, in ascending order,
+    /// from just after `after` (the pre-report sync round, DESIGN 4.4).
+    Submissions { epoch: u64, after: Option<Hash> },
     /// Records by hash.
     Records { hashes: Vec<Hash> },
     /// The responder's per-author chain heads.
@@ -39,10 +42,12 @@ pub enum Response {
         evaluated: Vec<RistrettoPoint>,
         proof: DleqProof,
     },
-    EpochSet {
+    Submissions {
         epoch: u64,
-        root: Hash,
+        after: Option<Hash>,
         hashes: Vec<Hash>,
+        /// More follow after the last of `hashes`.
+        more: bool,
     },
     Records {
         records: Vec<Vec<u8>>,
@@ -60,7 +65,7 @@ impl Request {
     pub fn kind(&self) -> &'static str {
         match self {
             Request::OprfEvaluate { .. } => "oprf-evaluate",
-            Request::EpochSet { .. } => "epoch-set",
+            Request::Submissions { .. } => "submissions",
             Request::Records { .. } => "records",
             Request::Heads => "heads",
             Request::AuthorRange { .. } => "author-range",

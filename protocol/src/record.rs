@@ -10,6 +10,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::consensus::VoteKind;
 use crate::crypto::elgamal::Ciphertext;
 use crate::crypto::keyswitch::KeySwitchShare;
 use crate::crypto::schnorr;
@@ -35,6 +36,9 @@ pub struct Envelope {
     pub payload: Payload,
 }
 
+/// Identified records are the common case and carry their signature inline; boxing them would
+/// cost an allocation per record for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
     Identified(Identified),
@@ -94,21 +98,76 @@ pub enum Body {
         epoch: u64,
         served: Vec<(MemberIndex, u32)>,
     },
-    /// Cosignature of the author's record set for `epoch` (DESIGN 4.4).
-    Checkpoint { epoch: u64, count: u64, root: Hash },
-    /// Key-switched decryption shares for sealed submissions (DESIGN 4.6).
+    /// One part of the author's report of the submissions it holds for `epoch` at the deadline
+    /// (DESIGN 4.4): hashes in ascending order, each part continuing the one before; the part
+    /// with `last` ends the report, and its record hash is what the seal pins.
+    Report {
+        epoch: u64,
+        part: u32,
+        last: bool,
+        hashes: Vec<Hash>,
+    },
+    /// A Tendermint proposal in one agreement instance.
+    Proposal {
+        instance: Instance,
+        round: u32,
+        valid_round: Option<u32>,
+        value: Value,
+    },
+    /// A Tendermint prevote or precommit; it carries the value it votes for (nil as `None`).
+    Vote {
+        instance: Instance,
+        kind: VoteKind,
+        round: u32,
+        value: Option<Value>,
+    },
+    /// Key-switched decryption shares for sealed submissions (DESIGN 4.6), naming the root of
+    /// the final set they decrypt under.
     DecryptionShares {
         epoch: u64,
         root: Hash,
         shares: Vec<ShareEntry>,
     },
-    /// The author completed a DKG run from exactly these round-1 and round-2 records
-    /// (`transcript` hashes them); keys are used once `q` members confirm the same transcript.
-    DkgConfirm {
-        run: Run,
-        attempt: u32,
-        transcript: Hash,
-    },
+}
+
+/// An agreement instance: one per setup attempt and one per epoch's seal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Instance {
+    Setup { attempt: u32 },
+    Seal { epoch: u64 },
+}
+
+/// What an agreement instance decides.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Value {
+    /// The setup attempt succeeded: the transcripts of its decryption and pseudonym DKG runs.
+    SetupKeys { transcripts: [Hash; 2] },
+    /// The setup attempt is abandoned; the next attempt runs with these participants.
+    SetupRetry { next: Vec<MemberIndex> },
+    /// The seal: the pinned reports, one per member (its report's last part), by member. The
+    /// final set is every submission in at least `f + 1` of them.
+    Seal { reports: Vec<(MemberIndex, Hash)> },
+}
+
+impl Value {
+    /// The value's id: SHA-256 over a domain label and its canonical encoding.
+    pub fn id(&self) -> crate::consensus::ValueId {
+        let mut h = Sha256::new();
+        h.update(b"bankmesh.value.v1");
+        h.update(postcard::to_stdvec(self).unwrap_or_default());
+        h.finalize().into()
+    }
+
+    /// Whether the value is of the kind the instance decides.
+    pub fn fits(&self, instance: &Instance) -> bool {
+        matches!(
+            (self, instance),
+            (
+                Value::SetupKeys { .. } | Value::SetupRetry { .. },
+                Instance::Setup { .. }
+            ) | (Value::Seal { .. }, Instance::Seal { .. })
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,20 +437,34 @@ impl Record {
     }
     /// The epoch a record belongs to, if any (setup records belong to none).
     pub fn epoch(&self) -> Option<u64> {
-        match &self.envelope.payload {
-            Payload::Submission(s) => Some(s.epoch),
-            Payload::Identified(i) => match &i.body {
-                Body::DkgRound1 { .. } | Body::DkgRound2 { .. } | Body::DkgConfirm { .. } => None,
-                Body::Ready { epoch }
-                | Body::OprfUsage { epoch, .. }
-                | Body::Checkpoint { epoch, .. }
-                | Body::DecryptionShares { epoch, .. } => Some(*epoch),
-            },
-        }
+        epoch_of(&self.envelope.payload)
     }
     /// A short name of the record kind, for logs and faults.
     pub fn kind(&self) -> &'static str {
         kind_of(&self.envelope.payload)
+    }
+}
+
+/// The epoch a payload belongs to, if any (setup records belong to none).
+pub fn epoch_of(payload: &Payload) -> Option<u64> {
+    match payload {
+        Payload::Submission(s) => Some(s.epoch),
+        Payload::Identified(i) => epoch_of_body(&i.body),
+    }
+}
+
+/// The epoch an identified record's body belongs to, if any.
+pub fn epoch_of_body(body: &Body) -> Option<u64> {
+    match body {
+        Body::DkgRound1 { .. } | Body::DkgRound2 { .. } => None,
+        Body::Proposal { instance, .. } | Body::Vote { instance, .. } => match instance {
+            Instance::Setup { .. } => None,
+            Instance::Seal { epoch } => Some(*epoch),
+        },
+        Body::Ready { epoch }
+        | Body::OprfUsage { epoch, .. }
+        | Body::Report { epoch, .. }
+        | Body::DecryptionShares { epoch, .. } => Some(*epoch),
     }
 }
 
@@ -403,9 +476,17 @@ pub fn kind_of(payload: &Payload) -> &'static str {
             Body::DkgRound2 { .. } => "dkg-round2",
             Body::Ready { .. } => "ready",
             Body::OprfUsage { .. } => "oprf-usage",
-            Body::Checkpoint { .. } => "checkpoint",
+            Body::Report { .. } => "report",
+            Body::Proposal { .. } => "proposal",
+            Body::Vote {
+                kind: VoteKind::Prevote,
+                ..
+            } => "prevote",
+            Body::Vote {
+                kind: VoteKind::Precommit,
+                ..
+            } => "precommit",
             Body::DecryptionShares { .. } => "decryption-shares",
-            Body::DkgConfirm { .. } => "dkg-confirm",
         },
     }
 }

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use bankmesh_protocol::consensus::VoteKind;
 use bankmesh_protocol::crypto::{elgamal, keyswitch, schnorr, transcript, validity};
 use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::record::{
-    Body, Record, Run, SealedShare, ShareEntry, Submission, UncheckedRecord,
+    Body, Instance, Record, Run, SealedShare, ShareEntry, Submission, UncheckedRecord, Value,
 };
 use bankmesh_protocol::{Bank, MemberSecrets, Origin, Time, Verdict};
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
@@ -23,12 +24,9 @@ fn consortium() -> (Arc<Consortium>, Vec<MemberSecrets>) {
             "snapshot",
             2,
             Timing {
-                start_ms: 1,
-                dkg_ms: 10,
-                epoch_ms: 100,
-                submit_ms: 10,
-                seal_ms: 10,
-                decrypt_ms: 10,
+                round_ms: 2,
+                clock_skew_ms: 1,
+                ..Timing::new(1, 10, 100, 10, 10, 10)
             },
             secrets
                 .iter()
@@ -131,15 +129,62 @@ fn samples() -> Vec<(&'static str, Record)> {
             ),
         ),
         (
-            "checkpoint",
+            "report",
             identified(
                 &c,
                 s,
                 5,
-                Body::Checkpoint {
+                Body::Report {
                     epoch: 1,
-                    count: 2,
-                    root: [8; 32],
+                    part: 0,
+                    last: true,
+                    hashes: vec![[8; 32], [9; 32]],
+                },
+            ),
+        ),
+        (
+            "proposal",
+            identified(
+                &c,
+                s,
+                7,
+                Body::Proposal {
+                    instance: Instance::Seal { epoch: 1 },
+                    round: 0,
+                    valid_round: None,
+                    value: Value::Seal {
+                        reports: vec![(1, [1; 32]), (2, [2; 32])],
+                    },
+                },
+            ),
+        ),
+        (
+            "prevote",
+            identified(
+                &c,
+                s,
+                8,
+                Body::Vote {
+                    instance: Instance::Setup { attempt: 1 },
+                    kind: VoteKind::Prevote,
+                    round: 2,
+                    value: Some(Value::SetupKeys {
+                        transcripts: [[3; 32], [4; 32]],
+                    }),
+                },
+            ),
+        ),
+        (
+            "precommit",
+            identified(
+                &c,
+                s,
+                9,
+                Body::Vote {
+                    instance: Instance::Setup { attempt: 0 },
+                    kind: VoteKind::Precommit,
+                    round: 1,
+                    value: Some(Value::SetupRetry { next: vec![1, 2] }),
                 },
             ),
         ),
@@ -163,19 +208,6 @@ fn samples() -> Vec<(&'static str, Record)> {
             "submission",
             Record::submission(&c.id, sample_submission(&c)),
         ),
-        (
-            "dkg-confirm",
-            identified(
-                &c,
-                s,
-                7,
-                Body::DkgConfirm {
-                    run: Run::Decryption,
-                    attempt: 0,
-                    transcript: [6; 32],
-                },
-            ),
-        ),
     ]
 }
 
@@ -185,42 +217,52 @@ const PINNED: &[(&str, usize, &str)] = &[
     (
         "dkg-round1",
         140,
-        "fe6136c012e2533f3a14fcff7559bbb9471ea28f3b4790c5f0c13fb2f9ce009e",
+        "b87db90932ebed05b3ae321a2c27231b571fcbc10bdb7ae2d4a80e303f24fd16",
     ),
     (
         "dkg-round2",
         173,
-        "0748a89621d951a64a4c15b06cc6d2f73e3ae74c5510cb93a79c01d3de140447",
+        "da7545da321105d9dd4516d26eb00888fa7e52174163ae1aba7d43e45e146a43",
     ),
     (
         "ready",
         135,
-        "060a0ef2bbabb2fa888a1eb62ad78b4c5f66cd6660ca9f280c55265c95dc3204",
+        "57567f19f3a1095e69f8fa46564bce78d004ae6ace0e3d99360924b6429c0da7",
     ),
     (
         "oprf-usage",
         140,
-        "6a65edc3fb38f6b004ce3e5f9bd62f048703bfed2f887d430c5e9ace467dfb4e",
+        "9c8236ec286abd5080d2c50bf93c8b592fd0cee38143f9d2610a49abe8f98958",
     ),
     (
-        "checkpoint",
-        168,
-        "59a02956e22ce4bab92d4cc8d3140cf3ca7c5f247b0b007a6b926af0e95b037f",
+        "report",
+        202,
+        "0d3c8bd0d31728c2b9a88fa6f055f35ea6e07cd928e16eac27c42710ad0c48d7",
+    ),
+    (
+        "proposal",
+        206,
+        "c915cd5109564677b23e73a6434f99e3ce99be7096493662735e7157a202302f",
+    ),
+    (
+        "prevote",
+        204,
+        "78cc9912fb83d04987c544fe916131cdbdd2021a5cbad77cec1d6a4aa9c509e5",
+    ),
+    (
+        "precommit",
+        143,
+        "9787692c033c26b37b56bcaae4971d6292ab1d881f5e06eb71a4d7567beb3631",
     ),
     (
         "decryption-shares",
         360,
-        "d44602684401f2527df1b70d8298bc20fd274e285d7f943d1ecfca0dfe2410a2",
+        "fe0866cdd67293e6beb49e85fb4ae5b4aec7383200b3d0b9d0b31fe7fe2b9c24",
     ),
     (
         "submission",
         998,
-        "092f17a2569e1b7b539d05423f8e9e8e52412866f607c8e6395e9a69953b3466",
-    ),
-    (
-        "dkg-confirm",
-        168,
-        "4bd4ded4fad54a00ac84a4ebf4b197ceebf8bf354a6a0cbebde33cb046376900",
+        "e5d5e3be9abbd742c6a182100a38a0f8143d856b7199fdf4c57ed9145817dcee",
     ),
 ];
 
@@ -273,15 +315,16 @@ fn non_canonical_or_trailing_bytes_are_refused() {
 fn any_flipped_byte_of_a_signed_record_is_rejected() {
     let (c, secrets) = consortium();
     let mut secrets = secrets.into_iter();
-    let mut bank = Bank::new(Arc::clone(&c), 2, secrets.nth(1).unwrap());
+    let bank = Bank::new(Arc::clone(&c), 2, secrets.nth(1).unwrap());
     let record = identified(
         &c,
         &consortium().1[0],
         1,
-        Body::Checkpoint {
+        Body::Report {
             epoch: 1,
-            count: 2,
-            root: [8; 32],
+            part: 0,
+            last: true,
+            hashes: vec![[8; 32]],
         },
     );
     assert!(matches!(
@@ -309,7 +352,7 @@ fn any_flipped_byte_of_a_signed_record_is_rejected() {
 fn identified_record_relayed_by_another_source_is_rejected() {
     let (c, secrets) = consortium();
     let record = identified(&c, &secrets[0], 1, Body::Ready { epoch: 1 });
-    let mut bank = Bank::new(
+    let bank = Bank::new(
         Arc::clone(&c),
         3,
         consortium().1.into_iter().nth(2).unwrap(),

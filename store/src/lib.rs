@@ -528,6 +528,52 @@ impl Store {
         Ok(self.local.get(key.as_bytes())?.map(|v| v.to_vec()))
     }
 
+    /// Stores several node-local values in one atomic, durable write.
+    pub fn local_put_batch(&self, entries: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in entries {
+            if key.len() > MAX_LOCAL_KEY || value.len() > MAX_LOCAL_VALUE {
+                return Err(StoreError::LocalTooLarge {
+                    key: key.len(),
+                    value: value.len(),
+                });
+            }
+            batch.insert(key.as_bytes(), *value);
+        }
+        self.local.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every node-local entry, by key. Values may be secret: they come zeroizing.
+    pub fn local_scan(&self) -> Result<Vec<bankmesh_protocol::local::LocalEntry>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.local.iter() {
+            let (k, v) = kv?;
+            let key = String::from_utf8(k.to_vec())
+                .map_err(|_| StoreError::Corrupt("a local key is not UTF-8".into()))?;
+            out.push((key, zeroize::Zeroizing::new(v.to_vec())));
+        }
+        Ok(out)
+    }
+
+    /// Whether `hash` is kept as equivocation evidence.
+    pub fn contains_evidence(&self, hash: &Hash) -> Result<bool, StoreError> {
+        Ok(self.log.contains_key(keys::evidence(hash))?)
+    }
+
+    /// A record of the log, or else a record kept as evidence, by hash (sync serves both, so
+    /// that every member can see what an equivocator showed others).
+    pub fn get_any(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.get(hash)? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => Ok(self.log.get(keys::evidence(hash))?.map(|v| v.to_vec())),
+        }
+    }
+
     /// The raw log tree, for corruption tests only.
     #[doc(hidden)]
     pub fn raw_tree_for_tests(&self) -> sled::Tree {

@@ -1,19 +1,20 @@
 //! A member's replica: its bank state machine over its durable log (DESIGN 5, 8).
 //!
-//! This is the one place that sequences check, persist and apply, and answers sync requests
-//! from the store, so that the libp2p node and the simulator drive the protocol identically.
+//! This is the one place that sequences check, persist and apply, and answers record sync
+//! requests from the store, so that the libp2p node and the simulator drive the protocol
+//! identically. It also makes sure, at every start, that the member's own chain head is
+//! confirmed by peers before the bank signs anything.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use bankmesh_protocol::bank::{Culprit, FaultKind};
-use bankmesh_protocol::local;
 use bankmesh_protocol::messages::{Request, Response, SYNC_BATCH_MAX};
 use bankmesh_protocol::record::{DecodeError, Record, UncheckedRecord};
-use bankmesh_protocol::{Bank, Fault, MemberIndex, Origin, Step, Time, Verdict};
+use bankmesh_protocol::{
+    Bank, Checked, Culprit, Fault, FaultKind, MemberIndex, Origin, Step, Time, Verdict, Wait,
+};
 use rand_core::{CryptoRng, RngCore};
-use zeroize::Zeroizing;
 
-use crate::{AuthorPos, NewRecord, Refused, Store, StoreError};
+use crate::{AuthorPos, Hash, NewRecord, Refused, Store, StoreError};
 
 /// Records held back because their prerequisites are missing (bounded; the oldest go first).
 const PENDING_MAX: usize = 8_192;
@@ -24,6 +25,10 @@ const AUTHOR_RANGE_MAX: usize = 256;
 /// Most bytes in one sync reply.
 /// (Sync replies travel CBOR-encoded, which can double byte strings; the codec allows 10 MiB.)
 const REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// How often unanswered head checks are asked again.
+const HEAD_ASK_EVERY_MS: u64 = 1_000;
+/// How long a peer's claim that our chain is longer may stay unbacked by the records.
+const HEAD_CLAIM_WAIT_MS: u64 = 5_000;
 
 /// What the driver tells gossip about a received message (DESIGN 8: validate before relaying).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +46,18 @@ pub struct ReplicaStats {
     pub ignored: u64,
     pub deferred: u64,
     pub pending_dropped: u64,
+    pub evidence: u64,
+}
+
+/// The check of our own chain head at start: peers' view of it, before we sign anything.
+#[derive(Default)]
+struct HeadCheck {
+    /// Each peer that answered, with the sequence number of our head it holds.
+    answered: BTreeMap<MemberIndex, u64>,
+    asked_at: Option<Time>,
+    /// When the first answer that claims more than we hold came.
+    claim_since: Option<Time>,
+    done: bool,
 }
 
 pub struct Replica {
@@ -51,6 +68,9 @@ pub struct Replica {
     sync_turn: usize,
     /// Per author, the head at which we last asked a peer to fill a gap.
     gap_requested: BTreeMap<MemberIndex, u64>,
+    /// Chain forks we asked the other side of, by (author, seq).
+    forks_asked: BTreeSet<(MemberIndex, u64)>,
+    head_check: HeadCheck,
 }
 
 fn new_record(record: &Record) -> NewRecord<'_> {
@@ -64,9 +84,12 @@ fn new_record(record: &Record) -> NewRecord<'_> {
 }
 
 impl Replica {
-    /// Opens a replica over `store`, replaying every stored record into `bank` (state only: no
-    /// record is re-published and no request re-sent).
+    /// Opens a replica over `store`: gives the bank back its local state (scores, pseudonyms,
+    /// decisions, results), then replays every stored record into it (state only: nothing is
+    /// re-published and no request re-sent until [`Replica::resume`]).
     pub fn open(mut bank: Bank, store: Store) -> Result<Replica, StoreError> {
+        let local = store.local_scan()?;
+        bank.restore(&local).map_err(StoreError::Corrupt)?;
         let mut position = 0;
         loop {
             let batch = store.read_from(position, 1024)?;
@@ -88,6 +111,8 @@ impl Replica {
             stats: ReplicaStats::default(),
             sync_turn: 0,
             gap_requested: BTreeMap::new(),
+            forks_asked: BTreeSet::new(),
+            head_check: HeadCheck::default(),
         })
     }
 
@@ -103,28 +128,42 @@ impl Replica {
     pub fn stats(&self) -> ReplicaStats {
         self.stats
     }
+    /// Records held back for now.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
 
-    /// Persists the records the bank made; returns the step for the driver to send.
+    /// Persists what the bank produced: local state first, then its records; then loads the
+    /// records to publish again. Returns the step for the driver to send.
     pub fn persist(&mut self, mut step: Step) -> Result<Step, StoreError> {
         // Local state first: nothing that depends on it may leave before it is durable.
-        for write in std::mem::take(&mut step.local) {
-            self.store.local_put(&write.key, &write.value)?;
+        let writes = std::mem::take(&mut step.local);
+        let entries: Vec<(&str, &[u8])> = writes
+            .iter()
+            .map(|w| (w.key.as_str(), w.value.as_slice()))
+            .collect();
+        self.store.local_put_batch(&entries)?;
+        if !step.publish.is_empty() {
+            let news: Vec<NewRecord<'_>> = step.publish.iter().map(new_record).collect();
+            for (outcome, record) in self
+                .store
+                .append_batch(&news)?
+                .into_iter()
+                .zip(&step.publish)
+            {
+                if let Err(refused) = outcome {
+                    return Err(StoreError::Corrupt(format!(
+                        "own {} record refused by the log: {refused}",
+                        record.kind()
+                    )));
+                }
+            }
         }
-        if step.publish.is_empty() {
-            return Ok(step);
-        }
-        let news: Vec<NewRecord<'_>> = step.publish.iter().map(new_record).collect();
-        for (outcome, record) in self
-            .store
-            .append_batch(&news)?
-            .into_iter()
-            .zip(&step.publish)
-        {
-            if let Err(refused) = outcome {
-                return Err(StoreError::Corrupt(format!(
-                    "own {} record refused by the log: {refused}",
-                    record.kind()
-                )));
+        for hash in std::mem::take(&mut step.republish) {
+            if let Some(bytes) = self.store.get(&hash)? {
+                let record = Record::from_trusted_bytes(&bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("own record: {e}")))?;
+                step.publish.push(record);
             }
         }
         Ok(step)
@@ -141,15 +180,17 @@ impl Replica {
         let mut step = Step::default();
         let mut verdicts = Vec::with_capacity(items.len());
         let mut accepted = Vec::new();
-        for (origin, bytes) in items {
-            let verdict = self.check_bytes(now, origin, &bytes, &mut step)?;
-            verdicts.push(verdict.0);
-            if let Some(record) = verdict.1 {
-                accepted.push((origin, record));
+        // Chains advance within the batch: a record may follow one accepted just before it.
+        let mut heads = BTreeMap::new();
+        for (idx, (origin, bytes)) in items.into_iter().enumerate() {
+            let (acceptance, checked) =
+                self.check_bytes(now, origin, &bytes, &mut heads, &mut step)?;
+            verdicts.push(acceptance);
+            if let Some(checked) = checked {
+                accepted.push((idx, origin, checked));
             }
         }
-        let refused = self.commit(now, accepted, rng, &mut step)?;
-        for (idx, acceptance) in refused {
+        for (idx, acceptance) in self.commit(now, accepted, rng, &mut step)? {
             if let Some(v) = verdicts.get_mut(idx) {
                 *v = acceptance;
             }
@@ -164,10 +205,12 @@ impl Replica {
         now: Time,
         origin: Origin,
         bytes: &[u8],
+        heads: &mut BTreeMap<MemberIndex, u64>,
         step: &mut Step,
-    ) -> Result<(Acceptance, Option<Record>), StoreError> {
+    ) -> Result<(Acceptance, Option<Checked>), StoreError> {
         // Cheap checks first: a duplicate costs one hash, not a decode and a verification.
-        if self.store.contains(&crate::record_hash(bytes))? {
+        let hash = crate::record_hash(bytes);
+        if self.store.contains(&hash)? || self.store.contains_evidence(&hash)? {
             self.stats.ignored += 1;
             return Ok((Acceptance::Ignore, None));
         }
@@ -184,21 +227,31 @@ impl Replica {
                 return Ok((Acceptance::Reject, None));
             }
         };
-        if self.gap(&unchecked)? {
+        if self.gap(&unchecked, heads)? {
             self.request_gap(origin, &unchecked, step)?;
-            self.defer(origin, unchecked);
+            self.defer(origin, unchecked, None);
             return Ok((Acceptance::Ignore, None));
         }
-        Ok(self.judge(now, origin, unchecked, step))
+        let position = unchecked.claimed_position();
+        let judged = self.judge(now, origin, unchecked, step);
+        if let (Some((author, seq)), Some(_)) = (position, &judged.1) {
+            heads.insert(author, seq);
+        }
+        Ok(judged)
     }
 
     /// Whether an identified record is ahead of its author's chain here (its predecessors
-    /// are missing), so checking it now would be wasted work.
-    fn gap(&self, unchecked: &UncheckedRecord) -> Result<bool, StoreError> {
+    /// are missing, in the store and earlier in the batch), so checking it now would be wasted.
+    fn gap(
+        &self,
+        unchecked: &UncheckedRecord,
+        heads: &BTreeMap<MemberIndex, u64>,
+    ) -> Result<bool, StoreError> {
         let Some((author, seq)) = unchecked.claimed_position() else {
             return Ok(false);
         };
-        let head = self.store.head(author)?.map_or(0, |(s, _)| s);
+        let stored = self.store.head(author)?.map_or(0, |(s, _)| s);
+        let head = heads.get(&author).copied().unwrap_or(0).max(stored);
         Ok(seq > head + 1)
     }
 
@@ -232,9 +285,9 @@ impl Replica {
         origin: Origin,
         unchecked: UncheckedRecord,
         step: &mut Step,
-    ) -> (Acceptance, Option<Record>) {
+    ) -> (Acceptance, Option<Checked>) {
         match self.bank.check(now, origin, unchecked) {
-            Verdict::Accept(record) => (Acceptance::Accept, Some(record)),
+            Verdict::Accept(checked) => (Acceptance::Accept, Some(checked)),
             Verdict::Reject(fault) => {
                 self.stats.rejected += 1;
                 step.faults.push(fault);
@@ -244,38 +297,42 @@ impl Replica {
                 self.stats.ignored += 1;
                 (Acceptance::Ignore, None)
             }
-            Verdict::Defer(unchecked) => {
-                self.defer(origin, unchecked);
+            Verdict::Defer(unchecked, wait) => {
+                self.defer(origin, unchecked, Some(wait));
                 (Acceptance::Ignore, None)
             }
         }
     }
 
-    fn defer(&mut self, origin: Origin, unchecked: UncheckedRecord) {
+    fn defer(&mut self, origin: Origin, unchecked: UncheckedRecord, wait: Option<Wait>) {
         self.stats.deferred += 1;
-        self.stats.pending_dropped += self.pending.push(origin, unchecked);
+        self.stats.pending_dropped += self.pending.push(origin, unchecked, wait);
     }
 
     /// Persists accepted records in one durable batch, then applies them in order. Returns
-    /// the inputs the log refused, with what gossip should be told about them.
+    /// the inputs whose acceptance changed, with what gossip should be told about them.
     fn commit(
         &mut self,
         now: Time,
-        accepted: Vec<(Origin, Record)>,
+        accepted: Vec<(usize, Origin, Checked)>,
         rng: &mut (impl RngCore + CryptoRng),
         step: &mut Step,
     ) -> Result<Vec<(usize, Acceptance)>, StoreError> {
         if accepted.is_empty() {
             return Ok(Vec::new());
         }
-        let news: Vec<NewRecord<'_>> = accepted.iter().map(|(_, r)| new_record(r)).collect();
+        let news: Vec<NewRecord<'_>> = accepted
+            .iter()
+            .map(|(_, _, c)| new_record(c.record()))
+            .collect();
         let outcomes = self.store.append_batch(&news)?;
-        let mut refused = Vec::new();
-        for (idx, ((origin, record), outcome)) in accepted.into_iter().zip(outcomes).enumerate() {
+        let mut changed = Vec::new();
+        for ((idx, origin, checked), outcome) in accepted.into_iter().zip(outcomes) {
+            let hash = checked.record().hash();
             match outcome {
                 Ok(_) => {
                     self.stats.accepted += 1;
-                    step.extend(self.bank.apply(now, &record, rng));
+                    step.extend(self.bank.apply(now, checked, rng));
                 }
                 Err(Refused::Gap {
                     author, head_seq, ..
@@ -288,38 +345,54 @@ impl Replica {
                             from_seq: head_seq + 1,
                         },
                     ));
-                    if let Ok(u) = UncheckedRecord::decode(record.bytes()) {
-                        self.defer(origin, u);
+                    if let Ok(u) = UncheckedRecord::decode(checked.record().bytes()) {
+                        self.defer(origin, u, None);
                     }
-                    refused.push((idx, Acceptance::Ignore));
+                    changed.push((idx, Acceptance::Ignore));
                 }
                 Err(Refused::Equivocation { author, seq, .. }) => {
-                    self.stats.rejected += 1;
+                    // Kept as evidence, passed on, and what it says still counts: every honest
+                    // member must be able to see what the equivocator showed the others.
+                    self.stats.evidence += 1;
                     step.faults.push(Fault {
                         culprit: Culprit::Member(author),
                         kind: FaultKind::Duplicate,
-                        record: Some(record.hash()),
-                        detail: format!("two different records with sequence number {seq} (equivocation; kept as evidence)"),
+                        record: Some(hash),
+                        detail: format!(
+                            "two different records with sequence number {seq} (equivocation; kept as evidence)"
+                        ),
                     });
-                    refused.push((idx, Acceptance::Reject));
+                    step.extend(self.bank.apply_evidence(now, checked, rng));
+                    changed.push((idx, Acceptance::Accept));
+                }
+                Err(Refused::PrevMismatch { author, seq }) => {
+                    // The author forked its chain before this record: fetch the other side,
+                    // which we will keep as evidence.
+                    if self.forks_asked.insert((author, seq)) {
+                        if let Some((_, _, prev)) = checked.record().chain_position() {
+                            step.requests
+                                .push((origin.peer(), Request::Records { hashes: vec![prev] }));
+                        }
+                    }
+                    changed.push((idx, Acceptance::Ignore));
                 }
                 Err(other) => {
                     self.stats.rejected += 1;
-                    let culprit = record.author().unwrap_or(origin.peer());
+                    let culprit = checked.record().author().unwrap_or(origin.peer());
                     step.faults.push(Fault {
                         culprit: Culprit::Member(culprit),
                         kind: FaultKind::Malformed,
-                        record: Some(record.hash()),
+                        record: Some(hash),
                         detail: other.to_string(),
                     });
-                    refused.push((idx, Acceptance::Reject));
+                    changed.push((idx, Acceptance::Reject));
                 }
             }
         }
-        Ok(refused)
+        Ok(changed)
     }
 
-    /// Checks held-back records again while that makes progress (bounded).
+    /// Checks held-back records again whose wait is over (bounded; no rescans of the rest).
     fn retry_pending(
         &mut self,
         now: Time,
@@ -327,59 +400,50 @@ impl Replica {
         step: &mut Step,
     ) -> Result<(), StoreError> {
         for _ in 0..16 {
-            if self.pending.is_empty() {
+            let mut ready = Vec::new();
+            for wait in self.pending.waits() {
+                if !self.bank.still_waiting(wait) {
+                    ready.extend(self.pending.take_waiting(wait));
+                }
+            }
+            // Records ahead of their author's chain whose predecessors are now here.
+            for author in self.pending.gapped_authors() {
+                let head = self.store.head(author)?.map_or(0, |(s, _)| s);
+                ready.extend(self.pending.take_run(author, head));
+            }
+            if ready.is_empty() {
                 return Ok(());
             }
-            let held = self.pending.take();
-            let before = held.len();
             let mut accepted = Vec::new();
-            for (origin, unchecked) in held {
+            let mut heads = BTreeMap::new();
+            for (origin, unchecked) in ready {
                 if self.store.contains(&unchecked.hash())? {
                     continue;
                 }
-                if self.gap(&unchecked)? || self.bank.must_wait(&unchecked) {
-                    self.pending.push(origin, unchecked);
-                    continue;
-                }
-                if let (_, Some(record)) = self.judge(now, origin, unchecked, step) {
-                    accepted.push((origin, record));
+                let bytes = unchecked.bytes().to_vec();
+                if let (_, Some(checked)) =
+                    self.check_bytes(now, origin, &bytes, &mut heads, step)?
+                {
+                    accepted.push((0, origin, checked));
                 }
             }
-            let progressed = !accepted.is_empty();
-            self.commit(now, accepted, rng, step)?;
-            if !progressed || self.pending.len() >= before {
+            if accepted.is_empty() {
                 return Ok(());
             }
+            self.commit(now, accepted, rng, step)?;
         }
         Ok(())
     }
 
-    /// After a restart: gives the bank back the scores and pseudonyms of every epoch it had
-    /// (from the local area), so that it recognizes its own submissions in the replayed log,
-    /// posts what is missing while the window is open, and opens its results.
+    /// After a restart (or at first start): the bank publishes again what it must, and we ask
+    /// every peer for our own chain head before the bank signs anything.
     pub fn resume(
         &mut self,
         now: Time,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Step, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("local {what} do not decode"));
-        let Some(bytes) = self.store.local_get(local::EPOCHS)? else {
-            return Ok(Step::default());
-        };
-        let epochs = local::decode_epochs(&bytes).ok_or_else(|| corrupt("epochs"))?;
-        let mut step = Step::default();
-        for epoch in epochs {
-            let Some(bytes) = self.store.local_get(&local::scores_key(epoch))? else {
-                continue;
-            };
-            let scores = local::decode_scores(&bytes).ok_or_else(|| corrupt("scores"))?;
-            let pseudonyms = match self.store.local_get(&local::pseudonyms_key(epoch))? {
-                Some(bytes) => local::decode_pseudonyms(&Zeroizing::new(bytes))
-                    .ok_or_else(|| corrupt("pseudonyms"))?,
-                None => Vec::new(),
-            };
-            step.extend(self.bank.resume(now, epoch, scores, pseudonyms, rng));
-        }
+        let mut step = self.bank.resume(now, rng);
+        self.head_check_step(now, rng, &mut step)?;
         self.persist(step)
     }
 
@@ -390,7 +454,7 @@ impl Replica {
         epoch: u64,
         scores: Vec<(String, u16)>,
         rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<Result<Step, bankmesh_protocol::bank::Error>, StoreError> {
+    ) -> Result<Result<Step, bankmesh_protocol::Error>, StoreError> {
         match self.bank.submit(now, epoch, scores, rng) {
             Ok(step) => Ok(Ok(self.persist(step)?)),
             Err(e) => Ok(Err(e)),
@@ -403,8 +467,60 @@ impl Replica {
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Step, StoreError> {
         let mut step = self.bank.handle_timeout(now, rng);
+        self.head_check_step(now, rng, &mut step)?;
         self.retry_pending(now, rng, &mut step)?;
         self.persist(step)
+    }
+
+    /// Asks the peers that have not answered for our head; confirms it to the bank once a
+    /// quorum of members (us included) answered and we hold what they hold of our chain.
+    fn head_check_step(
+        &mut self,
+        now: Time,
+        rng: &mut (impl RngCore + CryptoRng),
+        step: &mut Step,
+    ) -> Result<(), StoreError> {
+        if self.head_check.done {
+            return Ok(());
+        }
+        let me = self.bank.me();
+        let consortium = std::sync::Arc::clone(self.bank.consortium());
+        let mine = self.store.head(me)?.map_or(0, |(s, _)| s);
+        let enough = self.head_check.answered.len() + 1 >= consortium.quorum();
+        let claimed = self
+            .head_check
+            .answered
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let waited = self
+            .head_check
+            .claim_since
+            .is_some_and(|t| now.0 >= t.0 + HEAD_CLAIM_WAIT_MS);
+        if enough && (mine >= claimed || waited) {
+            self.head_check.done = true;
+            step.extend(self.bank.confirm_head(now, rng));
+            return Ok(());
+        }
+        if self
+            .head_check
+            .asked_at
+            .is_none_or(|t| now.0 >= t.0 + HEAD_ASK_EVERY_MS)
+        {
+            self.head_check.asked_at = Some(now);
+            for peer in consortium.indices().filter(|&m| m != me) {
+                if !self.head_check.answered.contains_key(&peer) {
+                    step.requests.push((peer, Request::Heads));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the bank may sign (its head was confirmed since this start).
+    pub fn head_confirmed(&self) -> bool {
+        self.head_check.done
     }
 
     /// The next anti-entropy request: heads from each other member in turn. Drivers call this
@@ -423,10 +539,20 @@ impl Replica {
     }
 
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.bank.poll_timeout()
+        let next = self.bank.poll_timeout();
+        if self.head_check.done {
+            return next;
+        }
+        let ask = self
+            .head_check
+            .asked_at
+            .map(|t| t.plus(HEAD_ASK_EVERY_MS))
+            .unwrap_or(Time(0));
+        Some(next.map_or(ask, |n| n.min(ask)))
     }
 
-    /// Answers a peer's request: sync from the store, the rest from the bank.
+    /// Answers a peer's request: records from the store, the rest from the bank (what the bank
+    /// must store first, such as OPRF counts served, is stored before the answer leaves).
     pub fn handle_request(
         &mut self,
         now: Time,
@@ -439,7 +565,7 @@ impl Replica {
                 let mut records = Vec::new();
                 let mut bytes = 0;
                 for h in hashes.iter().take(SYNC_BATCH_MAX) {
-                    if let Some(r) = self.store.get(h)? {
+                    if let Some(r) = self.store.get_any(h)? {
                         bytes += r.len();
                         if bytes > REPLY_BYTES_MAX {
                             break;
@@ -467,7 +593,12 @@ impl Replica {
                 }
                 Response::Records { records }
             }
-            other => self.bank.handle_request(now, from, other, rng),
+            other => {
+                let (response, step) = self.bank.handle_request(now, from, other, rng);
+                let step = self.persist(step)?;
+                debug_assert!(step.publish.is_empty());
+                response
+            }
         })
     }
 
@@ -490,7 +621,8 @@ impl Replica {
             }
             Response::Heads { heads } => {
                 let mut step = Step::default();
-                for (author, seq, _) in heads {
+                let me = self.bank.me();
+                for &(author, seq, _) in &heads {
                     let mine = self.store.head(author)?.map_or(0, |(s, _)| s);
                     if seq > mine {
                         step.requests.push((
@@ -502,7 +634,19 @@ impl Replica {
                         ));
                     }
                 }
-                Ok(step)
+                if !self.head_check.done && from != me {
+                    let ours = heads
+                        .iter()
+                        .find(|(a, _, _)| *a == me)
+                        .map_or(0, |(_, s, _)| *s);
+                    let mine = self.store.head(me)?.map_or(0, |(s, _)| s);
+                    if ours > mine && self.head_check.claim_since.is_none() {
+                        self.head_check.claim_since = Some(now);
+                    }
+                    self.head_check.answered.insert(from, ours);
+                    self.head_check_step(now, rng, &mut step)?;
+                }
+                self.persist(step)
             }
             other => {
                 let step = self.bank.handle_response(now, from, other, rng);
@@ -513,45 +657,130 @@ impl Replica {
 }
 
 /// Records held back until their prerequisites arrive: deduplicated, bounded in count and
-/// bytes, the oldest dropped first (sync fetches them again later).
+/// bytes, the oldest dropped first (sync fetches them again later). They are kept by what
+/// they wait for, so that a record is checked again only when its wait may be over: a state
+/// condition, or the records before it in its author's chain.
 #[derive(Default)]
 struct Pending {
-    queue: VecDeque<(Origin, UncheckedRecord)>,
-    hashes: std::collections::HashSet<bankmesh_protocol::Hash>,
+    waiting: BTreeMap<Wait, BTreeMap<Hash, (Origin, UncheckedRecord)>>,
+    /// By author and sequence number (the first record met at each position).
+    gapped: BTreeMap<(MemberIndex, u64), (Origin, UncheckedRecord)>,
+    /// Arrival order, for dropping the oldest.
+    order: VecDeque<Hash>,
+    where_: std::collections::HashMap<Hash, Slot>,
     bytes: usize,
 }
 
+#[derive(Clone, Copy)]
+enum Slot {
+    Waiting(Wait),
+    Gapped(MemberIndex, u64),
+}
+
 impl Pending {
-    /// Holds a record; returns how many older ones were dropped to make room.
-    fn push(&mut self, origin: Origin, unchecked: UncheckedRecord) -> u64 {
-        if !self.hashes.insert(unchecked.hash()) {
+    /// Holds a record (`wait: None` for a gap in its chain); returns how many older ones were
+    /// dropped to make room.
+    fn push(&mut self, origin: Origin, unchecked: UncheckedRecord, wait: Option<Wait>) -> u64 {
+        let hash = unchecked.hash();
+        if self.where_.contains_key(&hash) {
             return 0;
         }
-        self.bytes += unchecked.bytes().len();
-        self.queue.push_back((origin, unchecked));
+        let slot = match (wait, unchecked.claimed_position()) {
+            (Some(w), _) => Slot::Waiting(w),
+            (None, Some((a, seq))) => Slot::Gapped(a, seq),
+            (None, None) => return 0,
+        };
+        let size = unchecked.bytes().len();
+        match slot {
+            Slot::Waiting(w) => {
+                self.waiting
+                    .entry(w)
+                    .or_default()
+                    .insert(hash, (origin, unchecked));
+            }
+            Slot::Gapped(a, seq) => {
+                if self.gapped.contains_key(&(a, seq)) {
+                    return 0;
+                }
+                self.gapped.insert((a, seq), (origin, unchecked));
+            }
+        }
+        self.bytes += size;
+        self.where_.insert(hash, slot);
+        self.order.push_back(hash);
+        if self.order.len() > 2 * PENDING_MAX {
+            let live = &self.where_;
+            self.order.retain(|h| live.contains_key(h));
+        }
         let mut dropped = 0;
-        while self.queue.len() > PENDING_MAX || self.bytes > PENDING_BYTES_MAX {
-            let Some((_, old)) = self.queue.pop_front() else {
+        while self.where_.len() > PENDING_MAX || self.bytes > PENDING_BYTES_MAX {
+            let Some(old) = self.order.pop_front() else {
                 break;
             };
-            self.hashes.remove(&old.hash());
-            self.bytes -= old.bytes().len();
-            dropped += 1;
+            if self.remove(&old).is_some() {
+                dropped += 1;
+            }
         }
         dropped
     }
 
-    fn take(&mut self) -> Vec<(Origin, UncheckedRecord)> {
-        self.hashes.clear();
-        self.bytes = 0;
-        self.queue.drain(..).collect()
+    fn remove(&mut self, hash: &Hash) -> Option<(Origin, UncheckedRecord)> {
+        let slot = self.where_.remove(hash)?;
+        let item = match slot {
+            Slot::Waiting(w) => {
+                let q = self.waiting.get_mut(&w)?;
+                let item = q.remove(hash);
+                if q.is_empty() {
+                    self.waiting.remove(&w);
+                }
+                item
+            }
+            Slot::Gapped(a, seq) => self.gapped.remove(&(a, seq)),
+        }?;
+        self.bytes -= item.1.bytes().len();
+        Some(item)
+    }
+
+    /// The state conditions some record waits for.
+    fn waits(&self) -> Vec<Wait> {
+        self.waiting.keys().copied().collect()
+    }
+
+    fn take_waiting(&mut self, wait: Wait) -> Vec<(Origin, UncheckedRecord)> {
+        let hashes: Vec<Hash> = self
+            .waiting
+            .get(&wait)
+            .map(|q| q.keys().copied().collect())
+            .unwrap_or_default();
+        hashes.iter().filter_map(|h| self.remove(h)).collect()
+    }
+
+    /// Authors with records held for a gap in their chain.
+    fn gapped_authors(&self) -> BTreeSet<MemberIndex> {
+        self.gapped.keys().map(|(a, _)| *a).collect()
+    }
+
+    /// The held records of `author` that continue its chain from `head`, in order.
+    fn take_run(&mut self, author: MemberIndex, head: u64) -> Vec<(Origin, UncheckedRecord)> {
+        let mut out = Vec::new();
+        let mut next = head + 1;
+        while let Some(hash) = self.gapped.get(&(author, next)).map(|(_, u)| u.hash()) {
+            out.extend(self.remove(&hash));
+            next += 1;
+        }
+        // Positions at or below the head are stale (the record came by another path).
+        let stale: Vec<Hash> = self
+            .gapped
+            .range((author, 0)..=(author, head))
+            .map(|(_, (_, u))| u.hash())
+            .collect();
+        for h in stale {
+            self.remove(&h);
+        }
+        out
     }
 
     fn len(&self) -> usize {
-        self.queue.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.where_.len()
     }
 }

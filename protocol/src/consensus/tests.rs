@@ -581,7 +581,8 @@ impl Net {
                                     Message::Vote { kind, round, .. } => Message::Vote {
                                         kind,
                                         round,
-                                        value: (!self.rng.next_u32().is_multiple_of(4)).then_some(v),
+                                        value: (!self.rng.next_u32().is_multiple_of(4))
+                                            .then_some(v),
                                     },
                                 };
                                 self.send(me, to, lie, 0);

@@ -3,7 +3,8 @@
 //!
 //! The dealer's polynomial comes from a seed derived from the member's identity key, run and
 //! attempt, so a member that crashes mid-DKG recomputes exactly what it already posted
-//! (resuming from the log never equivocates).
+//! (resuming from the log never equivocates). Which attempt's keys are used is not decided
+//! here but by the setup's agreement (`super`), on the transcript this run computes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +23,7 @@ use crate::record::{Body, Hash, Run, SealedShare};
 use crate::MemberIndex;
 
 /// The public outcome of a run, and this member's share if it took part.
+#[derive(Clone)]
 pub struct RunKeys {
     /// Group public key (`X` or `K`).
     pub group: RistrettoPoint,
@@ -56,14 +58,19 @@ pub struct DkgRun {
     posted2: bool,
     /// Hashes of each participant's round-1 and round-2 records: the run's transcript.
     record_hashes: BTreeMap<MemberIndex, [Option<Hash>; 2]>,
-    /// Keys computed here, with the transcript they come from, awaiting confirmation.
+    /// Keys computed here, with the transcript they come from; used once the setup's
+    /// agreement decides that transcript.
     computed: Option<(RunKeys, Hash)>,
-    /// Each member's confirmed transcript (the first it posted).
-    confirmations: BTreeMap<MemberIndex, Hash>,
-    confirm_posted: bool,
-    quorum: usize,
-    keys: Option<RunKeys>,
     failed: Option<String>,
+}
+
+impl std::fmt::Debug for RunKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunKeys")
+            .field("participants", &self.verifying.keys().collect::<Vec<_>>())
+            .field("share", &self.share.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 fn identifier(index: MemberIndex) -> Option<frost::Identifier> {
@@ -75,11 +82,16 @@ fn point(bytes: &[u8]) -> Option<RistrettoPoint> {
 }
 
 impl DkgRun {
-    pub fn new(consortium: &Consortium, run: Run) -> Self {
+    pub fn new(
+        consortium: &Consortium,
+        run: Run,
+        attempt: u32,
+        participants: Vec<MemberIndex>,
+    ) -> Self {
         DkgRun {
             run,
-            attempt: 0,
-            participants: consortium.indices().collect(),
+            attempt,
+            participants,
             threshold: consortium.genesis.threshold,
             round1: BTreeMap::new(),
             round2_from: BTreeSet::new(),
@@ -90,36 +102,24 @@ impl DkgRun {
             posted2: false,
             record_hashes: BTreeMap::new(),
             computed: None,
-            confirmations: BTreeMap::new(),
-            confirm_posted: false,
-            quorum: consortium.quorum(),
-            keys: None,
             failed: None,
         }
     }
 
-    /// The run's keys, once a quorum of members confirmed the transcript they come from.
-    pub fn keys(&self) -> Option<&RunKeys> {
-        self.keys.as_ref()
+    /// The keys and transcript computed here, if every participant's records are in.
+    pub fn computed(&self) -> Option<&(RunKeys, Hash)> {
+        self.computed.as_ref()
+    }
+
+    /// Whether `member` posted its round-1 package in this run.
+    pub fn has_round1(&self, member: MemberIndex) -> bool {
+        self.round1.contains_key(&member)
     }
 
     /// Why the run is not complete, for a deadline failure.
     pub fn waiting_for(&self) -> String {
         let (r1, r2, n) = self.progress();
-        match &self.computed {
-            None => format!("{r1}/{n} round-1, {r2}/{n} round-2 records"),
-            Some((_, transcript)) => {
-                let agree = self
-                    .confirmations
-                    .values()
-                    .filter(|t| *t == transcript)
-                    .count();
-                format!(
-                    "{agree} of the {} confirmations needed agree with our transcript",
-                    self.quorum
-                )
-            }
-        }
+        format!("{r1}/{n} round-1, {r2}/{n} round-2 records")
     }
 
     /// Notes the hash of a participant's round-1 (`round` 0) or round-2 (`round` 1) record.
@@ -128,57 +128,6 @@ impl DkgRun {
         if let Some(h) = slot.get_mut(round) {
             h.get_or_insert(hash);
         }
-    }
-
-    /// A confirmation record may come from any member, once per run and attempt.
-    pub fn check_confirm(&self, author: MemberIndex, attempt: u32) -> Result<(), DkgReject> {
-        if attempt != self.attempt {
-            return Err(DkgReject::NotExpected);
-        }
-        if self.confirmations.contains_key(&author) {
-            return Err(DkgReject::Duplicate);
-        }
-        Ok(())
-    }
-
-    pub fn apply_confirm(&mut self, me: MemberIndex, author: MemberIndex, transcript: Hash) {
-        self.confirmations.entry(author).or_insert(transcript);
-        if author == me {
-            self.confirm_posted = true;
-        }
-    }
-
-    /// Our confirmation of the transcript we computed keys from, once.
-    pub fn confirm_body(&mut self) -> Option<Body> {
-        let (_, transcript) = self.computed.as_ref()?;
-        if self.confirm_posted || self.keys.is_some() {
-            return None;
-        }
-        self.confirm_posted = true;
-        Some(Body::DkgConfirm {
-            run: self.run,
-            attempt: self.attempt,
-            transcript: *transcript,
-        })
-    }
-
-    /// Releases the keys once `q` members confirmed our transcript. A dealer that showed
-    /// different packages to different members (equivocation) leaves the members with different
-    /// transcripts, so no split set of keys is ever used.
-    pub fn try_confirm(&mut self) -> bool {
-        let Some((_, transcript)) = &self.computed else {
-            return false;
-        };
-        let agree = self
-            .confirmations
-            .values()
-            .filter(|t| *t == transcript)
-            .count();
-        if agree < self.quorum {
-            return false;
-        }
-        self.keys = self.computed.take().map(|(keys, _)| keys);
-        self.keys.is_some()
     }
 
     /// SHA-256 over every participant's round-1 and round-2 record hash, in index order.
@@ -200,7 +149,7 @@ impl DkgRun {
         self.failed.as_deref()
     }
     pub fn fail(&mut self, reason: String) {
-        if self.keys.is_none() && self.failed.is_none() {
+        if self.computed.is_none() && self.failed.is_none() {
             self.failed = Some(reason);
         }
     }
@@ -432,13 +381,13 @@ impl DkgRun {
     }
 
     /// Computes the run's keys once every participant's round-2 record is in; they are used
-    /// only after confirmation ([`DkgRun::try_confirm`]).
+    /// only once the setup's agreement decides their transcript.
     pub fn try_finish(
         &mut self,
         consortium_id: &[u8; 32],
         me: MemberIndex,
     ) -> Result<bool, String> {
-        if self.keys.is_some() || self.computed.is_some() {
+        if self.computed.is_some() {
             return Ok(false);
         }
         let all: BTreeSet<MemberIndex> = self.participants.iter().copied().collect();
@@ -511,66 +460,5 @@ impl DkgRun {
             transcript,
         ));
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::genesis::{Genesis, Timing};
-    use rand_core::SeedableRng;
-
-    fn run() -> DkgRun {
-        let mut rng = rand_chacha::ChaCha20Rng::from_seed([2; 32]);
-        let members = (1..=5u16)
-            .map(|i| MemberSecrets::generate(&mut rng).member_info(i, &format!("m{i}"), vec![]))
-            .collect();
-        let genesis = Genesis::new(
-            "dkg",
-            3,
-            Timing {
-                start_ms: 1,
-                dkg_ms: 1,
-                epoch_ms: 10,
-                submit_ms: 1,
-                seal_ms: 1,
-                decrypt_ms: 1,
-            },
-            members,
-        );
-        let mut run = DkgRun::new(&Consortium::new(genesis).unwrap(), Run::Decryption);
-        let keys = RunKeys {
-            group: RistrettoPoint::default(),
-            verifying: BTreeMap::new(),
-            share: None,
-        };
-        run.computed = Some((keys, [1; 32]));
-        run
-    }
-
-    #[test]
-    fn keys_wait_for_a_quorum_of_matching_confirmations() {
-        let mut r = run();
-        assert!(r.confirm_body().is_some());
-        assert!(r.confirm_body().is_none(), "confirmed once");
-        for m in 1..=3 {
-            r.apply_confirm(1, m, [1; 32]);
-        }
-        // An equivocating dealer left two members with another transcript: they do not count.
-        r.apply_confirm(1, 4, [2; 32]);
-        r.apply_confirm(1, 5, [2; 32]);
-        assert!(!r.try_confirm() && r.keys().is_none(), "3 of q = 4 agree");
-        assert_eq!(
-            r.check_confirm(4, 0),
-            Err(DkgReject::Duplicate),
-            "one confirmation per member"
-        );
-        assert!(r.waiting_for().contains("3 of the 4"));
-
-        let mut r = run();
-        for m in 1..=4 {
-            r.apply_confirm(1, m, [1; 32]);
-        }
-        assert!(r.try_confirm() && r.keys().is_some());
     }
 }

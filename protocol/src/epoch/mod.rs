@@ -1,0 +1,1055 @@
+//! One epoch at one member (DESIGN 4.2-4.7), as phases that hand each other values.
+//!
+//! The membership's part moves through [`Stage`]s in order: submissions are open; a sync round
+//! gathers what the others hold; the member reports and the seal's agreement runs; the final
+//! set is fetched; decryption shares are posted and combined; done. Alongside runs our own
+//! clients' part (pseudonyms, then submissions, then results) and OPRF serving for others.
+//! This module is the one place that knows that order; the phases are
+//! [`pseudonyms`], [`oprf_serve`], [`submit`], [`seal`], [`decrypt`] and [`results`].
+
+pub mod decrypt;
+pub mod oprf_serve;
+pub mod pseudonyms;
+pub mod results;
+pub mod seal;
+pub mod submit;
+pub mod values;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::crypto::oprf::DleqProof;
+use crate::genesis::Consortium;
+use crate::keys::MemberSecrets;
+use crate::local::{self, LocalWrite, RestoredEpoch};
+use crate::messages::{Request, Response, SUBMISSIONS_PAGE, SYNC_BATCH_MAX};
+use crate::record::{Body, Hash, ShareEntry, Submission};
+use crate::setup::SetupKeys;
+use crate::step::{ClientResult, EpochStatus, Event, Fault, FaultKind, Phase, Wait};
+use crate::time::Time;
+use crate::MemberIndex;
+
+use decrypt::{Producer, VerifiedShares};
+use oprf_serve::OprfServer;
+use pseudonyms::{OprfKeys, Pseudonyms};
+use results::Results;
+use seal::{Seal, SealOut};
+use submit::Submitter;
+use values::{Client, FinalSet, Pool};
+
+/// Units of expensive work per input (one unit is about one range proof, ~5 ms): long work is
+/// cut into slices that keep the driver responsive and let it show progress.
+pub const WORK_PER_CALL: usize = 16;
+/// Work units of one decryption-share record.
+const WORK_PER_SHARE_RECORD: usize = 8;
+/// Wait before asking a peer again (sync pages, records of the final set).
+const RETRY_MS: u64 = 1_000;
+
+/// What the epoch needs from the bank for one input.
+pub struct Ctx<'a> {
+    pub consortium: &'a Consortium,
+    pub me: MemberIndex,
+    pub secrets: &'a MemberSecrets,
+    pub keys: Option<&'a SetupKeys>,
+    pub now: Time,
+}
+
+/// Effects of one input.
+#[derive(Default)]
+pub struct Out {
+    pub bodies: Vec<Body>,
+    pub submissions: Vec<Submission>,
+    pub local: Vec<LocalWrite>,
+    pub requests: Vec<(MemberIndex, Request)>,
+    pub results: Vec<ClientResult>,
+    pub faults: Vec<Fault>,
+    pub events: Vec<Event>,
+    /// Expensive work done in this input, shared by every epoch.
+    pub work: usize,
+}
+
+/// How a decryption-share record is judged.
+pub enum ShareCheck {
+    /// Every share verified; those for our submissions come along.
+    Verified(VerifiedShares),
+    /// Accepted without a check: the epoch is over or failed here, so nothing uses them now
+    /// (they are verified before any use).
+    Unchecked,
+    Wait(Wait),
+    Reject(String),
+}
+
+/// The pre-report sync round with one peer.
+#[derive(Default)]
+struct PeerSync {
+    after: Option<Hash>,
+    listed: bool,
+    asked_at: Option<Time>,
+}
+
+/// The membership's part of the epoch, in order.
+enum Stage {
+    /// Submissions are accepted.
+    Open,
+    /// The sync round before the report: every peer's list, and what we lack of it.
+    Syncing {
+        peers: BTreeMap<MemberIndex, PeerSync>,
+        awaiting: BTreeSet<Hash>,
+    },
+    /// Our report is out; the agreement runs.
+    Sealing,
+    /// Decided: fetching the records of the final set we lack.
+    Fetching {
+        round: u32,
+        hashes: Vec<Hash>,
+        missing: BTreeSet<Hash>,
+        asked_at: Option<Time>,
+        turn: usize,
+    },
+    /// The final set is here: shares are posted and combined.
+    Decrypting {
+        set: Box<FinalSet>,
+        producer: Option<Producer>,
+    },
+    /// Our part is done; the working state is released.
+    Done { root: Hash, submissions: usize },
+}
+
+/// Our own clients' part of the epoch.
+struct Own {
+    clients: Vec<Client>,
+    pseudonyms: Pseudonyms,
+    known: BTreeMap<usize, Zeroizing<[u8; 64]>>,
+    submitter: Submitter,
+    results: Results,
+    ready_posted: bool,
+    dropped_reported: bool,
+}
+
+impl Own {
+    /// Whether every one of our submissions is known (made or recognized).
+    fn complete(&self) -> bool {
+        self.known.len() == self.clients.len()
+            && !self.pseudonyms.pending()
+            && self.submitter.queued() == 0
+    }
+}
+
+pub struct Epoch {
+    number: u64,
+    stage: Stage,
+    pool: Pool,
+    server: OprfServer,
+    own: Option<Own>,
+    seal: Seal,
+    ready: BTreeSet<MemberIndex>,
+    usage: BTreeMap<MemberIndex, Vec<(MemberIndex, u32)>>,
+    usage_posted: bool,
+    /// Submissions we posted shares for (met in the log).
+    posted_shares: BTreeSet<Hash>,
+    failed: Option<(Phase, String)>,
+    own_failure: Option<(Phase, String)>,
+}
+
+impl Epoch {
+    pub fn new(consortium: &Consortium, me: MemberIndex, number: u64) -> Epoch {
+        Epoch {
+            number,
+            stage: Stage::Open,
+            pool: Pool::default(),
+            server: OprfServer::default(),
+            own: None,
+            seal: Seal::new(consortium, me, number),
+            ready: BTreeSet::new(),
+            usage: BTreeMap::new(),
+            usage_posted: false,
+            posted_shares: BTreeSet::new(),
+            failed: None,
+            own_failure: None,
+        }
+    }
+
+    fn own_from(number: u64, scores: Vec<(String, u16)>) -> Own {
+        Own {
+            clients: scores
+                .into_iter()
+                .map(|(id, score)| Client { id, score })
+                .collect(),
+            pseudonyms: Pseudonyms::new(number),
+            known: BTreeMap::new(),
+            submitter: Submitter::new(number),
+            results: Results::default(),
+            ready_posted: false,
+            dropped_reported: false,
+        }
+    }
+
+    /// What the local store held for this epoch (before the log is replayed).
+    pub fn restore(&mut self, r: RestoredEpoch) {
+        if let Some(scores) = r.scores {
+            let mut own = Self::own_from(self.number, scores);
+            for (client, y) in r.pseudonyms {
+                if client < own.clients.len() {
+                    own.known.insert(client, Zeroizing::new(y));
+                    own.submitter.enqueue(client, Zeroizing::new(y));
+                }
+            }
+            own.results = Results::restore(r.results);
+            self.own = Some(own);
+        }
+        self.server = OprfServer::restore(r.served);
+        if let Some((round, value)) = r.decision {
+            self.seal.restore(round, value);
+        } else if let Some(f) = r.failed {
+            self.failed = Some(f);
+        }
+    }
+
+    pub fn has_scores(&self) -> bool {
+        self.own.is_some()
+    }
+    /// Whether submissions are still accepted from the operator.
+    pub fn is_open(&self) -> bool {
+        matches!(self.stage, Stage::Open) && !self.seal.reported()
+    }
+
+    /// The operator's scores (checked by the bank); stored before anything uses them.
+    pub fn set_scores(&mut self, scores: Vec<(String, u16)>, out: &mut Out) {
+        out.local.push(local::scores(self.number, &scores));
+        self.own = Some(Self::own_from(self.number, scores));
+    }
+
+    // --- Checks: functions of the record and read-only state --------------------------------
+
+    /// Why a valid submission is not wanted now, if it is not.
+    pub fn refuses_submission(&self, hash: &Hash) -> Option<&'static str> {
+        match &self.stage {
+            Stage::Done { .. } => Some("submission for a finished epoch"),
+            Stage::Decrypting { .. } => Some("the final set is complete"),
+            Stage::Fetching { hashes, .. } => {
+                (hashes.binary_search(hash).is_err()).then_some("submission outside the final set")
+            }
+            _ => None,
+        }
+    }
+
+    pub fn check_shares(
+        &self,
+        ctx: &Ctx<'_>,
+        author: MemberIndex,
+        root: &Hash,
+        shares: &[ShareEntry],
+    ) -> ShareCheck {
+        match &self.stage {
+            Stage::Decrypting { set, .. } => {
+                let Some(verifying) = ctx.keys.and_then(|k| k.x.verifying.get(&author)) else {
+                    return ShareCheck::Reject("author holds no decryption key share".into());
+                };
+                let mine = self.own.as_ref().map(|o| o.submitter.mine());
+                let wanted = |h: &Hash| mine.is_some_and(|m| m.contains_key(h));
+                match decrypt::check_record(
+                    ctx.consortium,
+                    self.number,
+                    set,
+                    author,
+                    verifying,
+                    root,
+                    shares,
+                    wanted,
+                ) {
+                    Ok(v) => ShareCheck::Verified(v),
+                    Err(why) => ShareCheck::Reject(why),
+                }
+            }
+            Stage::Done { .. } => ShareCheck::Unchecked,
+            _ if self.failed.is_some() || ctx.now >= ctx.consortium.decrypt_end(self.number) => {
+                ShareCheck::Unchecked
+            }
+            _ => ShareCheck::Wait(Wait::FinalSet(self.number)),
+        }
+    }
+
+    /// Whether a record waiting for this epoch's final set still has to wait.
+    pub fn awaits_final_set(&self, consortium: &Consortium, now: Time) -> bool {
+        !matches!(self.stage, Stage::Decrypting { .. } | Stage::Done { .. })
+            && self.failed.is_none()
+            && now < consortium.decrypt_end(self.number)
+    }
+
+    // --- Applying checked records -------------------------------------------------------------
+
+    pub fn apply_submission(&mut self, hash: Hash, s: &Submission) {
+        match &mut self.stage {
+            Stage::Open | Stage::Sealing => {
+                self.pool.insert(hash, s);
+            }
+            Stage::Syncing { awaiting, .. } => {
+                awaiting.remove(&hash);
+                self.pool.insert(hash, s);
+            }
+            Stage::Fetching { missing, .. } => {
+                if missing.remove(&hash) {
+                    self.pool.insert(hash, s);
+                }
+            }
+            Stage::Decrypting { .. } | Stage::Done { .. } => {}
+        }
+    }
+
+    /// Applies an identified record of this epoch (checked and durable, or replayed).
+    pub fn apply_record(
+        &mut self,
+        ctx: &Ctx<'_>,
+        author: MemberIndex,
+        hash: Hash,
+        body: &Body,
+        verified: Option<VerifiedShares>,
+        out: &mut Out,
+    ) {
+        let own_record = author == ctx.me;
+        match body {
+            Body::Ready { .. } => {
+                if !self.ready.insert(author) {
+                    out.faults.push(Fault::member(
+                        author,
+                        FaultKind::Duplicate,
+                        Some(hash),
+                        "second ready",
+                    ));
+                }
+                if own_record {
+                    if let Some(own) = &mut self.own {
+                        own.ready_posted = true;
+                    }
+                }
+            }
+            Body::OprfUsage { served, .. } => {
+                if self.usage.insert(author, served.clone()).is_some() {
+                    out.faults.push(Fault::member(
+                        author,
+                        FaultKind::Duplicate,
+                        Some(hash),
+                        "second OPRF usage record",
+                    ));
+                }
+                if own_record {
+                    self.usage_posted = true;
+                }
+            }
+            Body::Report {
+                part, last, hashes, ..
+            } => {
+                let s = self
+                    .seal
+                    .report_part(ctx.now, author, *part, *last, hashes, hash);
+                self.take_seal(s, out);
+            }
+            Body::Proposal { .. } | Body::Vote { .. } => {
+                let s = self.seal.on_record(ctx.now, author, hash, body);
+                self.take_seal(s, out);
+            }
+            Body::DecryptionShares { shares, .. } => {
+                if own_record {
+                    self.posted_shares
+                        .extend(shares.iter().map(|e| e.submission));
+                }
+                if let Some(own) = &mut self.own {
+                    match verified {
+                        Some(v) => own.results.add_verified(v),
+                        None => {
+                            let complete = own.complete();
+                            let mine = own.submitter.mine();
+                            let wanted = |h: &Hash| !complete || mine.contains_key(h);
+                            let known: Vec<ShareEntry> = shares.to_vec();
+                            own.results.add_unverified(author, &known, wanted);
+                        }
+                    }
+                }
+            }
+            Body::DkgRound1 { .. } | Body::DkgRound2 { .. } => {}
+        }
+    }
+
+    /// Handles what the seal produced: records to post, requests, faults, the decision.
+    fn take_seal(&mut self, s: SealOut, out: &mut Out) {
+        out.bodies.extend(s.bodies);
+        out.requests.extend(s.requests);
+        out.faults.extend(s.faults);
+        if let Some(d) = s.decided {
+            out.local
+                .push(local::seal_decision(self.number, d.round, &d.value));
+            // A certified decision supersedes a local failure of the seal.
+            if matches!(self.failed, Some((Phase::Seal, _))) {
+                self.failed = None;
+            }
+            let missing = d
+                .hashes
+                .iter()
+                .filter(|h| !self.pool.contains(h))
+                .copied()
+                .collect();
+            self.stage = Stage::Fetching {
+                round: d.round,
+                hashes: d.hashes,
+                missing,
+                asked_at: None,
+                turn: 0,
+            };
+        }
+    }
+
+    // --- Requests and responses ----------------------------------------------------------------
+
+    /// A page of the submissions we hold (the pre-report sync round).
+    pub fn serve_submissions(&self, after: Option<Hash>) -> Response {
+        let (hashes, more) = match &self.stage {
+            Stage::Decrypting { set, .. } => {
+                let all: Vec<Hash> = set
+                    .entries
+                    .keys()
+                    .filter(|h| after.is_none_or(|a| **h > a))
+                    .take(SUBMISSIONS_PAGE + 1)
+                    .copied()
+                    .collect();
+                let more = all.len() > SUBMISSIONS_PAGE;
+                (all.into_iter().take(SUBMISSIONS_PAGE).collect(), more)
+            }
+            Stage::Done { .. } => (Vec::new(), false),
+            _ => self.pool.page(after, SUBMISSIONS_PAGE),
+        };
+        Response::Submissions {
+            epoch: self.number,
+            after,
+            hashes,
+            more,
+        }
+    }
+
+    /// Serves an OPRF evaluation while the epoch's submissions are open (DESIGN 4.2).
+    pub fn serve_oprf(
+        &mut self,
+        ctx: &Ctx<'_>,
+        from: MemberIndex,
+        batch: u32,
+        blinded: &[RistrettoPoint],
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> (Response, Option<LocalWrite>) {
+        let refused = |r: &str| {
+            (
+                Response::Refused {
+                    reason: r.to_string(),
+                },
+                None,
+            )
+        };
+        if !self.is_open() {
+            return refused("epoch window closed");
+        }
+        let Some(share) = ctx.keys.and_then(|k| k.k.share.as_ref()) else {
+            return refused("no pseudonym key share here");
+        };
+        let quota = ctx.consortium.genesis.oprf_quota;
+        self.server
+            .evaluate(self.number, from, batch, blinded, share, quota, rng)
+    }
+
+    pub fn oprf_response(
+        &mut self,
+        ctx: &Ctx<'_>,
+        from: MemberIndex,
+        batch: u32,
+        evaluated: Vec<RistrettoPoint>,
+        proof: DleqProof,
+        out: &mut Out,
+    ) {
+        let (Some(own), Some(keys)) = (&mut self.own, ctx.keys) else {
+            return;
+        };
+        let oprf_keys = OprfKeys {
+            me: ctx.me,
+            share: keys.k.share.as_deref(),
+            verifying: &keys.k.verifying,
+            threshold: ctx.consortium.threshold(),
+        };
+        let lookup =
+            own.pseudonyms
+                .response(&oprf_keys, &own.clients, from, batch, evaluated, proof);
+        self.take_lookup(lookup, out);
+    }
+
+    fn take_lookup(&mut self, lookup: pseudonyms::Lookup, out: &mut Out) {
+        out.requests.extend(lookup.requests);
+        out.faults.extend(lookup.faults);
+        if let Some(e) = lookup.error {
+            self.fail_own(Phase::Submit, e, out);
+        }
+        let Some(own) = &mut self.own else { return };
+        if lookup.ready.is_empty() {
+            return;
+        }
+        for (client, y) in lookup.ready {
+            own.known.insert(client, y.clone());
+            own.submitter.enqueue(client, y);
+        }
+        // Durable before any submission built from them goes out (DESIGN 8).
+        let list: Vec<(usize, [u8; 64])> = own.known.iter().map(|(&c, y)| (c, **y)).collect();
+        out.local.push(local::pseudonyms(self.number, &list));
+        if own.known.len() == own.clients.len() {
+            out.events.push(Event::PseudonymsReady {
+                epoch: self.number,
+                clients: own.clients.len(),
+            });
+        }
+    }
+
+    /// A page of a peer's submission list in the sync round: fetch what we lack, ask for more.
+    pub fn submissions_response(
+        &mut self,
+        from: MemberIndex,
+        hashes: Vec<Hash>,
+        more: bool,
+        out: &mut Out,
+    ) {
+        let number = self.number;
+        let Stage::Syncing { peers, awaiting } = &mut self.stage else {
+            return;
+        };
+        let Some(peer) = peers.get_mut(&from) else {
+            return;
+        };
+        let sorted = hashes.windows(2).all(|w| w.first() < w.get(1));
+        if !sorted || hashes.len() > SUBMISSIONS_PAGE {
+            out.faults.push(Fault::member(
+                from,
+                FaultKind::Malformed,
+                None,
+                "submission list not in order or too long",
+            ));
+            return;
+        }
+        let missing: Vec<Hash> = hashes
+            .iter()
+            .filter(|h| !self.pool.contains(h) && !awaiting.contains(*h))
+            .copied()
+            .collect();
+        for chunk in missing.chunks(SYNC_BATCH_MAX) {
+            out.requests.push((
+                from,
+                Request::Records {
+                    hashes: chunk.to_vec(),
+                },
+            ));
+        }
+        awaiting.extend(missing);
+        peer.after = hashes.last().copied().or(peer.after);
+        if more && !hashes.is_empty() {
+            out.requests.push((
+                from,
+                Request::Submissions {
+                    epoch: number,
+                    after: peer.after,
+                },
+            ));
+        } else {
+            peer.listed = true;
+        }
+    }
+
+    // --- Time -------------------------------------------------------------------------------------
+
+    fn fail(&mut self, phase: Phase, reason: String, out: &mut Out) {
+        if self.failed.is_none() {
+            out.local.push(local::failed(self.number, phase, &reason));
+            out.events.push(Event::Failed {
+                epoch: Some(self.number),
+                phase,
+                reason: reason.clone(),
+            });
+            self.failed = Some((phase, reason));
+        }
+    }
+
+    /// Our own clients cannot complete this epoch. We still take part for everyone else
+    /// (OPRF serving, the seal, decryption shares), so the epoch itself goes on.
+    fn fail_own(&mut self, phase: Phase, reason: String, out: &mut Out) {
+        if self.own_failure.is_none() {
+            out.events.push(Event::Failed {
+                epoch: Some(self.number),
+                phase,
+                reason: reason.clone(),
+            });
+            self.own_failure = Some((phase, reason));
+        }
+    }
+
+    /// Moves the epoch along as far as it can go now.
+    pub fn advance(&mut self, ctx: &Ctx<'_>, rng: &mut (impl RngCore + CryptoRng), out: &mut Out) {
+        self.own_part(ctx, rng, out);
+        let c = ctx.consortium;
+        let now = ctx.now;
+        // Replayed after a restart: our report is out already.
+        if matches!(self.stage, Stage::Open | Stage::Syncing { .. }) && self.seal.reported() {
+            self.stage = Stage::Sealing;
+            let s = self.seal.start(now);
+            self.take_seal(s, out);
+        }
+        match &mut self.stage {
+            Stage::Open => {
+                let all_ready = self.ready.len() == c.n();
+                if now >= c.submit_end(self.number) || all_ready {
+                    let peers = c
+                        .indices()
+                        .filter(|&m| m != ctx.me)
+                        .map(|m| (m, PeerSync::default()))
+                        .collect();
+                    self.stage = Stage::Syncing {
+                        peers,
+                        awaiting: BTreeSet::new(),
+                    };
+                    self.advance_sync(ctx, out);
+                }
+            }
+            Stage::Syncing { .. } => self.advance_sync(ctx, out),
+            Stage::Sealing => {
+                let s = self.seal.on_timeout(now);
+                self.take_seal(s, out);
+                if self.seal.decision().is_none() && now >= c.seal_end(self.number) {
+                    let reason = format!(
+                        "no decision on the final set by the seal deadline (round {})",
+                        self.seal.round()
+                    );
+                    self.fail(Phase::Seal, reason, out);
+                }
+            }
+            _ => {}
+        }
+        if matches!(self.stage, Stage::Fetching { .. }) {
+            self.advance_fetch(ctx, out);
+        }
+        if matches!(self.stage, Stage::Decrypting { .. }) {
+            self.advance_decrypt(ctx, rng, out);
+        }
+        let done = matches!(self.stage, Stage::Done { .. });
+        if !done && self.failed.is_none() && now >= c.decrypt_end(self.number) {
+            let (phase, reason) = match &self.stage {
+                Stage::Decrypting { .. } => (
+                    Phase::Decrypt,
+                    "our results are incomplete at the decryption deadline".to_string(),
+                ),
+                Stage::Fetching { missing, .. } => (
+                    Phase::Decrypt,
+                    format!(
+                        "{} records of the final set are still missing",
+                        missing.len()
+                    ),
+                ),
+                _ => (
+                    Phase::Seal,
+                    "no decision on the final set by the decryption deadline".to_string(),
+                ),
+            };
+            self.fail(phase, reason, out);
+        }
+    }
+
+    /// Our clients: pseudonyms, then submissions, then `Ready` (DESIGN 4.2, 4.3).
+    fn own_part(&mut self, ctx: &Ctx<'_>, rng: &mut (impl RngCore + CryptoRng), out: &mut Out) {
+        let open = self.is_open();
+        let (Some(keys), Some(own)) = (ctx.keys, &mut self.own) else {
+            return;
+        };
+        if self.own_failure.is_some() {
+            return;
+        }
+        let oprf_keys = OprfKeys {
+            me: ctx.me,
+            share: keys.k.share.as_deref(),
+            verifying: &keys.k.verifying,
+            threshold: ctx.consortium.threshold(),
+        };
+        let mut lookups = Vec::new();
+        if open && !own.pseudonyms.started() {
+            let missing: Vec<usize> = (0..own.clients.len())
+                .filter(|c| !own.known.contains_key(c))
+                .collect();
+            if !missing.is_empty() {
+                lookups.push(own.pseudonyms.start(
+                    &oprf_keys,
+                    &own.clients,
+                    &missing,
+                    ctx.now,
+                    rng,
+                ));
+            }
+        }
+        if open {
+            out.requests
+                .extend(own.pseudonyms.retry(&oprf_keys, ctx.now));
+        }
+        for l in lookups {
+            self.take_lookup(l, out);
+        }
+        let Some(own) = &mut self.own else { return };
+        let mut budget = WORK_PER_CALL.saturating_sub(out.work);
+        let before = budget;
+        let made = own.submitter.step(
+            ctx.consortium,
+            ctx.secrets,
+            &keys.x.group,
+            &own.clients,
+            &self.pool,
+            open,
+            &mut budget,
+            rng,
+        );
+        out.work += before - budget;
+        out.submissions.extend(made.submissions);
+        if let Some(e) = made.error {
+            self.fail_own(Phase::Submit, e, out);
+            return;
+        }
+        let Some(own) = &mut self.own else { return };
+        if !open && own.known.len() < own.clients.len() {
+            let missing = own.clients.len() - own.known.len();
+            let reason = format!("{missing} clients had no pseudonym when the window closed");
+            self.fail_own(Phase::Submit, reason, out);
+            return;
+        }
+        if open && own.complete() && !own.ready_posted {
+            own.ready_posted = true;
+            out.events.push(Event::Submitted {
+                epoch: self.number,
+                count: own.submitter.mine().len(),
+            });
+            out.bodies.push(Body::Ready { epoch: self.number });
+        }
+    }
+
+    /// The sync round before the report, and the report (DESIGN 4.4).
+    fn advance_sync(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let c = ctx.consortium;
+        let now = ctx.now;
+        let number = self.number;
+        let all_ready = self.ready.len() == c.n();
+        let Stage::Syncing { peers, awaiting } = &mut self.stage else {
+            return;
+        };
+        for (&m, p) in peers.iter_mut().filter(|(_, p)| !p.listed) {
+            if p.asked_at.is_none_or(|t| now.0 >= t.0 + RETRY_MS) {
+                p.asked_at = Some(now);
+                out.requests.push((
+                    m,
+                    Request::Submissions {
+                        epoch: number,
+                        after: p.after,
+                    },
+                ));
+            }
+        }
+        let synced = peers.values().all(|p| p.listed) && awaiting.is_empty();
+        // Early only when every member said it is done and every peer's list is here;
+        // otherwise at the deadline plus the clock-skew allowance.
+        if !(now >= c.report_at(number) || (all_ready && synced)) {
+            return;
+        }
+        if ctx.keys.is_none() {
+            let reason = "the consortium keys were not ready when submissions closed".into();
+            self.fail(Phase::Setup, reason, out);
+            return;
+        }
+        if !self.usage_posted {
+            self.usage_posted = true;
+            out.bodies.push(self.server.usage(number));
+        }
+        let held = self.pool.hashes();
+        out.events.push(Event::Reported {
+            epoch: number,
+            submissions: held.len(),
+        });
+        out.bodies.extend(self.seal.report_bodies(held));
+        self.stage = Stage::Sealing;
+        let s = self.seal.start(now);
+        self.take_seal(s, out);
+    }
+
+    /// Fetches the records of the final set we lack from members that reported them.
+    fn advance_fetch(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+        let now = ctx.now;
+        let Stage::Fetching {
+            round,
+            hashes,
+            missing,
+            asked_at,
+            turn,
+        } = &mut self.stage
+        else {
+            return;
+        };
+        if !missing.is_empty() {
+            if asked_at.is_some_and(|t| now.0 < t.0 + RETRY_MS) {
+                return;
+            }
+            *asked_at = Some(now);
+            *turn += 1;
+            let mut by_peer: BTreeMap<MemberIndex, Vec<Hash>> = BTreeMap::new();
+            for h in missing.iter() {
+                let holders: Vec<MemberIndex> = self
+                    .seal
+                    .holders(h)
+                    .into_iter()
+                    .filter(|&m| m != ctx.me)
+                    .collect();
+                if let Some(&m) = holders.get(*turn % holders.len().max(1)) {
+                    by_peer.entry(m).or_default().push(*h);
+                }
+            }
+            for (m, list) in by_peer {
+                for chunk in list.chunks(SYNC_BATCH_MAX) {
+                    out.requests.push((
+                        m,
+                        Request::Records {
+                            hashes: chunk.to_vec(),
+                        },
+                    ));
+                }
+            }
+            return;
+        }
+        let round = *round;
+        let Some(entries) = self.pool.take(hashes) else {
+            return;
+        };
+        let set = FinalSet::new(round, entries);
+        self.seal.release();
+        out.events.push(Event::Sealed {
+            epoch: self.number,
+            submissions: set.entries.len(),
+            root: set.root,
+            round,
+        });
+        if let Some(own) = &mut self.own {
+            let dropped: Vec<String> = own
+                .submitter
+                .mine()
+                .iter()
+                .filter(|(h, _)| !set.entries.contains_key(*h))
+                .filter_map(|(_, m)| own.clients.get(m.client).map(|c| c.id.clone()))
+                .collect();
+            if !own.dropped_reported {
+                own.dropped_reported = true;
+                for client_id in dropped {
+                    out.events.push(Event::SubmissionDropped {
+                        epoch: self.number,
+                        client_id,
+                    });
+                }
+            }
+        }
+        let producer = ctx
+            .keys
+            .filter(|k| k.x.share.is_some())
+            .map(|_| Producer::new(&set, &self.posted_shares));
+        self.stage = Stage::Decrypting {
+            set: Box::new(set),
+            producer,
+        };
+    }
+
+    /// Posts our shares and opens our results (DESIGN 4.6, 4.7).
+    fn advance_decrypt(
+        &mut self,
+        ctx: &Ctx<'_>,
+        rng: &mut (impl RngCore + CryptoRng),
+        out: &mut Out,
+    ) {
+        let c = ctx.consortium;
+        let number = self.number;
+        let Stage::Decrypting { set, producer } = &mut self.stage else {
+            return;
+        };
+        if let (Some(p), Some(keys)) = (producer.as_mut(), ctx.keys) {
+            let verifying = keys.x.verifying.get(&ctx.me);
+            if let (Some(share), Some(verifying)) = (keys.x.share.as_ref(), verifying) {
+                while !p.is_done() && out.work < WORK_PER_CALL {
+                    out.work += WORK_PER_SHARE_RECORD;
+                    if let Some(body) = p.next_record(c, number, set, share, verifying, rng) {
+                        out.bodies.push(body);
+                    }
+                }
+            }
+        }
+        let shares_done = producer.as_ref().is_none_or(Producer::is_done);
+        let mut results_done = true;
+        if let (Some(own), Some(keys)) = (&mut self.own, ctx.keys) {
+            let t = c.threshold();
+            // Shares met without a check are verified before use (on every path).
+            for (hash, author, share) in own.results.to_verify(own.submitter.mine(), t) {
+                match keys
+                    .x
+                    .verifying
+                    .get(&author)
+                    .ok_or("no verifying share".to_string())
+                    .and_then(|v| decrypt::verify(c, number, set, author, v, &hash, &share))
+                {
+                    Ok(v) => own.results.add_verified(VerifiedShares(vec![v])),
+                    Err(why) => {
+                        own.results.drop_unverified(&hash, author);
+                        out.faults.push(Fault::member(
+                            author,
+                            FaultKind::InvalidDecryptionShare,
+                            None,
+                            why,
+                        ));
+                    }
+                }
+            }
+            let (opened, errors) = own.results.open(set, own.submitter.mine(), t);
+            for (client, sum, count) in opened {
+                out.local.push(local::result(number, client, sum, count));
+                if let Some(cl) = own.clients.get(client) {
+                    out.results.push(ClientResult {
+                        epoch: number,
+                        client_id: cl.id.clone(),
+                        sum,
+                        count,
+                    });
+                }
+            }
+            for e in errors {
+                out.events.push(Event::Failed {
+                    epoch: Some(number),
+                    phase: Phase::Decrypt,
+                    reason: e,
+                });
+            }
+            let in_set = own
+                .submitter
+                .mine()
+                .iter()
+                .filter(|(h, _)| set.entries.contains_key(*h))
+                .count();
+            results_done = self.own_failure.is_some()
+                || (own.complete() && own.results.opened().len() >= in_set);
+        }
+        if shares_done && results_done {
+            let results = self.own.as_ref().map_or(0, |o| o.results.opened().len());
+            out.events.push(Event::EpochDone {
+                epoch: number,
+                results,
+            });
+            if let Some(own) = &mut self.own {
+                own.results.keep_only(&BTreeMap::new());
+            }
+            self.stage = Stage::Done {
+                root: set.root,
+                submissions: set.entries.len(),
+            };
+            self.posted_shares.clear();
+        }
+    }
+
+    /// Whether expensive work can be done right now.
+    pub fn has_work(&self, keys_ready: bool) -> bool {
+        let own_work = keys_ready
+            && self.is_open()
+            && self.own_failure.is_none()
+            && self.own.as_ref().is_some_and(|o| o.submitter.queued() > 0);
+        let decrypt_work = match &self.stage {
+            Stage::Decrypting { producer, .. } => producer.as_ref().is_some_and(|p| !p.is_done()),
+            _ => false,
+        };
+        own_work || decrypt_work
+    }
+
+    /// The next time this epoch has something to do.
+    pub fn next_deadline(&self, c: &Consortium, now: Time) -> Option<Time> {
+        let tick = now.plus(100);
+        let mut next = Vec::new();
+        match &self.stage {
+            Stage::Open => next.push(c.submit_end(self.number)),
+            Stage::Syncing { .. } => {
+                next.push(c.report_at(self.number));
+                next.push(tick);
+            }
+            Stage::Sealing => {
+                next.extend(self.seal.next_timeout());
+                next.push(c.seal_end(self.number));
+            }
+            Stage::Fetching { .. } => next.push(tick),
+            Stage::Decrypting { .. } => next.push(tick),
+            Stage::Done { .. } => return None,
+        }
+        if self.own.as_ref().is_some_and(|o| o.pseudonyms.pending()) && self.is_open() {
+            next.push(tick);
+        }
+        if self.failed.is_none() {
+            next.push(c.decrypt_end(self.number));
+        }
+        next.into_iter().filter(|t| *t > now).min()
+    }
+
+    /// Own seal messages decided on but never stored (after a restart).
+    pub fn unrecorded(&self) -> Vec<Body> {
+        self.seal.unrecorded()
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.stage, Stage::Done { .. })
+    }
+
+    pub fn results(&self) -> Vec<ClientResult> {
+        let Some(own) = &self.own else {
+            return Vec::new();
+        };
+        own.results
+            .opened()
+            .iter()
+            .filter_map(|(&i, &(sum, count))| {
+                Some(ClientResult {
+                    epoch: self.number,
+                    client_id: own.clients.get(i)?.id.clone(),
+                    sum,
+                    count,
+                })
+            })
+            .collect()
+    }
+
+    /// The final set's root and size, once decided and built.
+    pub fn final_set(&self) -> Option<(Hash, usize)> {
+        match &self.stage {
+            Stage::Decrypting { set, .. } => Some((set.root, set.entries.len())),
+            Stage::Done { root, submissions } => Some((*root, *submissions)),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> EpochStatus {
+        let phase = match self.stage {
+            Stage::Open => Phase::Submit,
+            Stage::Syncing { .. } | Stage::Sealing => Phase::Seal,
+            Stage::Fetching { .. } | Stage::Decrypting { .. } => Phase::Decrypt,
+            Stage::Done { .. } => Phase::Done,
+        };
+        let (root, submissions) = match self.final_set() {
+            Some((root, n)) => (Some(root), n),
+            None => (None, self.pool.len()),
+        };
+        EpochStatus {
+            epoch: self.number,
+            phase,
+            submissions,
+            mine: self.own.as_ref().map_or(0, |o| o.submitter.mine().len()),
+            results: self.own.as_ref().map_or(0, |o| o.results.opened().len()),
+            root,
+            failed: self
+                .failed
+                .as_ref()
+                .or(self.own_failure.as_ref())
+                .map(|(p, r)| format!("{p:?}: {r}")),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! OPRF serving (DESIGN 4.2): batched evaluations with proofs for other members, within a
+//! per-requester quota per epoch. The counts are stored before each answer goes out, so a
+//! restart never serves a requester past its quota, and they go on the log when the epoch's
+//! submissions close.
+
+use std::collections::BTreeMap;
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+use curve25519_dalek::scalar::Scalar;
+use rand_core::{CryptoRng, RngCore};
+
+use crate::crypto::oprf;
+use crate::local::{self, LocalWrite};
+use crate::messages::{Response, OPRF_BATCH_MAX};
+use crate::record::Body;
+use crate::MemberIndex;
+
+#[derive(Default)]
+pub struct OprfServer {
+    served: BTreeMap<MemberIndex, u32>,
+}
+
+fn refused(reason: impl Into<String>) -> Response {
+    Response::Refused {
+        reason: reason.into(),
+    }
+}
+
+impl OprfServer {
+    /// Counts read back after a restart.
+    pub fn restore(served: BTreeMap<MemberIndex, u32>) -> OprfServer {
+        OprfServer { served }
+    }
+
+    /// Evaluates a batch for `from` with our share if its quota allows; the count to store
+    /// comes with the answer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn evaluate(
+        &mut self,
+        epoch: u64,
+        from: MemberIndex,
+        batch: u32,
+        blinded: &[RistrettoPoint],
+        share: &Scalar,
+        quota: u32,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> (Response, Option<LocalWrite>) {
+        if blinded.is_empty() || blinded.len() > OPRF_BATCH_MAX {
+            let reason = format!("batch must hold 1..={OPRF_BATCH_MAX} elements");
+            return (refused(reason), None);
+        }
+        let used = self.served.get(&from).copied().unwrap_or(0);
+        let asked = u32::try_from(blinded.len()).unwrap_or(u32::MAX);
+        if used.saturating_add(asked) > quota {
+            let reason = format!("OPRF quota of {quota} per epoch exhausted");
+            return (refused(reason), None);
+        }
+        match oprf::evaluate(share, blinded, rng) {
+            Ok((evaluated, proof)) => {
+                self.served.insert(from, used + asked);
+                let response = Response::OprfEvaluated {
+                    epoch,
+                    batch,
+                    evaluated,
+                    proof,
+                };
+                (response, Some(local::served(epoch, &self.served)))
+            }
+            Err(e) => (refused(e.to_string()), None),
+        }
+    }
+
+    /// The usage record posted when the epoch's submissions close.
+    pub fn usage(&self, epoch: u64) -> Body {
+        Body::OprfUsage {
+            epoch,
+            served: self.served.iter().map(|(&m, &n)| (m, n)).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::Response;
+    use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn the_quota_holds_across_a_restart_and_bad_batches_are_refused() {
+        let mut rng = ChaCha20Rng::from_seed([8; 32]);
+        let share = Scalar::from(9u64);
+        let point = Scalar::from(3u64) * G;
+        let mut s = OprfServer::default();
+        let (r, w) = s.evaluate(1, 2, 0, &[point; 3], &share, 5, &mut rng);
+        assert!(matches!(r, Response::OprfEvaluated { .. }));
+        let w = w.expect("the count is stored before the answer");
+        let (r, w2) = s.evaluate(1, 2, 1, &[point; 3], &share, 5, &mut rng);
+        assert!(
+            matches!(r, Response::Refused { .. }) && w2.is_none(),
+            "3 + 3 > 5"
+        );
+        // Restarted from the stored count: still refused.
+        let back = crate::local::Restored::parse(&[(w.key, w.value)]).unwrap();
+        let served = back.epochs.get(&1).unwrap().served.clone();
+        let mut s = OprfServer::restore(served);
+        let (r, _) = s.evaluate(1, 2, 1, &[point; 3], &share, 5, &mut rng);
+        assert!(matches!(r, Response::Refused { .. }));
+        // Another requester has its own quota; empty and oversized batches are refused.
+        let (r, _) = s.evaluate(1, 3, 0, &[point; 2], &share, 5, &mut rng);
+        assert!(matches!(r, Response::OprfEvaluated { .. }));
+        let (r, _) = s.evaluate(1, 3, 0, &[], &share, 5, &mut rng);
+        assert!(matches!(r, Response::Refused { .. }));
+        let big = vec![point; OPRF_BATCH_MAX + 1];
+        let (r, _) = s.evaluate(1, 4, 0, &big, &share, 10_000, &mut rng);
+        assert!(matches!(r, Response::Refused { .. }));
+        assert_eq!(
+            s.usage(1),
+            Body::OprfUsage {
+                epoch: 1,
+                served: vec![(2, 3), (3, 2)]
+            }
+        );
+    }
+}

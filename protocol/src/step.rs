@@ -1,0 +1,261 @@
+//! What the state machine hands its driver (STYLE 1, 4): the [`Step`] of effects, faults that
+//! name a culprit, events for progress and status, and local errors. Every protocol module
+//! depends on this one; it depends on none of them.
+
+use crate::local::LocalWrite;
+use crate::messages::Request;
+use crate::record::{Hash, Record};
+use crate::MemberIndex;
+
+/// Where a record came from; decides how late records are treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Published on gossip by `from` (the message's signed source, not the relaying peer).
+    Gossip { from: MemberIndex },
+    /// Fetched from `from` by anti-entropy sync.
+    Sync { from: MemberIndex },
+}
+
+impl Origin {
+    pub fn peer(self) -> MemberIndex {
+        match self {
+            Origin::Gossip { from } | Origin::Sync { from } => from,
+        }
+    }
+}
+
+/// What a deferred record waits for; drivers hold it and check it again once
+/// [`crate::Bank::still_waiting`] says the wait is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Wait {
+    /// The consortium keys (setup not decided yet).
+    Keys,
+    /// A setup attempt that has not started here yet.
+    Attempt(u32),
+    /// The final set of an epoch (shares cannot be judged before it).
+    FinalSet(u64),
+}
+
+/// Who a fault blames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Culprit {
+    Member(MemberIndex),
+    /// The anonymous poster of a submission, known only by the record hash.
+    Submission(Hash),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    Malformed,
+    WrongConsortium,
+    BadSignature,
+    BadDkgPackage,
+    UnexpectedRecord,
+    /// A second, different record where one is allowed (equivocation), or more records of a
+    /// kind than a member may post.
+    Duplicate,
+    InvalidSubmission,
+    InvalidDecryptionShare,
+    BadOprfResponse,
+    /// A malformed or out-of-order report, proposal or vote.
+    BadAgreementMessage,
+}
+
+/// A peer's misbehaviour, with enough to name it (STYLE 4: faults, not errors).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub culprit: Culprit,
+    pub kind: FaultKind,
+    pub record: Option<Hash>,
+    pub detail: String,
+}
+
+impl Fault {
+    pub fn member(
+        m: MemberIndex,
+        kind: FaultKind,
+        record: Option<Hash>,
+        detail: impl Into<String>,
+    ) -> Fault {
+        Fault {
+            culprit: Culprit::Member(m),
+            kind,
+            record,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.culprit {
+            Culprit::Member(m) => write!(f, "member {m}")?,
+            Culprit::Submission(h) => write!(f, "poster of submission {}", hex::encode(&h[..8]))?,
+        }
+        write!(f, ": {:?}: {}", self.kind, self.detail)
+    }
+}
+
+/// Phases of setup and of an epoch, for status and failures.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Phase {
+    Setup,
+    /// Submissions are accepted; our own clients get pseudonyms and are submitted.
+    Submit,
+    /// Reports and the agreement on the final set.
+    Seal,
+    /// Fetching the final set, aggregating, posting and combining decryption shares.
+    Decrypt,
+    Done,
+}
+
+/// Something that happened, for progress reporting and status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Both DKG runs of a setup attempt are decided and their keys in use.
+    SetupDecided {
+        attempt: u32,
+        participants: Vec<MemberIndex>,
+    },
+    /// A setup attempt was abandoned; the next runs with these participants.
+    SetupRetry {
+        attempt: u32,
+        next: Vec<MemberIndex>,
+    },
+    PseudonymsReady {
+        epoch: u64,
+        clients: usize,
+    },
+    Submitted {
+        epoch: u64,
+        count: usize,
+    },
+    Reported {
+        epoch: u64,
+        submissions: usize,
+    },
+    Sealed {
+        epoch: u64,
+        submissions: usize,
+        root: Hash,
+        round: u32,
+    },
+    /// One of our submissions is not in the final set; its client gets no result this epoch.
+    SubmissionDropped {
+        epoch: u64,
+        client_id: String,
+    },
+    EpochDone {
+        epoch: u64,
+        results: usize,
+    },
+    /// A phase cannot complete (DESIGN 8: an explicit failure, never a silent hang). A seal
+    /// failure is superseded if a certified decision turns up later.
+    Failed {
+        epoch: Option<u64>,
+        phase: Phase,
+        reason: String,
+    },
+}
+
+/// One of this bank's clients' results (DESIGN 4.7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientResult {
+    pub epoch: u64,
+    pub client_id: String,
+    /// Sum of the scores of every bank that holds the client.
+    pub sum: u64,
+    /// Number of banks that hold the client.
+    pub count: u32,
+}
+
+impl ClientResult {
+    /// The average with two decimals, rounded half up, computed exactly in integers.
+    pub fn average_2dp(&self) -> String {
+        let count = u64::from(self.count.max(1));
+        let hundredths = (self.sum * 200 + count) / (2 * count);
+        format!("{}.{:02}", hundredths / 100, hundredths % 100)
+    }
+}
+
+/// What the driver must do.
+#[must_use]
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Local state to make durable before anything else in this step is done.
+    pub local: Vec<LocalWrite>,
+    /// Records this bank made, in order: persist each, then publish it.
+    pub publish: Vec<Record>,
+    /// Own records already durable that should go out again (lost gossip, or unpublished
+    /// before a restart): the driver reads them from its store and publishes them.
+    pub republish: Vec<Hash>,
+    /// Direct requests to send.
+    pub requests: Vec<(MemberIndex, Request)>,
+    pub results: Vec<ClientResult>,
+    pub faults: Vec<Fault>,
+    pub events: Vec<Event>,
+}
+
+impl Step {
+    pub fn extend(&mut self, other: Step) {
+        self.local.extend(other.local);
+        self.publish.extend(other.publish);
+        self.republish.extend(other.republish);
+        self.requests.extend(other.requests);
+        self.results.extend(other.results);
+        self.faults.extend(other.faults);
+        self.events.extend(other.events);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.local.is_empty()
+            && self.publish.is_empty()
+            && self.republish.is_empty()
+            && self.requests.is_empty()
+            && self.results.is_empty()
+            && self.faults.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// Local misuse (STYLE 4): bad operator input, never a peer's fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("client #{line}: {reason}")]
+    BadClient { line: usize, reason: String },
+    #[error("epoch {0} is not open for submissions")]
+    EpochClosed(u64),
+    #[error("{clients} clients exceed the consortium's OPRF quota of {quota} per bank and epoch")]
+    TooManyClients { clients: usize, quota: u32 },
+    #[error("scores for epoch {0} were already given")]
+    AlreadySubmitted(u64),
+}
+
+/// A status snapshot (DESIGN 8: readiness separate from liveness).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub me: MemberIndex,
+    /// The consortium keys are decided and in use here.
+    pub keys_ready: bool,
+    /// This member may sign: its own chain's head was confirmed by peers since it started.
+    pub head_confirmed: bool,
+    /// The setup attempt under way (or decided), its participants, and a failure if any.
+    pub setup_attempt: u32,
+    pub setup_participants: Vec<MemberIndex>,
+    pub setup_failed: Option<String>,
+    pub epochs: Vec<EpochStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochStatus {
+    pub epoch: u64,
+    pub phase: Phase,
+    /// Submissions held (before the seal) or in the final set (after).
+    pub submissions: usize,
+    pub mine: usize,
+    pub results: usize,
+    /// The root of the final set, once decided.
+    pub root: Option<Hash>,
+    pub failed: Option<String>,
+}
