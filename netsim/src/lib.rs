@@ -1,19 +1,28 @@
 //! A deterministic discrete-event simulator for bankmesh (DESIGN 7, STYLE 7-8).
 //!
 //! It cranks the real protocol state machines over real (temporary) sled stores through the
-//! same [`Replica`] the libp2p node uses, on a virtual clock, with seeded latency, reordering
-//! and gossip loss. Everything random comes from one seed, so a run is reproducible: a
-//! failure prints its seed, and [`Sim::event_digest`] fingerprints the whole run.
+//! same [`Replica`] the libp2p node uses, on a virtual clock. The network ([`network`]) has
+//! per-link latency distributions, loss and duplication of gossip and direct messages, and
+//! partitions; each member's clock may be skewed; members crash, restart and start late on a
+//! plan; and an [`adversary`] may control everything one member sends. Everything random comes
+//! from one seed, so a run is reproducible: a failure prints its seed and the command that
+//! replays it, and [`Sim::event_digest`] fingerprints the whole run. [`check`] verifies the
+//! properties of the seal and the results after a run; [`scenario`] names the runs CI sweeps.
+
+pub mod adversary;
+pub mod check;
+pub mod network;
+pub mod scenario;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
 use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::messages::{Request, Response};
-use bankmesh_protocol::Phase;
+use bankmesh_protocol::record::Record;
 use bankmesh_protocol::{
-    Bank, ClientResult, MemberIndex, MemberSecrets, Origin, Step, Time, SCORE_MAX,
+    Bank, ClientResult, Event, MemberIndex, MemberSecrets, Origin, Phase, Step, Time, SCORE_MAX,
 };
 use bankmesh_store::replica::Replica;
 use bankmesh_store::Store;
@@ -21,19 +30,55 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
+use adversary::Adversary;
+use network::{NetConfig, Network, Traffic};
+
+/// Virtual Unix time (ms) of the genesis start.
+pub const START: u64 = 1_000_000;
+
+/// Something planned for a member, at a time after the genesis start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    Crash {
+        member: MemberIndex,
+        at_ms: u64,
+    },
+    Restart {
+        member: MemberIndex,
+        at_ms: u64,
+    },
+    /// The member's process first starts at this time (it is absent before).
+    StartLate {
+        member: MemberIndex,
+        at_ms: u64,
+    },
+    /// The member crashes as it seals (its first epoch's final set is built), before what it
+    /// then produced leaves (it is durable), and restarts `down_ms` later.
+    CrashWhenSealed {
+        member: MemberIndex,
+        down_ms: u64,
+    },
+}
+
 /// Simulation parameters.
-#[derive(Clone, Debug)]
 pub struct SimConfig {
     pub seed: u64,
     pub banks: usize,
     pub threshold: usize,
     pub clients_per_bank: usize,
-    /// One-way latency is uniform in this range (ms); different latencies reorder messages.
-    pub latency_ms: (u64, u64),
-    /// Probability (per mille) that one gossip delivery is lost; sync must repair it.
-    pub gossip_loss_permille: u32,
+    /// Consecutive epochs, each with its own scores.
+    pub epochs: u64,
+    pub net: NetConfig,
+    /// Each member's clock offset from true time (ms).
+    pub skew_ms: BTreeMap<MemberIndex, i64>,
+    /// Members that give no scores: the others cannot close their windows early.
+    pub silent: BTreeSet<MemberIndex>,
+    pub plan: Vec<Plan>,
+    /// One member whose outgoing messages a strategy controls.
+    pub adversary: Option<(MemberIndex, Box<dyn Adversary + Send>)>,
     /// Upper bound on processed events before the run is declared stuck.
     pub max_events: u64,
+    pub timing: Timing,
 }
 
 impl SimConfig {
@@ -43,10 +88,21 @@ impl SimConfig {
             banks: 5,
             threshold: 3,
             clients_per_bank: 12,
-            latency_ms: (5, 80),
-            gossip_loss_permille: 0,
+            epochs: 1,
+            net: NetConfig::default(),
+            skew_ms: BTreeMap::new(),
+            silent: BTreeSet::new(),
+            plan: Vec::new(),
+            adversary: None,
             max_events: 2_000_000,
+            timing: Timing {
+                dkg_attempt_ms: 20_000,
+                ..Timing::new(START, 60_000, 600_000, 300_000, 60_000, 120_000)
+            },
         }
+    }
+    pub fn faulty(&self) -> Option<MemberIndex> {
+        self.adversary.as_ref().map(|(m, _)| *m)
     }
 }
 
@@ -66,6 +122,8 @@ enum Delivery {
     },
     Timer,
     Sync,
+    Plan(Plan),
+    Scores(u64),
 }
 
 struct Scheduled {
@@ -104,11 +162,19 @@ struct Durable {
     path: std::path::PathBuf,
 }
 
-/// Why a run did not finish.
+/// Why a run could not go on (distinct from a property violation, which [`check`] reports).
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error("seed {seed}: {reason}")]
     Failed { seed: u64, reason: String },
+}
+
+/// Something a member reported, for the checks and the summary.
+#[derive(Clone, Debug)]
+pub struct Noted {
+    pub at: Time,
+    pub member: MemberIndex,
+    pub event: Event,
 }
 
 pub struct Sim {
@@ -121,30 +187,35 @@ pub struct Sim {
     consortium: Arc<Consortium>,
     /// Holds every member's on-disk store; removed when the simulation ends.
     _dir: tempfile::TempDir,
-    net_rng: ChaCha20Rng,
+    net: Network,
     digest: Sha256,
     events: u64,
     /// Print every event, fault and published record (set `NETSIM_TRACE=1`).
     trace: bool,
-    pub scores: Vec<Vec<(String, u16)>>,
+    /// Scores per epoch per member (index 0 is member 1).
+    pub scores: BTreeMap<u64, Vec<Vec<(String, u16)>>>,
+    given: BTreeSet<(MemberIndex, u64)>,
+    adversary: Option<(MemberIndex, Box<dyn Adversary + Send>)>,
+    adv_rng: ChaCha20Rng,
+    pub noted: Vec<Noted>,
+    pub faults_seen: u64,
 }
 
 const SYNC_EVERY_MS: u64 = 2_000;
 
 impl Sim {
     /// Builds a consortium of `config.banks` members with seeded keys and scores.
-    pub fn new(config: SimConfig) -> Result<Sim, SimError> {
+    pub fn new(mut config: SimConfig) -> Result<Sim, SimError> {
         let seed = config.seed;
         let fail = |reason: String| SimError::Failed { seed, reason };
-        let mut rng = ChaCha20Rng::seed_from_u64(config.seed);
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let secrets: Vec<MemberSecrets> = (0..config.banks)
             .map(|_| MemberSecrets::generate(&mut rng))
             .collect();
-        let start = 1_000_000;
         let genesis = Genesis::new(
             "netsim",
             u16::try_from(config.threshold).map_err(|e| fail(e.to_string()))?,
-            Timing::new(start, 60_000, 600_000, 300_000, 60_000, 120_000),
+            config.timing,
             secrets
                 .iter()
                 .enumerate()
@@ -152,117 +223,147 @@ impl Sim {
                 .collect(),
         );
         let consortium = Arc::new(Consortium::new(genesis).map_err(|e| fail(e.to_string()))?);
-        let scores = plaintext_scores(&mut rng, config.banks, config.clients_per_bank);
-        let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-        let mut nodes = BTreeMap::new();
-        let mut durable = BTreeMap::new();
-        for (i, s) in secrets.into_iter().enumerate() {
-            let me = i as u16 + 1;
-            let path = dir.path().join(format!("bank-{me}"));
-            durable.insert(
-                me,
-                Durable {
-                    secrets: s.to_bytes(),
-                    path: path.clone(),
-                },
-            );
-            let (store, _) = Store::open(&path).map_err(|e| fail(e.to_string()))?;
-            let bank = Bank::new(Arc::clone(&consortium), me, s);
-            let replica = Replica::open(bank, store).map_err(|e| fail(e.to_string()))?;
-            let node_rng = ChaCha20Rng::seed_from_u64(
-                config
-                    .seed
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add(u64::from(me)),
-            );
-            nodes.insert(
-                me,
-                Node {
-                    replica,
-                    rng: node_rng,
-                    timer_at: None,
-                },
-            );
+        let mut scores = BTreeMap::new();
+        for e in 1..=config.epochs {
+            let mut s = plaintext_scores(&mut rng, config.banks, config.clients_per_bank);
+            for m in &config.silent {
+                if let Some(rows) = s.get_mut(usize::from(*m) - 1) {
+                    rows.clear();
+                }
+            }
+            scores.insert(e, s);
         }
-        let net_rng = ChaCha20Rng::seed_from_u64(config.seed ^ 0x6e65_7473_696d);
+        let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+        let members: Vec<MemberIndex> = consortium.indices().collect();
+        let net = Network::new(
+            config.net.clone(),
+            &members,
+            ChaCha20Rng::seed_from_u64(seed ^ 0x6e65_7473_696d),
+        );
+        let adversary = config.adversary.take();
         let mut sim = Sim {
-            config,
-            now: Time(start - 1),
+            now: Time(START - 1),
             seq: 0,
             queue: BinaryHeap::new(),
-            nodes,
-            durable,
+            nodes: BTreeMap::new(),
+            durable: BTreeMap::new(),
             consortium,
             _dir: dir,
-            net_rng,
+            net,
             digest: Sha256::new(),
             events: 0,
             trace: std::env::var_os("NETSIM_TRACE").is_some(),
             scores,
+            given: BTreeSet::new(),
+            adversary,
+            adv_rng: ChaCha20Rng::seed_from_u64(seed ^ 0x6164_7665_7273),
+            noted: Vec::new(),
+            faults_seen: 0,
+            config,
         };
-        let members: Vec<MemberIndex> = sim.nodes.keys().copied().collect();
-        for &me in &members {
-            sim.start(me)?;
+        let late: BTreeSet<MemberIndex> = sim
+            .config
+            .plan
+            .iter()
+            .filter_map(|p| match p {
+                Plan::StartLate { member, .. } => Some(*member),
+                _ => None,
+            })
+            .collect();
+        for (i, s) in secrets.into_iter().enumerate() {
+            let me = i as u16 + 1;
+            let path = sim._dir.path().join(format!("bank-{me}"));
+            sim.durable.insert(
+                me,
+                Durable {
+                    secrets: s.to_bytes(),
+                    path,
+                },
+            );
+            sim.schedule(me, Time(START + SYNC_EVERY_MS), Delivery::Sync);
+            if !late.contains(&me) {
+                sim.boot(me)?;
+            }
         }
-        for me in members {
-            sim.submit_scores(me)?;
-            sim.schedule(me, Time(start + SYNC_EVERY_MS), Delivery::Sync);
+        for plan in sim.config.plan.clone() {
+            let (member, at) = match plan {
+                Plan::Crash { member, at_ms }
+                | Plan::Restart { member, at_ms }
+                | Plan::StartLate { member, at_ms } => (member, at_ms),
+                Plan::CrashWhenSealed { .. } => continue,
+            };
+            sim.schedule(member, Time(START + at), Delivery::Plan(plan));
+        }
+        for e in 2..=sim.config.epochs {
+            // Each later epoch's scores arrive during the epoch before it.
+            let at = sim.consortium.epoch_start(e - 1).plus(30_000);
+            for &m in &members {
+                sim.schedule(m, at, Delivery::Scores(e));
+            }
+        }
+        for &m in &members {
+            sim.give_scores(m, 1)?;
         }
         Ok(sim)
     }
 
-    /// Gives member `me` its epoch-1 scores, as its operator would.
-    pub fn submit_scores(&mut self, me: MemberIndex) -> Result<(), SimError> {
-        let seed = self.config.seed;
-        let fail = |reason: String| SimError::Failed { seed, reason };
-        let rows = self
-            .scores
-            .get(usize::from(me) - 1)
-            .cloned()
-            .unwrap_or_default();
-        let now = self.now;
-        let node = self
-            .nodes
-            .get_mut(&me)
-            .ok_or_else(|| fail(format!("member {me} is down")))?;
-        let step = node
-            .replica
-            .submit(now, 1, rows, &mut node.rng)
-            .map_err(|e| fail(e.to_string()))?
-            .map_err(|e| fail(e.to_string()))?;
-        self.execute(me, step);
-        self.rearm(me);
-        Ok(())
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+    pub fn consortium(&self) -> &Arc<Consortium> {
+        &self.consortium
+    }
+    pub fn faulty(&self) -> Option<MemberIndex> {
+        self.adversary.as_ref().map(|(m, _)| *m)
+    }
+    pub fn members(&self) -> Vec<MemberIndex> {
+        self.durable.keys().copied().collect()
+    }
+    pub fn is_up(&self, me: MemberIndex) -> bool {
+        self.nodes.contains_key(&me)
+    }
+    pub fn network(&self) -> &Network {
+        &self.net
     }
 
-    /// Crashes member `me`: its process state and every message in flight to it are lost;
-    /// only its store survives.
-    pub fn crash(&mut self, me: MemberIndex) {
-        self.nodes.remove(&me);
-        let kept: Vec<Reverse<Scheduled>> = self
-            .queue
-            .drain()
-            .filter(|Reverse(s)| s.to != me || matches!(s.delivery, Delivery::Sync))
-            .collect();
-        self.queue.extend(kept);
+    fn fail(&self, reason: impl Into<String>) -> SimError {
+        SimError::Failed {
+            seed: self.config.seed,
+            reason: reason.into(),
+        }
     }
 
-    /// Restarts a crashed member from its store: the log is verified and replayed, and the
-    /// member resumes its epochs from its local state.
-    pub fn restart(&mut self, me: MemberIndex) -> Result<(), SimError> {
-        let seed = self.config.seed;
-        let fail = |reason: String| SimError::Failed { seed, reason };
+    /// The member's own clock.
+    fn node_time(&self, me: MemberIndex) -> Time {
+        let skew = self.config.skew_ms.get(&me).copied().unwrap_or(0);
+        Time(self.now.0.saturating_add_signed(skew))
+    }
+    fn sim_time(&self, me: MemberIndex, node: Time) -> Time {
+        let skew = self.config.skew_ms.get(&me).copied().unwrap_or(0);
+        Time(node.0.saturating_add_signed(-skew))
+    }
+
+    /// Starts member `me`'s process from its store (created empty the first time): the log is
+    /// verified and replayed, local state read back, own records published again, and its
+    /// chain head checked with the peers.
+    fn boot(&mut self, me: MemberIndex) -> Result<(), SimError> {
         let d = self
             .durable
             .get(&me)
-            .ok_or_else(|| fail(format!("no member {me}")))?;
+            .ok_or_else(|| self.fail(format!("no member {me}")))?;
         let secrets =
-            MemberSecrets::from_bytes(&d.secrets).ok_or_else(|| fail("member key bytes".into()))?;
-        let (store, _) = Store::open(&d.path).map_err(|e| fail(e.to_string()))?;
+            MemberSecrets::from_bytes(&d.secrets).ok_or_else(|| self.fail("member key bytes"))?;
+        let (store, _) = Store::open(&d.path).map_err(|e| self.fail(e.to_string()))?;
         let bank = Bank::new(Arc::clone(&self.consortium), me, secrets);
-        let replica = Replica::open(bank, store).map_err(|e| fail(e.to_string()))?;
-        let rng =
-            ChaCha20Rng::seed_from_u64(seed.wrapping_mul(7_000_003).wrapping_add(u64::from(me)));
+        let replica = Replica::open(bank, store).map_err(|e| self.fail(e.to_string()))?;
+        let boots = self.events;
+        let rng = ChaCha20Rng::seed_from_u64(
+            self.config
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(u64::from(me))
+                .wrapping_add(boots.wrapping_mul(7_919)),
+        );
         self.nodes.insert(
             me,
             Node {
@@ -271,13 +372,8 @@ impl Sim {
                 timer_at: None,
             },
         );
-        self.start(me)
-    }
-
-    /// Starts member `me`'s replica: it publishes again what it must and checks its head.
-    fn start(&mut self, me: MemberIndex) -> Result<(), SimError> {
+        let now = self.node_time(me);
         let seed = self.config.seed;
-        let now = self.now;
         if let Some(node) = self.nodes.get_mut(&me) {
             let step = node
                 .replica
@@ -292,21 +388,92 @@ impl Sim {
         Ok(())
     }
 
+    /// Gives member `me` its scores for `epoch`, as its operator would, once.
+    fn give_scores(&mut self, me: MemberIndex, epoch: u64) -> Result<(), SimError> {
+        if self.given.contains(&(me, epoch)) || !self.nodes.contains_key(&me) {
+            return Ok(());
+        }
+        let rows = self
+            .scores
+            .get(&epoch)
+            .and_then(|s| s.get(usize::from(me) - 1))
+            .cloned()
+            .unwrap_or_default();
+        self.given.insert((me, epoch));
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let now = self.node_time(me);
+        let seed = self.config.seed;
+        let Some(node) = self.nodes.get_mut(&me) else {
+            return Ok(());
+        };
+        let step = node
+            .replica
+            .submit(now, epoch, rows, &mut node.rng)
+            .map_err(|e| SimError::Failed {
+                seed,
+                reason: e.to_string(),
+            })?
+            .map_err(|e| SimError::Failed {
+                seed,
+                reason: format!("member {me} refused its scores for epoch {epoch}: {e}"),
+            })?;
+        self.execute(me, step);
+        self.rearm(me);
+        Ok(())
+    }
+
+    /// Crashes member `me`: its process state and every message in flight to it are lost;
+    /// only its store survives.
+    pub fn crash(&mut self, me: MemberIndex) {
+        self.nodes.remove(&me);
+        let kept: Vec<Reverse<Scheduled>> = self
+            .queue
+            .drain()
+            .filter(|Reverse(s)| {
+                s.to != me
+                    || matches!(
+                        s.delivery,
+                        Delivery::Sync | Delivery::Plan(_) | Delivery::Scores(_)
+                    )
+            })
+            .collect();
+        self.queue.extend(kept);
+    }
+
+    /// Restarts a crashed member from its store.
+    pub fn restart(&mut self, me: MemberIndex) -> Result<(), SimError> {
+        if self.nodes.contains_key(&me) {
+            return Ok(());
+        }
+        self.boot(me)?;
+        // Scores the operator gave before are in the local store; later ones are given now.
+        let due: Vec<u64> = (1..=self.config.epochs)
+            .filter(|&e| e == 1 || self.now >= self.consortium.epoch_start(e - 1).plus(30_000))
+            .collect();
+        for e in due {
+            self.given.remove(&(me, e));
+            if self.bank(me).is_some_and(|b| b.has_scores(e)) {
+                self.given.insert((me, e));
+            } else {
+                self.give_scores(me, e)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs until `done` holds, failing after `max_events`.
     pub fn run_until(&mut self, done: impl Fn(&Sim) -> bool) -> Result<(), SimError> {
-        let seed = self.config.seed;
         while !done(self) {
             if self.events >= self.config.max_events {
-                return Err(SimError::Failed {
-                    seed,
-                    reason: format!("stuck after {} events at {}", self.events, self.now),
-                });
+                return Err(self.fail(format!(
+                    "stuck after {} events at {}",
+                    self.events, self.now
+                )));
             }
             if !self.step()? {
-                return Err(SimError::Failed {
-                    seed,
-                    reason: "event queue ran dry".into(),
-                });
+                return Err(self.fail("event queue ran dry"));
             }
         }
         Ok(())
@@ -316,33 +483,45 @@ impl Sim {
     pub fn status(&self, me: MemberIndex) -> Option<bankmesh_protocol::Status> {
         self.nodes.get(&me).map(|n| n.replica.bank().status())
     }
+    pub fn bank(&self, me: MemberIndex) -> Option<&Bank> {
+        self.nodes.get(&me).map(|n| n.replica.bank())
+    }
+    pub fn store(&self, me: MemberIndex) -> Option<&Store> {
+        self.nodes.get(&me).map(|n| n.replica.store())
+    }
 
-    /// The kinds of the records `author` wrote, in order, as member `me`'s log holds them.
-    pub fn kinds_by(&self, me: MemberIndex, author: MemberIndex) -> Vec<&'static str> {
-        let Some(node) = self.nodes.get(&me) else {
+    /// The records `author` wrote, in order, as member `me`'s log holds them.
+    pub fn records_by(&self, me: MemberIndex, author: MemberIndex) -> Vec<Record> {
+        let Some(store) = self.store(me) else {
             return Vec::new();
         };
-        let store = node.replica.store();
-        let mut kinds = Vec::new();
+        let mut out = Vec::new();
         let mut seq = 1;
         while let Ok(batch) = store.author_range(author, seq, 1_000) {
             if batch.is_empty() {
                 break;
             }
             seq += batch.len() as u64;
-            kinds.extend(
+            out.extend(
                 batch
                     .iter()
-                    .filter_map(|b| bankmesh_protocol::Record::from_trusted_bytes(b).ok())
-                    .map(|r| r.kind()),
+                    .filter_map(|b| Record::from_trusted_bytes(b).ok()),
             );
         }
-        kinds
+        out
+    }
+
+    /// The kinds of the records `author` wrote, in order, as member `me`'s log holds them.
+    pub fn kinds_by(&self, me: MemberIndex, author: MemberIndex) -> Vec<&'static str> {
+        self.records_by(me, author)
+            .iter()
+            .map(Record::kind)
+            .collect()
     }
 
     /// Records in member `me`'s log, if it is up.
     pub fn log_len(&self, me: MemberIndex) -> Option<u64> {
-        self.nodes.get(&me).map(|n| n.replica.store().len())
+        self.store(me).map(Store::len)
     }
 
     fn schedule(&mut self, to: MemberIndex, at: Time, delivery: Delivery) {
@@ -355,34 +534,152 @@ impl Sim {
         }));
     }
 
-    fn latency(&mut self) -> u64 {
-        let (lo, hi) = self.config.latency_ms;
-        lo + self.net_rng.next_u64() % (hi.saturating_sub(lo) + 1)
+    fn send(
+        &mut self,
+        from: MemberIndex,
+        to: MemberIndex,
+        traffic: Traffic,
+        extra: u64,
+        delivery: Delivery,
+    ) {
+        let delays = self.net.deliveries(self.now.0, from, to, traffic);
+        let n = delays.len();
+        let mut delivery = Some(delivery);
+        for (i, d) in delays.into_iter().enumerate() {
+            let copy = if i + 1 == n {
+                delivery.take()
+            } else {
+                delivery.as_ref().map(clone_delivery)
+            };
+            if let Some(copy) = copy {
+                let at = self.now.plus(d + extra);
+                self.schedule(to, at, copy);
+            }
+        }
     }
 
-    /// Sends what a node's step asks for over the simulated network.
+    /// Sends what a node's step asks for over the simulated network (through the adversary
+    /// when the node is the faulty member).
     fn execute(&mut self, from: MemberIndex, step: Step) {
-        let members: Vec<MemberIndex> = self.nodes.keys().copied().collect();
-        for record in step.publish {
-            for &to in members.iter().filter(|&&m| m != from) {
-                let lost = self.net_rng.next_u32() % 1000 < self.config.gossip_loss_permille;
-                if !lost {
-                    let at = self.now.plus(self.latency());
-                    self.schedule(
-                        to,
-                        at,
-                        Delivery::Gossip {
-                            from,
-                            bytes: record.bytes().to_vec(),
-                        },
-                    );
+        if self.crash_when_sealed(from, &step) {
+            return;
+        }
+        let members = self.members();
+        let peers: Vec<MemberIndex> = members.iter().copied().filter(|&m| m != from).collect();
+        for record in &step.publish {
+            let sends = match self.adversary.as_mut() {
+                Some((faulty, adv)) if *faulty == from => {
+                    let Some(node) = self.nodes.get(&from) else {
+                        continue;
+                    };
+                    let Some(d) = self.durable.get(&from) else {
+                        continue;
+                    };
+                    let Some(secrets) = MemberSecrets::from_bytes(&d.secrets) else {
+                        continue;
+                    };
+                    let mut ctx = adversary::Ctx {
+                        me: from,
+                        peers: peers.clone(),
+                        now: self.now,
+                        consortium: &self.consortium,
+                        secrets: &secrets,
+                        store: node.replica.store(),
+                        rng: &mut self.adv_rng,
+                    };
+                    adv.on_publish(&mut ctx, record)
                 }
+                _ => peers
+                    .iter()
+                    .map(|&to| adversary::Send {
+                        to,
+                        bytes: record.bytes().to_vec(),
+                        delay_ms: 0,
+                    })
+                    .collect(),
+            };
+            for s in sends {
+                self.send(
+                    from,
+                    s.to,
+                    Traffic::Gossip,
+                    s.delay_ms,
+                    Delivery::Gossip {
+                        from,
+                        bytes: s.bytes,
+                    },
+                );
             }
         }
         for (to, request) in step.requests {
-            let at = self.now.plus(self.latency());
-            self.schedule(to, at, Delivery::Request { from, request });
+            if self.trace {
+                eprintln!(
+                    "[{}] member {from}: asks {to} for {}",
+                    self.now.0,
+                    request.kind()
+                );
+            }
+            self.send(
+                from,
+                to,
+                Traffic::Direct,
+                0,
+                Delivery::Request { from, request },
+            );
         }
+        for event in step.events {
+            if self.trace {
+                eprintln!("[{}] member {from}: {event:?}", self.now.0);
+            }
+            self.noted.push(Noted {
+                at: self.now,
+                member: from,
+                event,
+            });
+        }
+        self.faults_seen += step.faults.len() as u64;
+        if self.trace {
+            for f in &step.faults {
+                eprintln!("[{}] member {from}: fault {f}", self.now.0);
+            }
+        }
+    }
+
+    /// Carries out a planned crash at the member's first seal; true if it crashed (what the
+    /// step would have sent is lost; it is durable and goes out again after the restart).
+    fn crash_when_sealed(&mut self, from: MemberIndex, step: &Step) -> bool {
+        let sealed = step
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Sealed { .. }));
+        if !sealed {
+            return false;
+        }
+        let plan = self
+            .config
+            .plan
+            .iter()
+            .position(|p| matches!(p, Plan::CrashWhenSealed { member, .. } if *member == from));
+        let Some(pos) = plan else {
+            return false;
+        };
+        let Plan::CrashWhenSealed { down_ms, .. } = self.config.plan.remove(pos) else {
+            return false;
+        };
+        for event in &step.events {
+            self.noted.push(Noted {
+                at: self.now,
+                member: from,
+                event: event.clone(),
+            });
+        }
+        self.crash(from);
+        let back = Plan::Restart {
+            member: from,
+            at_ms: 0,
+        };
+        self.schedule(from, self.now.plus(down_ms), Delivery::Plan(back));
+        true
     }
 
     /// Makes sure the node's next protocol timer is scheduled.
@@ -393,7 +690,7 @@ impl Sim {
         let Some(at) = node.replica.poll_timeout() else {
             return;
         };
-        let at = at.max(self.now.plus(1));
+        let at = self.sim_time(me, at).max(self.now.plus(1));
         if node.timer_at.is_some_and(|t| t <= at && t > self.now) {
             return;
         }
@@ -410,22 +707,54 @@ impl Sim {
         };
         self.events += 1;
         self.now = self.now.max(ev.at);
-        let seed = self.config.seed;
-        let fail = |reason: String| SimError::Failed { seed, reason };
         self.digest.update(ev.at.0.to_be_bytes());
         self.digest.update(ev.to.to_be_bytes());
-        let now = self.now;
         let to = ev.to;
-        let Some(node) = self.nodes.get_mut(&to) else {
-            // A crashed member keeps its anti-entropy turn for when it is back.
-            if matches!(ev.delivery, Delivery::Sync) {
-                self.schedule(to, now.plus(SYNC_EVERY_MS), Delivery::Sync);
+        match ev.delivery {
+            Delivery::Plan(plan) => {
+                match plan {
+                    Plan::Crash { member, .. } => self.crash(member),
+                    Plan::Restart { member, .. } | Plan::StartLate { member, .. } => {
+                        self.restart(member)?
+                    }
+                    Plan::CrashWhenSealed { .. } => {}
+                }
+                return Ok(true);
             }
+            Delivery::Scores(epoch) => {
+                self.give_scores(to, epoch)?;
+                return Ok(true);
+            }
+            Delivery::Sync => {
+                self.schedule(to, self.now.plus(SYNC_EVERY_MS), Delivery::Sync);
+                let Some(node) = self.nodes.get_mut(&to) else {
+                    return Ok(true);
+                };
+                if let Some((peer, request)) = node.replica.sync_request() {
+                    self.send(
+                        to,
+                        peer,
+                        Traffic::Direct,
+                        0,
+                        Delivery::Request { from: to, request },
+                    );
+                }
+                return Ok(true);
+            }
+            _ => {}
+        }
+        let now = self.node_time(to);
+        let seed = self.config.seed;
+        let fail = |reason: String| SimError::Failed { seed, reason };
+        if !self.nodes.contains_key(&to) {
             return Ok(true);
-        };
+        }
         let step = match ev.delivery {
             Delivery::Gossip { from, bytes } => {
                 self.digest.update(Sha256::digest(&bytes));
+                let Some(node) = self.nodes.get_mut(&to) else {
+                    return Ok(true);
+                };
                 let (_, step) = node
                     .replica
                     .ingest(now, vec![(Origin::Gossip { from }, bytes)], &mut node.rng)
@@ -433,39 +762,43 @@ impl Sim {
                 step
             }
             Delivery::Request { from, request } => {
+                let Some(node) = self.nodes.get_mut(&to) else {
+                    return Ok(true);
+                };
                 let response = node
                     .replica
                     .handle_request(now, from, request, &mut node.rng)
                     .map_err(|e| fail(e.to_string()))?;
-                let at = now.plus(self.latency());
-                self.schedule(from, at, Delivery::Response { from: to, response });
+                let response = self.adversary_response(to, from, response);
+                self.send(
+                    to,
+                    from,
+                    Traffic::Direct,
+                    0,
+                    Delivery::Response { from: to, response },
+                );
                 Step::default()
             }
-            Delivery::Response { from, response } => node
-                .replica
-                .handle_response(now, from, response, &mut node.rng)
-                .map_err(|e| fail(e.to_string()))?,
+            Delivery::Response { from, response } => {
+                let Some(node) = self.nodes.get_mut(&to) else {
+                    return Ok(true);
+                };
+                node.replica
+                    .handle_response(now, from, response, &mut node.rng)
+                    .map_err(|e| fail(e.to_string()))?
+            }
             Delivery::Timer => {
+                let Some(node) = self.nodes.get_mut(&to) else {
+                    return Ok(true);
+                };
                 node.timer_at = None;
                 node.replica
                     .handle_timeout(now, &mut node.rng)
                     .map_err(|e| fail(e.to_string()))?
             }
-            Delivery::Sync => {
-                let request = node.replica.sync_request();
-                self.schedule(to, now.plus(SYNC_EVERY_MS), Delivery::Sync);
-                let mut step = Step::default();
-                step.requests.extend(request);
-                step
-            }
+            Delivery::Sync | Delivery::Plan(_) | Delivery::Scores(_) => Step::default(),
         };
         if self.trace {
-            for e in &step.events {
-                eprintln!("[{}] member {to}: {e:?}", self.now.0);
-            }
-            for f in &step.faults {
-                eprintln!("[{}] member {to}: fault {f}", self.now.0);
-            }
             for r in &step.publish {
                 eprintln!(
                     "[{}] member {to}: publishes {} {:?}",
@@ -475,11 +808,6 @@ impl Sim {
                 );
             }
         }
-        for e in &step.events {
-            if let bankmesh_protocol::Event::Failed { phase, reason, .. } = e {
-                return Err(fail(format!("member {to} failed in {phase:?}: {reason}")));
-            }
-        }
         self.digest
             .update((step.publish.len() as u64).to_be_bytes());
         self.execute(to, step);
@@ -487,71 +815,113 @@ impl Sim {
         Ok(true)
     }
 
+    /// The faulty member's answers go through its strategy too.
+    fn adversary_response(
+        &mut self,
+        me: MemberIndex,
+        to: MemberIndex,
+        response: Response,
+    ) -> Response {
+        let Some((faulty, adv)) = self.adversary.as_mut() else {
+            return response;
+        };
+        if *faulty != me {
+            return response;
+        }
+        let (Some(node), Some(d)) = (self.nodes.get(&me), self.durable.get(&me)) else {
+            return response;
+        };
+        let Some(secrets) = MemberSecrets::from_bytes(&d.secrets) else {
+            return response;
+        };
+        let peers = self.durable.keys().copied().filter(|&m| m != me).collect();
+        let mut ctx = adversary::Ctx {
+            me,
+            peers,
+            now: self.now,
+            consortium: &self.consortium,
+            secrets: &secrets,
+            store: node.replica.store(),
+            rng: &mut self.adv_rng,
+        };
+        adv.on_response(&mut ctx, to, response)
+    }
+
+    /// Whether every honest member that is up is done with every epoch.
+    pub fn all_done(&self) -> bool {
+        let faulty = self.faulty();
+        self.durable
+            .keys()
+            .filter(|m| Some(**m) != faulty)
+            .all(|m| {
+                self.status(*m).is_some_and(|s| {
+                    (1..=self.config.epochs).all(|e| {
+                        s.epochs
+                            .iter()
+                            .any(|st| st.epoch == e && st.phase == Phase::Done)
+                    })
+                })
+            })
+    }
+
+    /// Runs until every honest member is done with every epoch, or the last epoch's decryption
+    /// window has long passed (the checks then judge what happened).
+    pub fn run(&mut self) -> Result<(), SimError> {
+        let end = self
+            .consortium
+            .decrypt_end(self.config.epochs)
+            .plus(120_000);
+        self.run_until(|s| s.all_done() || s.now >= end)
+    }
+
     /// Runs until every bank has its epoch-1 results, failing after `max_events`.
     pub fn run_epoch(&mut self) -> Result<(), SimError> {
         self.run_until(Sim::all_done)
     }
 
-    fn all_done(&self) -> bool {
-        self.nodes.len() == self.durable.len()
-            && self.nodes.values().all(|n| {
-                n.replica
-                    .bank()
-                    .status()
-                    .epochs
-                    .iter()
-                    .any(|e| e.epoch == 1 && e.phase == Phase::Done)
-            })
-    }
-
     pub fn results(&self, me: MemberIndex) -> Vec<ClientResult> {
-        self.nodes
-            .get(&me)
-            .map(|n| n.replica.bank().results(1))
-            .unwrap_or_default()
+        self.results_of(me, 1)
+    }
+    pub fn results_of(&self, me: MemberIndex, epoch: u64) -> Vec<ClientResult> {
+        self.bank(me).map(|b| b.results(epoch)).unwrap_or_default()
     }
 
-    /// Compares every bank's results with the plaintext truth; describes the first mismatch.
+    /// Compares every bank's epoch-1 results with the plaintext truth over all submissions;
+    /// describes the first mismatch. (Where submissions may be left out of the final set, use
+    /// [`check::check`], which compares with the truth over the final set.)
     pub fn check_against_truth(&self) -> Result<usize, SimError> {
+        let rows = self.scores.get(&1).cloned().unwrap_or_default();
         let mut truth: BTreeMap<&str, (u64, u32)> = BTreeMap::new();
-        for rows in &self.scores {
-            for (id, score) in rows {
+        for bank in &rows {
+            for (id, score) in bank {
                 let e = truth.entry(id.as_str()).or_default();
                 e.0 += u64::from(*score);
                 e.1 += 1;
             }
         }
         let mut checked = 0;
-        for (i, rows) in self.scores.iter().enumerate() {
+        for (i, bank) in rows.iter().enumerate() {
             let me = i as u16 + 1;
             let results = self.results(me);
-            for (id, _) in rows {
+            for (id, _) in bank {
                 let got = results
                     .iter()
                     .find(|r| &r.client_id == id)
                     .map(|r| (r.sum, r.count));
                 if got != truth.get(id.as_str()).copied() {
-                    let reason = format!(
+                    return Err(self.fail(format!(
                         "bank {me} client {id}: got {got:?}, expected {:?}",
                         truth.get(id.as_str())
-                    );
-                    return Err(SimError::Failed {
-                        seed: self.config.seed,
-                        reason,
-                    });
+                    )));
                 }
                 checked += 1;
             }
-            if results.len() != rows.len() {
-                let reason = format!(
+            if results.len() != bank.len() {
+                return Err(self.fail(format!(
                     "bank {me} has {} results for {} clients",
                     results.len(),
-                    rows.len()
-                );
-                return Err(SimError::Failed {
-                    seed: self.config.seed,
-                    reason,
-                });
+                    bank.len()
+                )));
             }
         }
         Ok(checked)
@@ -566,6 +936,27 @@ impl Sim {
     }
     pub fn now(&self) -> Time {
         self.now
+    }
+}
+
+fn clone_delivery(d: &Delivery) -> Delivery {
+    match d {
+        Delivery::Gossip { from, bytes } => Delivery::Gossip {
+            from: *from,
+            bytes: bytes.clone(),
+        },
+        Delivery::Request { from, request } => Delivery::Request {
+            from: *from,
+            request: request.clone(),
+        },
+        Delivery::Response { from, response } => Delivery::Response {
+            from: *from,
+            response: response.clone(),
+        },
+        Delivery::Timer => Delivery::Timer,
+        Delivery::Sync => Delivery::Sync,
+        Delivery::Plan(p) => Delivery::Plan(*p),
+        Delivery::Scores(e) => Delivery::Scores(*e),
     }
 }
 

@@ -20,7 +20,7 @@ fn five_banks_several_seeds_match_plaintext() {
 #[test]
 fn lossy_gossip_is_repaired_by_sync() {
     let mut config = SimConfig::new(11);
-    config.gossip_loss_permille = 100;
+    config.net.gossip_loss_permille = 100;
     let (checked, _) = run(config);
     assert!(checked > 0);
 }
@@ -65,10 +65,11 @@ fn member_crashing_mid_dkg_resumes_from_its_log() {
 }
 
 /// Crashes member 2 when `at` holds, restarts it after `down_ms`, and checks the epoch still
-/// ends with every bank's exact results and no record posted twice.
+/// ends with every bank's exact results, the same final set at every member, and nothing
+/// signed twice (no equivocation evidence against member 2 anywhere).
 fn crash_and_resume(seed: u64, down_ms: u64, at: impl Fn(&Sim) -> bool) {
     let mut config = SimConfig::new(seed);
-    // Enough clients that member 2 posts its submissions over several slices.
+    // Enough clients that member 2 posts its submissions and shares over several slices.
     config.clients_per_bank = 40;
     config.max_events = 300_000;
     let mut sim = Sim::new(config).unwrap_or_else(|e| panic!("{e}"));
@@ -82,6 +83,17 @@ fn crash_and_resume(seed: u64, down_ms: u64, at: impl Fn(&Sim) -> bool) {
     sim.run_epoch()
         .unwrap_or_else(|e| panic!("seed {seed} after a crash with log {before:?}: {e}"));
     sim.check_against_truth().unwrap_or_else(|e| panic!("{e}"));
+    let roots: std::collections::BTreeSet<_> = (1..=5)
+        .map(|m| sim.bank(m).and_then(|b| b.final_set(1)))
+        .collect();
+    assert_eq!(roots.len(), 1, "final sets differ: {roots:?}");
+    for m in 1..=5 {
+        let evidence = sim.store(m).unwrap().evidence().unwrap();
+        assert!(
+            evidence.is_empty(),
+            "member {m} holds equivocation evidence after member 2's restart (log before: {before:?})"
+        );
+    }
     let kinds = sim.kinds_by(1, 2);
     for kind in ["dkg-round1", "dkg-round2"] {
         assert_eq!(
@@ -90,7 +102,7 @@ fn crash_and_resume(seed: u64, down_ms: u64, at: impl Fn(&Sim) -> bool) {
             "{kind} twice in {kinds:?}"
         );
     }
-    for kind in ["ready", "oprf-usage"] {
+    for kind in ["ready", "oprf-usage", "report"] {
         assert!(
             kinds.iter().filter(|k| **k == kind).count() <= 1,
             "{kind} repeated in {kinds:?}"
@@ -109,7 +121,7 @@ fn epoch1(s: &Sim) -> Option<bankmesh_protocol::step::EpochStatus> {
 #[test]
 fn crash_mid_submission_resumes_without_double_posting() {
     crash_and_resume(31, 1_000, |s| {
-        epoch1(s).is_some_and(|e| e.mine >= 1 && e.mine < s.scores[1].len())
+        epoch1(s).is_some_and(|e| e.mine >= 1 && e.mine < s.scores[&1][1].len())
     });
 }
 
@@ -118,10 +130,36 @@ fn crash_after_ready_resumes() {
     crash_and_resume(32, 1_000, |s| own_kinds(s).contains(&"ready"));
 }
 
+// A crash at every step of the seal: after the report, after the first prevote, after the first
+// precommit, and once the decision is taken (stored, acted on or not).
+
 #[test]
-fn crash_after_cosigning_resumes() {
+fn crash_after_reporting_resumes() {
     crash_and_resume(33, 500, |s| own_kinds(s).contains(&"report"));
 }
+
+#[test]
+fn crash_after_prevoting_resumes() {
+    crash_and_resume(36, 700, |s| {
+        own_kinds(s).iter().filter(|k| **k == "prevote").count() >= 2
+    });
+}
+
+#[test]
+fn crash_after_precommitting_resumes() {
+    crash_and_resume(37, 300, |s| {
+        own_kinds(s).iter().filter(|k| **k == "precommit").count() >= 2
+    });
+}
+
+#[test]
+fn crash_once_sealed_resumes() {
+    crash_and_resume(38, 300, |s| {
+        s.bank(2).is_some_and(|b| b.final_set(1).is_some())
+    });
+}
+
+// And of decryption: after the first share record, and with some results opened.
 
 #[test]
 fn crash_after_posting_shares_resumes() {
@@ -129,8 +167,16 @@ fn crash_after_posting_shares_resumes() {
 }
 
 #[test]
+fn crash_with_results_half_open_resumes() {
+    crash_and_resume(39, 300, |s| {
+        epoch1(s).is_some_and(|e| e.results >= 1 && e.results < e.mine)
+    });
+}
+
+#[test]
 fn member_away_past_the_seal_deadline_catches_up() {
     // Member 2 is down from just after its Ready until after the seal window: the others seal
-    // without it (q of n), and when it is back it syncs, seals the same set and gets its results.
+    // without it (q of n), and when it is back it syncs, adopts the decision it finds on the
+    // log and gets its results.
     crash_and_resume(35, 480_000, |s| own_kinds(s).contains(&"ready"));
 }

@@ -815,6 +815,21 @@ impl Bank {
     pub fn final_set(&self, epoch: u64) -> Option<(Hash, usize)> {
         self.epochs.get(&epoch)?.final_set()
     }
+    /// The final set's hashes of `epoch`, ascending, once decided and built here.
+    pub fn final_hashes(&self, epoch: u64) -> Option<Vec<Hash>> {
+        self.epochs.get(&epoch)?.final_hashes()
+    }
+    /// Whether the operator's scores for `epoch` were given (and are stored).
+    pub fn has_scores(&self, epoch: u64) -> bool {
+        self.epochs.get(&epoch).is_some_and(Epoch::has_scores)
+    }
+    /// Our submissions of `epoch` (client id, record hash), for our own bookkeeping.
+    pub fn own_submissions(&self, epoch: u64) -> Vec<(String, Hash)> {
+        self.epochs
+            .get(&epoch)
+            .map(Epoch::own_submissions)
+            .unwrap_or_default()
+    }
 }
 
 /// The verdict of a body's check, before it is tied to the record.

@@ -337,14 +337,18 @@ impl Replica {
                 Err(Refused::Gap {
                     author, head_seq, ..
                 }) => {
-                    // Fetch what we miss from the peer that has it, then try again.
-                    step.requests.push((
-                        origin.peer(),
-                        Request::AuthorRange {
-                            author,
-                            from_seq: head_seq + 1,
-                        },
-                    ));
+                    // Fetch what we miss from the peer that has it (once per head), then try
+                    // again.
+                    if self.gap_requested.get(&author) != Some(&head_seq) {
+                        self.gap_requested.insert(author, head_seq);
+                        step.requests.push((
+                            origin.peer(),
+                            Request::AuthorRange {
+                                author,
+                                from_seq: head_seq + 1,
+                            },
+                        ));
+                    }
                     if let Ok(u) = UncheckedRecord::decode(checked.record().bytes()) {
                         self.defer(origin, u, None);
                     }

@@ -97,7 +97,9 @@ enum Stage {
     /// The sync round before the report: every peer's list, and what we lack of it.
     Syncing {
         peers: BTreeMap<MemberIndex, PeerSync>,
-        awaiting: BTreeSet<Hash>,
+        /// Submissions a peer listed that we asked it for, by the peer.
+        awaiting: BTreeMap<Hash, MemberIndex>,
+        asked_at: Option<Time>,
     },
     /// Our report is out; the agreement runs.
     Sealing,
@@ -114,8 +116,8 @@ enum Stage {
         set: Box<FinalSet>,
         producer: Option<Producer>,
     },
-    /// Our part is done; the working state is released.
-    Done { root: Hash, submissions: usize },
+    /// Our part is done; the working state is released but for the final set's hashes.
+    Done { root: Hash, hashes: Vec<Hash> },
 }
 
 /// Our own clients' part of the epoch.
@@ -514,7 +516,10 @@ impl Epoch {
         out: &mut Out,
     ) {
         let number = self.number;
-        let Stage::Syncing { peers, awaiting } = &mut self.stage else {
+        let Stage::Syncing {
+            peers, awaiting, ..
+        } = &mut self.stage
+        else {
             return;
         };
         let Some(peer) = peers.get_mut(&from) else {
@@ -532,7 +537,7 @@ impl Epoch {
         }
         let missing: Vec<Hash> = hashes
             .iter()
-            .filter(|h| !self.pool.contains(h) && !awaiting.contains(*h))
+            .filter(|h| !self.pool.contains(h) && !awaiting.contains_key(*h))
             .copied()
             .collect();
         for chunk in missing.chunks(SYNC_BATCH_MAX) {
@@ -543,7 +548,7 @@ impl Epoch {
                 },
             ));
         }
-        awaiting.extend(missing);
+        awaiting.extend(missing.into_iter().map(|h| (h, from)));
         peer.after = hashes.last().copied().or(peer.after);
         if more && !hashes.is_empty() {
             out.requests.push((
@@ -607,7 +612,8 @@ impl Epoch {
                         .collect();
                     self.stage = Stage::Syncing {
                         peers,
-                        awaiting: BTreeSet::new(),
+                        awaiting: BTreeMap::new(),
+                        asked_at: None,
                     };
                     self.advance_sync(ctx, out);
                 }
@@ -734,9 +740,34 @@ impl Epoch {
         let now = ctx.now;
         let number = self.number;
         let all_ready = self.ready.len() == c.n();
-        let Stage::Syncing { peers, awaiting } = &mut self.stage else {
+        let Stage::Syncing {
+            peers,
+            awaiting,
+            asked_at,
+        } = &mut self.stage
+        else {
             return;
         };
+        // Records asked for but not here after a while: ask again (a request may be lost).
+        if asked_at.is_none_or(|t| now.0 >= t.0 + RETRY_MS) {
+            if asked_at.is_some() {
+                let mut by_peer: BTreeMap<MemberIndex, Vec<Hash>> = BTreeMap::new();
+                for (h, m) in awaiting.iter() {
+                    by_peer.entry(*m).or_default().push(*h);
+                }
+                for (m, list) in by_peer {
+                    for chunk in list.chunks(SYNC_BATCH_MAX) {
+                        out.requests.push((
+                            m,
+                            Request::Records {
+                                hashes: chunk.to_vec(),
+                            },
+                        ));
+                    }
+                }
+            }
+            *asked_at = Some(now);
+        }
         for (&m, p) in peers.iter_mut().filter(|(_, p)| !p.listed) {
             if p.asked_at.is_none_or(|t| now.0 >= t.0 + RETRY_MS) {
                 p.asked_at = Some(now);
@@ -945,7 +976,7 @@ impl Epoch {
             }
             self.stage = Stage::Done {
                 root: set.root,
-                submissions: set.entries.len(),
+                hashes: set.entries.keys().copied().collect(),
             };
             self.posted_shares.clear();
         }
@@ -1022,9 +1053,30 @@ impl Epoch {
     pub fn final_set(&self) -> Option<(Hash, usize)> {
         match &self.stage {
             Stage::Decrypting { set, .. } => Some((set.root, set.entries.len())),
-            Stage::Done { root, submissions } => Some((*root, *submissions)),
+            Stage::Done { root, hashes } => Some((*root, hashes.len())),
             _ => None,
         }
+    }
+
+    /// The final set's hashes, ascending, once decided and built.
+    pub fn final_hashes(&self) -> Option<Vec<Hash>> {
+        match &self.stage {
+            Stage::Decrypting { set, .. } => Some(set.entries.keys().copied().collect()),
+            Stage::Done { hashes, .. } => Some(hashes.clone()),
+            _ => None,
+        }
+    }
+
+    /// Our submissions: client id and record hash.
+    pub fn own_submissions(&self) -> Vec<(String, Hash)> {
+        let Some(own) = &self.own else {
+            return Vec::new();
+        };
+        own.submitter
+            .mine()
+            .iter()
+            .filter_map(|(h, m)| Some((own.clients.get(m.client)?.id.clone(), *h)))
+            .collect()
     }
 
     pub fn status(&self) -> EpochStatus {

@@ -1,0 +1,336 @@
+//! The adversary hook (STYLE 7): a strategy controls everything one faulty member sends. The
+//! member runs the real state machine; the strategy sees each record it publishes and each
+//! answer it gives, and decides what each peer gets and when: withheld, delayed, replaced by a
+//! record it signs itself with the member's key (equivocation), different things to different
+//! peers.
+
+use std::collections::BTreeMap;
+
+use bankmesh_protocol::consensus::VoteKind;
+use bankmesh_protocol::genesis::Consortium;
+use bankmesh_protocol::messages::Response;
+use bankmesh_protocol::record::{Body, Instance, Payload, Record, Value};
+use bankmesh_protocol::{Hash, MemberIndex, MemberSecrets, Time};
+use bankmesh_store::Store;
+use rand_chacha::ChaCha20Rng;
+use rand_core::RngCore;
+
+/// One copy of a record for one peer.
+pub struct Send {
+    pub to: MemberIndex,
+    pub bytes: Vec<u8>,
+    pub delay_ms: u64,
+}
+
+/// What a strategy may use: the member's keys and log, the other members, time, randomness.
+pub struct Ctx<'a> {
+    pub me: MemberIndex,
+    pub peers: Vec<MemberIndex>,
+    pub now: Time,
+    pub consortium: &'a Consortium,
+    pub secrets: &'a MemberSecrets,
+    pub store: &'a Store,
+    pub rng: &'a mut ChaCha20Rng,
+}
+
+impl Ctx<'_> {
+    /// Signs `body` as the member at `seq` after `prev`.
+    pub fn sign(&self, seq: u64, prev: Hash, body: Body) -> Record {
+        Record::identified(
+            &self.consortium.id,
+            self.secrets.identity(),
+            self.me,
+            seq,
+            prev,
+            body,
+        )
+    }
+
+    fn to_all(&self, record: &Record, delay_ms: u64) -> Vec<Send> {
+        self.peers
+            .iter()
+            .map(|&to| Send {
+                to,
+                bytes: record.bytes().to_vec(),
+                delay_ms,
+            })
+            .collect()
+    }
+
+    /// The complete reports of other members in the member's log, by member.
+    fn reports(&self, epoch: u64) -> BTreeMap<MemberIndex, (Hash, usize)> {
+        let mut out = BTreeMap::new();
+        let Ok(hashes) = self.store.epoch_hashes(epoch) else {
+            return out;
+        };
+        let mut sizes: BTreeMap<MemberIndex, usize> = BTreeMap::new();
+        for h in hashes {
+            let Ok(Some(bytes)) = self.store.get(&h) else {
+                continue;
+            };
+            let Ok(r) = Record::from_trusted_bytes(&bytes) else {
+                continue;
+            };
+            if let Payload::Identified(i) = r.payload() {
+                if let Body::Report { last, hashes, .. } = &i.body {
+                    *sizes.entry(i.author).or_default() += hashes.len();
+                    if *last {
+                        out.insert(i.author, (r.hash(), 0));
+                    }
+                }
+            }
+        }
+        for (m, (_, n)) in out.iter_mut() {
+            *n = sizes.get(m).copied().unwrap_or(0);
+        }
+        out
+    }
+}
+
+pub trait Adversary {
+    /// What becomes of a record the member publishes.
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send>;
+    /// What becomes of an answer the member gives to `to` (sync serves its records too).
+    fn on_response(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _to: MemberIndex,
+        response: Response,
+    ) -> Response {
+        response
+    }
+}
+
+fn vote_of(record: &Record) -> Option<(Instance, VoteKind, u32, Option<Value>)> {
+    match record.payload() {
+        Payload::Identified(i) => match &i.body {
+            Body::Vote {
+                instance,
+                kind,
+                round,
+                value,
+            } => Some((*instance, *kind, *round, value.clone())),
+            _ => None,
+        },
+        Payload::Submission(_) => None,
+    }
+}
+
+/// Times its votes to split the honest members: each vote goes at once to the lower half of
+/// the peers and, to the upper half, only about when their round's timeouts fire.
+pub struct LateCosigner {
+    pub round_ms: u64,
+}
+
+impl Adversary for LateCosigner {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        let Some((_, kind, round, _)) = vote_of(record) else {
+            return ctx.to_all(record, 0);
+        };
+        let timeout = self.round_ms + self.round_ms * u64::from(round) / 2;
+        let half = ctx.peers.len() / 2;
+        let late = match kind {
+            VoteKind::Prevote => timeout.saturating_sub(ctx.rng.next_u64() % 200),
+            VoteKind::Precommit => timeout + ctx.rng.next_u64() % 200,
+        };
+        ctx.peers
+            .iter()
+            .enumerate()
+            .map(|(i, &to)| Send {
+                to,
+                bytes: record.bytes().to_vec(),
+                delay_ms: if i < half { 0 } else { late },
+            })
+            .collect()
+    }
+}
+
+/// Signs two different votes (and proposals) for every round and step: the real one to one
+/// half of the peers, another to the other half (nil for a value, its last value for nil).
+#[derive(Default)]
+pub struct EquivocatingVoter {
+    last_value: BTreeMap<Instance, Value>,
+}
+
+impl Adversary for EquivocatingVoter {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        let Some((seq, prev)) = record.chain_position().map(|(_, s, p)| (s, p)) else {
+            return ctx.to_all(record, 0);
+        };
+        let Payload::Identified(i) = record.payload() else {
+            return ctx.to_all(record, 0);
+        };
+        let other = match &i.body {
+            Body::Vote {
+                instance,
+                kind,
+                round,
+                value,
+            } => {
+                let flipped = match value {
+                    Some(v) => {
+                        self.last_value.insert(*instance, v.clone());
+                        None
+                    }
+                    None => self.last_value.get(instance).cloned(),
+                };
+                Body::Vote {
+                    instance: *instance,
+                    kind: *kind,
+                    round: *round,
+                    value: flipped,
+                }
+            }
+            Body::Proposal {
+                instance,
+                round,
+                valid_round,
+                value: Value::Seal { reports },
+            } => {
+                // Another value of the right shape: swap one pinned report for one left out.
+                let all = ctx.reports(match instance {
+                    Instance::Seal { epoch } => *epoch,
+                    Instance::Setup { .. } => 0,
+                });
+                let mut pins = reports.clone();
+                if let Some((m, (h, _))) =
+                    all.iter().find(|(m, _)| !pins.iter().any(|p| p.0 == **m))
+                {
+                    if let Some(last) = pins.last_mut() {
+                        *last = (*m, *h);
+                    }
+                    pins.sort_unstable();
+                }
+                Body::Proposal {
+                    instance: *instance,
+                    round: *round,
+                    valid_round: *valid_round,
+                    value: Value::Seal { reports: pins },
+                }
+            }
+            _ => return ctx.to_all(record, 0),
+        };
+        let alt = ctx.sign(seq, prev, other);
+        let half = ctx.peers.len() / 2;
+        ctx.peers
+            .iter()
+            .enumerate()
+            .map(|(i, &to)| Send {
+                to,
+                bytes: if i < half {
+                    record.bytes().to_vec()
+                } else {
+                    alt.bytes().to_vec()
+                },
+                delay_ms: 0,
+            })
+            .collect()
+    }
+}
+
+/// A proposer that tries to censor: it reports nothing, and each time it proposes it pins its
+/// own empty report with the honest reports that hold the fewest submissions. It lies
+/// consistently: every record after the first rewrite is signed again on its forged chain, and
+/// what it serves by sync is the forged chain too.
+#[derive(Default)]
+pub struct CensoringProposer {
+    /// Real record hash -> the forged record peers get instead.
+    forged: BTreeMap<Hash, Record>,
+    /// The forged chain's head hash, once it diverged.
+    head: Option<Hash>,
+    my_report: BTreeMap<u64, Hash>,
+}
+
+impl CensoringProposer {
+    fn rewrite(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Record {
+        let (Some((_, seq, prev)), Payload::Identified(i)) =
+            (record.chain_position(), record.payload())
+        else {
+            return record.clone();
+        };
+        let mut body = i.body.clone();
+        let mut changed = false;
+        match &mut body {
+            Body::Report { hashes, .. } => {
+                // Its report lists nothing (simulated epochs fit in one part).
+                hashes.clear();
+                changed = true;
+            }
+            Body::Proposal {
+                instance: Instance::Seal { epoch },
+                value: Value::Seal { reports },
+                valid_round,
+                ..
+            } => {
+                let mut others: Vec<(MemberIndex, Hash, usize)> = ctx
+                    .reports(*epoch)
+                    .into_iter()
+                    .filter(|(m, _)| *m != ctx.me)
+                    .map(|(m, (h, n))| (m, h, n))
+                    .collect();
+                others.sort_by_key(|(_, _, n)| *n);
+                let need = reports.len();
+                let mut pins: Vec<(MemberIndex, Hash)> = Vec::new();
+                if let Some(mine) = self.my_report.get(epoch) {
+                    pins.push((ctx.me, *mine));
+                }
+                pins.extend(
+                    others
+                        .iter()
+                        .map(|(m, h, _)| (*m, *h))
+                        .take(need - pins.len().min(need)),
+                );
+                pins.sort_unstable();
+                pins.truncate(need);
+                *reports = pins;
+                *valid_round = None;
+                changed = true;
+            }
+            _ => {}
+        }
+        if !changed && self.head.is_none() {
+            return record.clone();
+        }
+        let forged_prev = self.forged.get(&prev).map(Record::hash).unwrap_or(prev);
+        let forged = ctx.sign(seq, forged_prev, body);
+        if let Body::Report { epoch, .. } = &i.body {
+            self.my_report.insert(*epoch, forged.hash());
+        }
+        self.forged.insert(record.hash(), forged.clone());
+        self.head = Some(forged.hash());
+        forged
+    }
+}
+
+impl Adversary for CensoringProposer {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        let out = self.rewrite(ctx, record);
+        ctx.to_all(&out, 0)
+    }
+
+    fn on_response(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _to: MemberIndex,
+        response: Response,
+    ) -> Response {
+        match response {
+            Response::Records { records } => Response::Records {
+                records: records
+                    .into_iter()
+                    .map(|bytes| {
+                        let h = bankmesh_store::record_hash(&bytes);
+                        self.forged.get(&h).map_or(bytes, |r| r.bytes().to_vec())
+                    })
+                    .collect(),
+            },
+            Response::Heads { heads } => Response::Heads {
+                heads: heads
+                    .into_iter()
+                    .map(|(a, s, h)| (a, s, self.forged.get(&h).map_or(h, Record::hash)))
+                    .collect(),
+            },
+            other => other,
+        }
+    }
+}

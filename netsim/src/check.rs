@@ -1,0 +1,218 @@
+//! The properties checked after every run (DESIGN 4.4; `docs/seal.md`):
+//!
+//! - agreement: all honest members that finalized an epoch hold the same final set;
+//! - validity: every submission in the report of every honest member that reported is in the
+//!   final set, and every submission in the final set is in some honest member's report;
+//! - exact results: every honest submitter's result equals the plaintext sum and count over
+//!   the final set (a combined share that was not verified would shift it);
+//! - termination, where the scenario's network was timely: every honest member finalized
+//!   every epoch and has a result for each of its submissions in the final set.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bankmesh_protocol::record::{Body, Payload};
+use bankmesh_protocol::{Event, Hash, MemberIndex, Phase};
+
+use crate::Sim;
+
+/// What a scenario expects beyond safety.
+#[derive(Clone, Copy, Debug)]
+pub struct Expect {
+    /// Every honest member finalizes every epoch and gets all its results.
+    pub termination: bool,
+}
+
+/// What a run showed.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub violations: Vec<String>,
+    /// Results compared with the plaintext truth.
+    pub results_checked: usize,
+    /// Honest submissions left out of a final set (allowed: they were not held by all).
+    pub dropped: usize,
+    /// Decisions taken in a round after 0 (the adversary or the network delayed them).
+    pub late_rounds: usize,
+    /// Local failures that a later certified decision superseded, or that were allowed.
+    pub failures: usize,
+}
+
+/// The hashes in `member`'s own report for `epoch`, as its own log holds them.
+fn own_report(sim: &Sim, member: MemberIndex, epoch: u64) -> Option<BTreeSet<Hash>> {
+    let mut hashes = BTreeSet::new();
+    let mut complete = false;
+    for r in sim.records_by(member, member) {
+        if let Payload::Identified(i) = r.payload() {
+            if let Body::Report {
+                epoch: e,
+                last,
+                hashes: h,
+                ..
+            } = &i.body
+            {
+                if *e == epoch {
+                    hashes.extend(h.iter().copied());
+                    complete |= *last;
+                }
+            }
+        }
+    }
+    complete.then_some(hashes)
+}
+
+pub fn check(sim: &Sim, expect: Expect) -> Outcome {
+    let mut out = Outcome::default();
+    let faulty = sim.faulty();
+    let honest: Vec<MemberIndex> = sim
+        .members()
+        .into_iter()
+        .filter(|m| Some(*m) != faulty)
+        .collect();
+    for m in &honest {
+        if !sim.is_up(*m) {
+            out.violations
+                .push(format!("member {m} is down at the end of the run"));
+        }
+    }
+    for epoch in 1..=sim.config().epochs {
+        // Agreement.
+        let mut sets: BTreeMap<Vec<Hash>, Vec<MemberIndex>> = BTreeMap::new();
+        for &m in &honest {
+            if let Some(h) = sim.bank(m).and_then(|b| b.final_hashes(epoch)) {
+                sets.entry(h).or_default().push(m);
+            }
+        }
+        if sets.len() > 1 {
+            let summary: Vec<String> = sets
+                .iter()
+                .map(|(h, who)| format!("{} submissions at members {who:?}", h.len()))
+                .collect();
+            out.violations.push(format!(
+                "epoch {epoch}: honest members finalized different sets: {}",
+                summary.join("; ")
+            ));
+            continue;
+        }
+        let Some((final_set, finalized)) = sets.into_iter().next() else {
+            if expect.termination {
+                out.violations
+                    .push(format!("epoch {epoch}: no honest member finalized"));
+            }
+            continue;
+        };
+        let f: BTreeSet<Hash> = final_set.iter().copied().collect();
+        if expect.termination && finalized.len() < honest.len() {
+            out.violations.push(format!(
+                "epoch {epoch}: only members {finalized:?} of the honest {honest:?} finalized"
+            ));
+        }
+        // Validity.
+        let reports: Vec<BTreeSet<Hash>> = honest
+            .iter()
+            .filter_map(|&m| own_report(sim, m, epoch))
+            .collect();
+        if let Some(first) = reports.first() {
+            let common: Vec<&Hash> = first
+                .iter()
+                .filter(|h| reports.iter().all(|r| r.contains(*h)))
+                .collect();
+            let left_out = common.iter().filter(|h| !f.contains(**h)).count();
+            if left_out > 0 {
+                out.violations.push(format!(
+                    "epoch {epoch}: {left_out} submissions held by every honest member that reported are not in the final set"
+                ));
+            }
+        }
+        let anywhere: BTreeSet<&Hash> = reports.iter().flatten().collect();
+        let unheld = f.iter().filter(|h| !anywhere.contains(h)).count();
+        if unheld > 0 && reports.len() == honest.len() {
+            out.violations.push(format!(
+                "epoch {epoch}: {unheld} submissions of the final set are in no honest member's report"
+            ));
+        }
+        // Exact results over the final set.
+        let scores = sim.scores.get(&epoch).cloned().unwrap_or_default();
+        let mut truth: BTreeMap<String, (u64, u32)> = BTreeMap::new();
+        for m in sim.members() {
+            let Some(bank) = sim.bank(m) else { continue };
+            let rows = scores.get(usize::from(m) - 1).cloned().unwrap_or_default();
+            for (client, hash) in bank.own_submissions(epoch) {
+                if !f.contains(&hash) {
+                    continue;
+                }
+                let score = rows
+                    .iter()
+                    .find(|(id, _)| *id == client)
+                    .map_or(0, |(_, s)| u64::from(*s));
+                let t = truth.entry(client).or_default();
+                t.0 += score;
+                t.1 += 1;
+            }
+        }
+        for &m in &honest {
+            let Some(bank) = sim.bank(m) else { continue };
+            let results: BTreeMap<String, (u64, u32)> = bank
+                .results(epoch)
+                .into_iter()
+                .map(|r| (r.client_id, (r.sum, r.count)))
+                .collect();
+            let own = bank.own_submissions(epoch);
+            let rows = scores.get(usize::from(m) - 1).map_or(0, Vec::len);
+            if expect.termination && own.len() != rows {
+                out.violations.push(format!(
+                    "epoch {epoch}: member {m} submitted {} of its {rows} clients",
+                    own.len()
+                ));
+            }
+            for (client, hash) in own {
+                if !f.contains(&hash) {
+                    out.dropped += 1;
+                    continue;
+                }
+                match results.get(&client) {
+                    Some(got) => {
+                        let want = truth.get(&client).copied().unwrap_or_default();
+                        if *got != want {
+                            out.violations.push(format!(
+                                "epoch {epoch}: member {m} client {client}: result {got:?}, plaintext over the final set {want:?}"
+                            ));
+                        }
+                        out.results_checked += 1;
+                    }
+                    None if expect.termination => out.violations.push(format!(
+                        "epoch {epoch}: member {m} has no result for client {client}"
+                    )),
+                    None => {}
+                }
+            }
+            if expect.termination {
+                let done = sim.status(m).is_some_and(|s| {
+                    s.epochs
+                        .iter()
+                        .any(|e| e.epoch == epoch && e.phase == Phase::Done)
+                });
+                if !done {
+                    out.violations
+                        .push(format!("epoch {epoch}: member {m} is not done"));
+                }
+            }
+        }
+    }
+    for n in &sim.noted {
+        match &n.event {
+            Event::Sealed { round, .. } if *round > 0 && Some(n.member) != faulty => {
+                out.late_rounds += 1
+            }
+            Event::Failed { phase, reason, .. } if Some(n.member) != faulty => {
+                out.failures += 1;
+                // A setup or own-client failure in a run that should terminate is a violation;
+                // a seal failure is allowed only if a decision superseded it (checked above).
+                if expect.termination && *phase == Phase::Setup {
+                    out.violations
+                        .push(format!("member {} failed in setup: {reason}", n.member));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}

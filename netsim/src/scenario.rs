@@ -1,0 +1,229 @@
+//! Named scenarios: a network, clocks, a plan of crashes and late starts, maybe an adversary,
+//! and what is expected beyond safety. `netsim run --scenario NAME` runs one; `netsim sweep`
+//! runs them all over many seeds.
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use bankmesh_protocol::Event;
+
+use crate::adversary::{CensoringProposer, EquivocatingVoter, LateCosigner};
+use crate::check::{self, Expect, Outcome};
+use crate::network::Partition;
+use crate::{Plan, Sim, SimConfig, START};
+
+/// Every scenario, in sweep order.
+pub const ALL: &[&str] = &[
+    "happy",
+    "lossy",
+    "partition-heal",
+    "minority-partition",
+    "skew",
+    "skew-beyond",
+    "crash-restart",
+    "offline-minority",
+    "late-start",
+    "late-cosigner",
+    "equivocating-voter",
+    "censoring-proposer",
+    "multi-epoch",
+];
+
+/// The scenarios whose point is a faulty member or a broken network (the long sweeps).
+pub const ADVERSARIAL: &[&str] = &[
+    "late-cosigner",
+    "equivocating-voter",
+    "censoring-proposer",
+    "partition-heal",
+    "crash-restart",
+];
+
+/// Size parameters a command line may change.
+#[derive(Clone, Copy, Debug)]
+pub struct Size {
+    pub banks: usize,
+    pub clients: usize,
+    /// `None`: the scenario's own number of epochs.
+    pub epochs: Option<u64>,
+}
+
+impl Default for Size {
+    fn default() -> Self {
+        Size {
+            banks: 5,
+            clients: 12,
+            epochs: None,
+        }
+    }
+}
+
+/// Builds scenario `name` for `seed`.
+pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
+    let mut c = SimConfig::new(seed);
+    c.banks = size.banks;
+    c.threshold = size.banks / 2 + 1;
+    c.clients_per_bank = size.clients;
+    let n = size.banks as u16;
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x7363_656e);
+    let submit_end = 60_000 + c.timing.submit_ms;
+    let seal_end = submit_end + c.timing.seal_ms;
+    let mut expect = Expect { termination: true };
+    match name {
+        "happy" => {}
+        "lossy" => {
+            c.net.gossip_loss_permille = 200;
+            c.net.direct_loss_permille = 200;
+        }
+        "partition-heal" => {
+            // The last member gives no scores, so the window runs to its deadline; two
+            // members are cut off across it, and the cut heals within the seal window.
+            c.silent.insert(n);
+            let from = submit_end - 10_000 - rng.next_u64() % 20_000;
+            let until = submit_end + 5_000 + rng.next_u64() % 25_000;
+            c.net.partitions.push(Partition {
+                from_ms: from + crate::START,
+                until_ms: Some(until + crate::START),
+                side_a: vec![1, 2],
+                one_way: rng.next_u32() % 3 == 0,
+            });
+        }
+        "minority-partition" => {
+            c.silent.insert(n);
+            let cut = 1 + (rng.next_u64() % u64::from(n - 1)) as u16;
+            c.net.partitions.push(Partition {
+                from_ms: crate::START + submit_end - 30_000,
+                until_ms: Some(crate::START + seal_end + 20_000),
+                side_a: vec![cut],
+                one_way: false,
+            });
+        }
+        "skew" | "skew-beyond" => {
+            c.silent.insert(n);
+            let bound = c.timing.clock_skew_ms as i64;
+            let spread = if name == "skew" {
+                bound / 2 - 1
+            } else {
+                3 * bound
+            };
+            for m in 1..=n {
+                let s = (rng.next_u64() % (2 * spread as u64 + 1)) as i64 - spread;
+                c.skew_ms.insert(m, s);
+            }
+            // Beyond the bound, a submission may miss a report; agreement must still hold.
+            expect.termination = name == "skew";
+        }
+        "crash-restart" => {
+            for _ in 0..3 {
+                let member = 1 + (rng.next_u64() % u64::from(n)) as u16;
+                let at = 200 + rng.next_u64() % 4_000;
+                let down = 300 + rng.next_u64() % 5_000;
+                c.plan.push(Plan::Crash { member, at_ms: at });
+                c.plan.push(Plan::Restart {
+                    member,
+                    at_ms: at + down,
+                });
+            }
+        }
+        "offline-minority" => {
+            // n - t members go down when they seal, before their shares leave, and come back
+            // well after: the others decrypt with the t left.
+            for member in (c.threshold as u16 + 1)..=n {
+                c.plan.push(Plan::CrashWhenSealed {
+                    member,
+                    down_ms: 60_000,
+                });
+            }
+        }
+        "late-start" => {
+            c.plan.push(Plan::StartLate {
+                member: n,
+                at_ms: c.timing.dkg_ms + 5_000,
+            });
+        }
+        "late-cosigner" => {
+            // One honest member is slow, so quorums need the faulty member's votes, which it
+            // times to reach half the members early and the rest around their timeouts.
+            let round = c.timing.round_ms;
+            c.net.slow.insert(n, (round / 2, 3 * round / 2));
+            c.adversary = Some((3, Box::new(LateCosigner { round_ms: round })));
+        }
+        "equivocating-voter" => {
+            c.adversary = Some((2, Box::new(EquivocatingVoter::default())));
+        }
+        "censoring-proposer" => {
+            // Member 2 proposes round 0 of epoch 1.
+            c.adversary = Some((2, Box::new(CensoringProposer::default())));
+        }
+        "multi-epoch" => c.epochs = 3,
+        _ => return None,
+    }
+    if let Some(e) = size.epochs {
+        c.epochs = e;
+    }
+    Some((c, expect))
+}
+
+/// One finished run of a scenario.
+pub struct Run {
+    pub outcome: Outcome,
+    pub digest: [u8; 32],
+    pub events: u64,
+    pub virtual_ms: u64,
+    /// A few lines on what happened, for `netsim run`.
+    pub summary: Vec<String>,
+}
+
+/// Runs scenario `name` for `seed` and checks it. `Err` if the run could not go on at all
+/// (an unknown scenario, a store error, a stuck run).
+pub fn run(name: &str, seed: u64, size: Size) -> Result<Run, String> {
+    let (config, expect) =
+        build(name, seed, size).ok_or_else(|| format!("unknown scenario {name}"))?;
+    let epochs = config.epochs;
+    let mut sim = Sim::new(config).map_err(|e| e.to_string())?;
+    sim.run().map_err(|e| e.to_string())?;
+    let outcome = check::check(&sim, expect);
+    let faulty = sim.faulty();
+    let mut summary = Vec::new();
+    for e in 1..=epochs {
+        let sealed: Vec<_> = sim
+            .noted
+            .iter()
+            .filter(|n| Some(n.member) != faulty)
+            .filter_map(|n| match &n.event {
+                Event::Sealed {
+                    epoch,
+                    submissions,
+                    root,
+                    round,
+                } if *epoch == e => Some((n.at, *submissions, *root, *round)),
+                _ => None,
+            })
+            .collect();
+        let last = sealed.iter().map(|s| s.0).max();
+        match (sealed.first(), last) {
+            (Some((_, subs, root, round)), Some(at)) => summary.push(format!(
+                "epoch {e}: {} honest members sealed by {:.1} s in round {round}: {subs} submissions, root {}",
+                sealed.len(),
+                (at.0 - START) as f64 / 1000.0,
+                hex::encode(&root[..4])
+            )),
+            _ => summary.push(format!("epoch {e}: not sealed")),
+        }
+    }
+    let net = sim.network();
+    summary.push(format!(
+        "results: {} exact; {} submissions left out; {} seals after round 0; {} local failures; {} faults seen",
+        outcome.results_checked, outcome.dropped, outcome.late_rounds, outcome.failures, sim.faults_seen
+    ));
+    summary.push(format!(
+        "network: {} messages lost, {} duplicated, {} cut by partitions",
+        net.dropped, net.duplicated, net.cut
+    ));
+    Ok(Run {
+        outcome,
+        digest: sim.event_digest(),
+        events: sim.events(),
+        virtual_ms: sim.now().0.saturating_sub(START),
+        summary,
+    })
+}

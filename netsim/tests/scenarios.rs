@@ -1,0 +1,64 @@
+//! `netsim sweep --seeds 3` as tests: every scenario over three seeds shows no violation, and a
+//! run is a function of its seed.
+
+use bankmesh_netsim::scenario::{self, Size};
+
+fn sweep(name: &str) {
+    for seed in 1..=3 {
+        let run = scenario::run(name, seed, Size::default()).unwrap_or_else(|e| {
+            panic!(
+                "{name} seed {seed}: {e}; replay with: netsim run --scenario {name} --seed {seed}"
+            )
+        });
+        assert!(
+            run.outcome.violations.is_empty(),
+            "{name} seed {seed}: {:?}; replay with: netsim run --scenario {name} --seed {seed}",
+            run.outcome.violations
+        );
+        assert!(
+            run.outcome.results_checked > 0,
+            "{name} seed {seed}: no result checked"
+        );
+    }
+}
+
+macro_rules! scenarios {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $(#[test] fn $test() { sweep($name); })*
+
+        #[test]
+        fn every_scenario_has_a_test() {
+            let tested = [$($name),*];
+            for name in scenario::ALL {
+                assert!(tested.contains(name), "scenario {name} is not swept in CI");
+            }
+        }
+    };
+}
+
+scenarios! {
+    happy => "happy",
+    lossy => "lossy",
+    partition_heal => "partition-heal",
+    minority_partition => "minority-partition",
+    skew => "skew",
+    skew_beyond => "skew-beyond",
+    crash_restart => "crash-restart",
+    offline_minority => "offline-minority",
+    late_start => "late-start",
+    late_cosigner => "late-cosigner",
+    equivocating_voter => "equivocating-voter",
+    censoring_proposer => "censoring-proposer",
+    multi_epoch => "multi-epoch",
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    for name in ["lossy", "equivocating-voter", "crash-restart"] {
+        let a = scenario::run(name, 2, Size::default()).unwrap();
+        let b = scenario::run(name, 2, Size::default()).unwrap();
+        assert_eq!(a.digest, b.digest, "{name} seed 2 is not deterministic");
+        let c = scenario::run(name, 3, Size::default()).unwrap();
+        assert_ne!(a.digest, c.digest, "{name}: seeds 2 and 3 ran the same");
+    }
+}
