@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::messages::{Request, Response};
-use bankmesh_protocol::record::UncheckedRecord;
+use bankmesh_protocol::record::{Body, Payload, Record, UncheckedRecord};
 use bankmesh_protocol::{Bank, MemberSecrets, Origin, Step, Time, Verdict};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -56,6 +56,10 @@ struct Harness {
     published: HashMap<[u8; 32], Vec<u8>>,
     /// What each bank applied (a store keeps every record once).
     applied: HashSet<(u16, [u8; 32])>,
+    /// Each bank's log in the order it applied the records, and its local writes: what a
+    /// store would hold for it.
+    logs: BTreeMap<u16, Vec<Vec<u8>>>,
+    locals: BTreeMap<u16, BTreeMap<String, Vec<u8>>>,
 }
 
 impl Harness {
@@ -70,7 +74,12 @@ impl Harness {
             }
         }
         assert!(step.faults.is_empty(), "faults: {:?}", step.faults);
+        for w in step.local {
+            let locals = self.locals.entry(from).or_default();
+            locals.insert(w.key.clone(), w.value.to_vec());
+        }
         for r in step.publish {
+            self.logs.entry(from).or_default().push(r.bytes().to_vec());
             self.published.insert(r.hash(), r.bytes().to_vec());
             self.queue.push_back(Msg::Record {
                 from,
@@ -142,6 +151,7 @@ impl Harness {
                 match self.bank(to).check(now, Origin::Gossip { from }, unchecked) {
                     Verdict::Accept(record) => {
                         self.applied.insert((to, record.record().hash()));
+                        self.logs.entry(to).or_default().push(bytes.clone());
                         let mut rng = self.rng.clone();
                         let step = self.bank(to).apply(now, record, &mut rng);
                         self.rng = rng;
@@ -174,10 +184,13 @@ impl Harness {
     }
 }
 
-#[test]
-fn five_banks_complete_an_epoch_with_exact_results() {
+type Scores = Vec<Vec<(String, u16)>>;
+
+/// Runs five banks through an epoch: the harness, the inputs, the consortium, the key bytes.
+fn run_epoch() -> (Harness, Scores, Arc<Consortium>, Vec<[u8; 96]>) {
     let mut rng = ChaCha20Rng::from_seed([42; 32]);
     let (consortium, secrets) = consortium(5, 3, &mut rng);
+    let keys: Vec<[u8; 96]> = secrets.iter().map(|s| *s.to_bytes()).collect();
     let banks: Vec<Bank> = secrets
         .into_iter()
         .enumerate()
@@ -190,6 +203,8 @@ fn five_banks_complete_an_epoch_with_exact_results() {
         now: Time(START - 1),
         published: HashMap::new(),
         applied: HashSet::new(),
+        logs: BTreeMap::new(),
+        locals: BTreeMap::new(),
     };
     // No store, no restart: every chain head is what the bank holds.
     for i in 1..=5u16 {
@@ -227,15 +242,25 @@ fn five_banks_complete_an_epoch_with_exact_results() {
             break;
         }
     }
+    (h, inputs, consortium, keys)
+}
 
-    let mut truth: BTreeMap<&str, (u64, u32)> = BTreeMap::new();
-    for rows in &inputs {
+fn truth(inputs: &Scores) -> BTreeMap<String, (u64, u32)> {
+    let mut truth: BTreeMap<String, (u64, u32)> = BTreeMap::new();
+    for rows in inputs {
         for (id, s) in rows {
-            let e = truth.entry(id.as_str()).or_default();
+            let e = truth.entry(id.clone()).or_default();
             e.0 += u64::from(*s);
             e.1 += 1;
         }
     }
+    truth
+}
+
+#[test]
+fn five_banks_complete_an_epoch_with_exact_results() {
+    let (h, inputs, _, _) = run_epoch();
+    let truth = truth(&inputs);
     for (i, rows) in inputs.iter().enumerate() {
         let results = h.banks[i].results(1);
         assert_eq!(results.len(), rows.len(), "bank {} results", i + 1);
@@ -257,6 +282,96 @@ fn five_banks_complete_an_epoch_with_exact_results() {
     assert_eq!(
         (shared.sum, shared.count, shared.average_2dp().as_str()),
         (4092, 5, "818.40")
+    );
+}
+
+/// Replays bank 2's log into a fresh bank, as after a restart, with member 1's decryption
+/// shares tampered with (re-signed by member 1, so only their proofs are wrong) and bank 2's
+/// stored results left out: the results must come out exact anyway, and member 1 be named.
+/// If any path combined a replayed share without verifying it, a result would be wrong.
+#[test]
+fn a_replayed_share_is_verified_before_it_is_combined() {
+    let (h, inputs, consortium, keys) = run_epoch();
+    let member1 = MemberSecrets::from_bytes(&keys[0]).unwrap();
+    let mut tampered = 0;
+    let log: Vec<Record> = h.logs[&2]
+        .iter()
+        .map(|bytes| {
+            let r = Record::from_trusted_bytes(bytes).unwrap();
+            let Payload::Identified(i) = r.payload() else {
+                return r;
+            };
+            let Body::DecryptionShares {
+                epoch,
+                root,
+                shares,
+            } = &i.body
+            else {
+                return r;
+            };
+            if i.author != 1 {
+                return r;
+            }
+            tampered += 1;
+            let mut shares = shares.clone();
+            for e in &mut shares {
+                e.share.e += curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
+            }
+            Record::identified(
+                &consortium.id,
+                member1.identity(),
+                1,
+                i.seq,
+                i.prev,
+                Body::DecryptionShares {
+                    epoch: *epoch,
+                    root: *root,
+                    shares,
+                },
+            )
+        })
+        .collect();
+    assert!(tampered > 0, "member 1's shares are in bank 2's log");
+    let entries: Vec<_> = h.locals[&2]
+        .iter()
+        .filter(|(k, _)| !k.contains("/result/"))
+        .map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.clone())))
+        .collect();
+    let secrets = MemberSecrets::from_bytes(&keys[1]).unwrap();
+    let mut bank = Bank::new(Arc::clone(&consortium), 2, secrets);
+    bank.restore(&entries).unwrap();
+    for r in &log {
+        bank.replay(r);
+    }
+    assert!(
+        bank.results(1).is_empty(),
+        "results were left out of the local store"
+    );
+    let mut rng = ChaCha20Rng::from_seed([7; 32]);
+    let mut now = h.now;
+    let mut faults = bank.resume(now, &mut rng).faults;
+    faults.extend(bank.confirm_head(now, &mut rng).faults);
+    for _ in 0..20 {
+        now = now.plus(100);
+        faults.extend(bank.handle_timeout(now, &mut rng).faults);
+    }
+    let truth = truth(&inputs);
+    let results = bank.results(1);
+    assert_eq!(results.len(), inputs[1].len());
+    for r in results {
+        assert_eq!(
+            Some(&(r.sum, r.count)),
+            truth.get(r.client_id.as_str()),
+            "{}",
+            r.client_id
+        );
+    }
+    assert!(
+        faults
+            .iter()
+            .any(|f| f.culprit == bankmesh_protocol::Culprit::Member(1)
+                && f.kind == bankmesh_protocol::FaultKind::InvalidDecryptionShare),
+        "member 1's bad shares are named: {faults:?}"
     );
 }
 
