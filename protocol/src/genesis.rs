@@ -59,8 +59,8 @@ pub struct Timing {
     /// longer.
     #[serde(default = "default_round_ms")]
     pub round_ms: u64,
-    /// Largest difference between two members' clocks that the schedule allows for: members
-    /// report their submissions this long after the submission deadline.
+    /// Largest difference between a member's clock and true time that the schedule allows
+    /// for: members report their submissions this long after the submission deadline.
     #[serde(default = "default_clock_skew_ms")]
     pub clock_skew_ms: u64,
 }
