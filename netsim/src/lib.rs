@@ -463,6 +463,26 @@ impl Sim {
         Ok(())
     }
 
+    /// Copies member `me`'s store (while it is down) to `to`: a backup.
+    pub fn copy_store(&self, me: MemberIndex, to: &std::path::Path) -> Result<(), SimError> {
+        let d = self
+            .durable
+            .get(&me)
+            .ok_or_else(|| self.fail(format!("no member {me}")))?;
+        copy_dir(&d.path, to).map_err(|e| self.fail(format!("copying a store: {e}")))
+    }
+
+    /// Replaces member `me`'s store (while it is down) with the copy at `from`: the member is
+    /// restored from a backup and has lost whatever it wrote since.
+    pub fn restore_store(&self, me: MemberIndex, from: &std::path::Path) -> Result<(), SimError> {
+        let d = self
+            .durable
+            .get(&me)
+            .ok_or_else(|| self.fail(format!("no member {me}")))?;
+        std::fs::remove_dir_all(&d.path).map_err(|e| self.fail(e.to_string()))?;
+        copy_dir(from, &d.path).map_err(|e| self.fail(format!("restoring a store: {e}")))
+    }
+
     /// Runs until `done` holds, failing after `max_events`.
     pub fn run_until(&mut self, done: impl Fn(&Sim) -> bool) -> Result<(), SimError> {
         while !done(self) {
@@ -937,6 +957,20 @@ impl Sim {
     pub fn now(&self) -> Time {
         self.now
     }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 fn clone_delivery(d: &Delivery) -> Delivery {

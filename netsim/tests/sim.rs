@@ -180,3 +180,50 @@ fn member_away_past_the_seal_deadline_catches_up() {
     // log and gets its results.
     crash_and_resume(35, 480_000, |s| own_kinds(s).contains(&"ready"));
 }
+
+#[test]
+fn a_member_restored_from_an_old_backup_never_reuses_a_sequence_number() {
+    // Member 2 is backed up once its submissions are out (its pseudonyms are in the backup),
+    // goes on through the seal, then loses everything since the backup. Back up, it must fetch
+    // its own chain from the others before it signs, so that nothing it signs forks its chain.
+    let mut config = SimConfig::new(41);
+    config.clients_per_bank = 20;
+    let mut sim = Sim::new(config).unwrap_or_else(|e| panic!("{e}"));
+    sim.run_until(|s| own_kinds(s).contains(&"ready"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    sim.crash(2);
+    let backup = tempfile::tempdir().unwrap();
+    sim.copy_store(2, &backup.path().join("bank-2")).unwrap();
+    let head_at_backup = sim.bank(1).map(|_| sim.kinds_by(1, 2).len()).unwrap();
+    sim.restart(2).unwrap_or_else(|e| panic!("{e}"));
+    sim.run_until(|s| own_kinds(s).iter().filter(|k| **k == "precommit").count() >= 2)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let signed = sim.kinds_by(2, 2).len();
+    assert!(
+        signed > head_at_backup + 3,
+        "member 2 signed more after the backup"
+    );
+    sim.crash(2);
+    sim.restore_store(2, &backup.path().join("bank-2")).unwrap();
+    let until = sim.now().0 + 200;
+    sim.run_until(|s| s.now().0 >= until)
+        .unwrap_or_else(|e| panic!("{e}"));
+    sim.restart(2).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        sim.kinds_by(2, 2).len() < signed,
+        "the restored store has lost member 2's recent records"
+    );
+    sim.run_epoch().unwrap_or_else(|e| panic!("{e}"));
+    sim.check_against_truth().unwrap_or_else(|e| panic!("{e}"));
+    for m in 1..=5 {
+        let evidence = sim.store(m).unwrap().evidence().unwrap();
+        assert!(
+            evidence.is_empty(),
+            "member {m} holds evidence of a forked chain"
+        );
+    }
+    assert!(
+        sim.kinds_by(2, 2).len() >= signed,
+        "member 2 got its chain back"
+    );
+}

@@ -152,6 +152,9 @@ pub struct Epoch {
     usage_posted: bool,
     /// Submissions we posted shares for (met in the log).
     posted_shares: BTreeSet<Hash>,
+    /// Per author, the submissions it posted shares for (until done) and how many: a member
+    /// posts one share per submission of the final set, no more.
+    shared: BTreeMap<MemberIndex, (BTreeSet<Hash>, usize)>,
     failed: Option<(Phase, String)>,
     own_failure: Option<(Phase, String)>,
 }
@@ -169,6 +172,7 @@ impl Epoch {
             usage: BTreeMap::new(),
             usage_posted: false,
             posted_shares: BTreeSet::new(),
+            shared: BTreeMap::new(),
             failed: None,
             own_failure: None,
         }
@@ -245,6 +249,21 @@ impl Epoch {
         root: &Hash,
         shares: &[ShareEntry],
     ) -> ShareCheck {
+        let (seen, count) = self
+            .shared
+            .get(&author)
+            .map_or((None, 0), |(s, n)| (Some(s), *n));
+        if shares
+            .iter()
+            .any(|e| seen.is_some_and(|s| s.contains(&e.submission)))
+        {
+            return ShareCheck::Reject("a second share for a submission".into());
+        }
+        if let Some((_, size)) = self.final_set() {
+            if count + shares.len() > size {
+                return ShareCheck::Reject("more shares than the final set has submissions".into());
+            }
+        }
         match &self.stage {
             Stage::Decrypting { set, .. } => {
                 let Some(verifying) = ctx.keys.and_then(|k| k.x.verifying.get(&author)) else {
@@ -354,6 +373,21 @@ impl Epoch {
                 self.take_seal(s, out);
             }
             Body::DecryptionShares { shares, .. } => {
+                let done = matches!(self.stage, Stage::Done { .. });
+                let (seen, count) = self.shared.entry(author).or_default();
+                *count += shares.len();
+                let repeated = shares
+                    .iter()
+                    .filter(|e| !done && !seen.insert(e.submission))
+                    .count();
+                if repeated > 0 {
+                    out.faults.push(Fault::member(
+                        author,
+                        FaultKind::Duplicate,
+                        Some(hash),
+                        format!("{repeated} shares for submissions it already shared"),
+                    ));
+                }
                 if own_record {
                     self.posted_shares
                         .extend(shares.iter().map(|e| e.submission));
@@ -979,6 +1013,9 @@ impl Epoch {
                 hashes: set.entries.keys().copied().collect(),
             };
             self.posted_shares.clear();
+            for (seen, _) in self.shared.values_mut() {
+                seen.clear();
+            }
         }
     }
 
