@@ -334,3 +334,36 @@ impl Adversary for CensoringProposer {
         }
     }
 }
+
+/// Takes part in the DKG's first round and then withholds its round-2 records, hoping to keep
+/// every attempt from completing.
+pub struct WithholdingDealer;
+
+impl Adversary for WithholdingDealer {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        if record.kind() == "dkg-round2" {
+            return Vec::new();
+        }
+        ctx.to_all(record, 0)
+    }
+
+    fn on_response(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _to: MemberIndex,
+        response: Response,
+    ) -> Response {
+        // Nor does it serve them by sync.
+        match response {
+            Response::Records { records } => Response::Records {
+                records: records
+                    .into_iter()
+                    .filter(|b| {
+                        Record::from_trusted_bytes(b).map_or(true, |r| r.kind() != "dkg-round2")
+                    })
+                    .collect(),
+            },
+            other => other,
+        }
+    }
+}

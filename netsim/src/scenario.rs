@@ -7,7 +7,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use bankmesh_protocol::Event;
 
-use crate::adversary::{CensoringProposer, EquivocatingVoter, LateCosigner};
+use crate::adversary::{CensoringProposer, EquivocatingVoter, LateCosigner, WithholdingDealer};
 use crate::check::{self, Expect, Outcome};
 use crate::network::Partition;
 use crate::{Plan, Sim, SimConfig, START};
@@ -26,6 +26,7 @@ pub const ALL: &[&str] = &[
     "late-cosigner",
     "equivocating-voter",
     "censoring-proposer",
+    "withholding-dealer",
     "multi-epoch",
 ];
 
@@ -153,6 +154,11 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
         "censoring-proposer" => {
             // Member 2 proposes round 0 of epoch 1.
             c.adversary = Some((2, Box::new(CensoringProposer::default())));
+        }
+        "withholding-dealer" => {
+            // Member 5 deals round 1 and withholds round 2: attempt 0 cannot complete, and the
+            // retry must leave it out.
+            c.adversary = Some((n, Box::new(WithholdingDealer)));
         }
         "multi-epoch" => c.epochs = 3,
         _ => return None,

@@ -49,6 +49,7 @@ scenarios! {
     late_cosigner => "late-cosigner",
     equivocating_voter => "equivocating-voter",
     censoring_proposer => "censoring-proposer",
+    withholding_dealer => "withholding-dealer",
     multi_epoch => "multi-epoch",
 }
 

@@ -105,16 +105,39 @@ impl Agreement {
         }
     }
 
+    /// Whether a message of this instance by `author` would be counted.
+    pub fn accepts(&self, author: MemberIndex, body: &Body) -> bool {
+        match Self::message_of(body) {
+            Some((instance, msg, _)) => {
+                instance == self.instance && self.engine.accepts(author, &msg)
+            }
+            None => false,
+        }
+    }
+
     /// Takes an applied `Proposal` or `Vote` record of this instance by `author`.
     pub fn on_record(&mut self, now: Time, author: MemberIndex, body: &Body) -> Option<Taken> {
         let (instance, msg, value) = Self::message_of(body)?;
         if instance != self.instance {
             return None;
         }
-        if let Some(v) = value {
-            self.values.entry(v.id()).or_insert_with(|| v.clone());
-        }
+        // The value first (the engine's rules may need it), kept only if the message counted.
+        let id = value.map(|v| {
+            let id = v.id();
+            let fresh = !self.values.contains_key(&id);
+            if fresh {
+                self.values.insert(id, v.clone());
+            }
+            (id, fresh)
+        });
         let (receipt, actions) = self.engine.on_message(now, author, msg);
+        let counted = matches!(
+            receipt,
+            Receipt::New | Receipt::Equivocation | Receipt::Duplicate
+        );
+        if let (Some((id, true)), false) = (id, counted) {
+            self.values.remove(&id);
+        }
         Some(Taken { receipt, actions })
     }
 
@@ -137,10 +160,6 @@ impl Agreement {
         let mut out = self.engine.set_validity(now, id, Validity::Valid);
         out.extend(self.engine.propose(now, id));
         out
-    }
-    /// Own messages decided on but never stored (see [`Tendermint::unrecorded`]).
-    pub fn unrecorded(&self) -> Vec<Action> {
-        self.engine.unrecorded()
     }
 
     /// The record body for a `Propose` or `Vote` action.
@@ -166,6 +185,29 @@ impl Agreement {
                 },
             }),
             Action::NeedValue { .. } | Action::Decide { .. } => None,
+        }
+    }
+}
+
+/// The checks of a value that need no state: the members it names are members, in ascending
+/// order, each once, and a seal value pins exactly `n - f` reports.
+pub fn well_formed(consortium: &Consortium, value: &Value) -> bool {
+    fn ascending(consortium: &Consortium, members: impl Iterator<Item = MemberIndex>) -> bool {
+        let mut last = 0;
+        for m in members {
+            if m <= last || !consortium.is_member(m) {
+                return false;
+            }
+            last = m;
+        }
+        true
+    }
+    match value {
+        Value::SetupKeys { .. } => true,
+        Value::SetupRetry { next } => ascending(consortium, next.iter().copied()),
+        Value::Seal { reports } => {
+            reports.len() == consortium.reports_pinned()
+                && ascending(consortium, reports.iter().map(|(m, _)| *m))
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rand_core::{CryptoRng, RngCore};
 
-use crate::agreement::{Agreement, MAX_ROUNDS};
+use crate::agreement::{well_formed, Agreement, MAX_ROUNDS};
 use crate::epoch::decrypt::VerifiedShares;
 use crate::epoch::submit::verify_submission;
 use crate::epoch::{Ctx, Epoch, Out, ShareCheck};
@@ -22,8 +22,10 @@ use crate::genesis::Consortium;
 use crate::keys::MemberSecrets;
 use crate::local::{LocalEntry, LocalWrite, Restored};
 use crate::messages::{Request, Response};
-use crate::record::{Body, EnvelopeError, Hash, Instance, Payload, Record, UncheckedRecord};
-use crate::setup::{CheckDkg, DkgReject, Setup, SetupOut};
+use crate::record::{
+    kind_of_body, Body, EnvelopeError, Hash, Instance, Payload, Record, UncheckedRecord,
+};
+use crate::setup::{CheckDkg, DkgReject, Setup, SetupOut, MAX_ATTEMPTS};
 use crate::step::{ClientResult, Culprit, Error, Fault, FaultKind, Origin, Status, Step, Wait};
 use crate::time::Time;
 use crate::{MemberIndex, CLIENT_ID_MAX, SCORE_MAX};
@@ -69,8 +71,6 @@ pub struct Bank {
     secrets: MemberSecrets,
     head: (u64, Hash),
     head_confirmed: bool,
-    /// Bodies waiting for the head to be confirmed before they are signed.
-    unsigned: Vec<Body>,
     setup: Setup,
     epochs: BTreeMap<u64, Epoch>,
     now: Time,
@@ -94,7 +94,6 @@ impl Bank {
             secrets,
             head: (0, [0; 32]),
             head_confirmed: false,
-            unsigned: Vec::new(),
             setup,
             epochs: BTreeMap::new(),
             now: Time(0),
@@ -131,10 +130,11 @@ impl Bank {
         }
     }
 
-    /// Epochs whose records are accepted: up to the one after the current, and any we have.
+    /// Epochs whose records are accepted: up to two after the current (a member whose clock
+    /// is a little ahead is not blamed), and any we have.
     fn epoch_acceptable(&self, now: Time, epoch: u64) -> bool {
         epoch >= 1
-            && (epoch <= self.consortium.epoch_at(now.max(self.now)) + 1
+            && (epoch <= self.consortium.epoch_at(now.max(self.now)) + 2
                 || self.epochs.contains_key(&epoch))
     }
 
@@ -219,22 +219,55 @@ impl Bank {
                         format!("round {} beyond the bound", msg.round()),
                     );
                 }
-                if value.is_some_and(|v| !v.fits(&instance)) {
+                if value.is_some_and(|v| !v.fits(&instance) || !well_formed(&self.consortium, v)) {
                     return blame(
                         FaultKind::BadAgreementMessage,
-                        "a value of the wrong kind for its instance".into(),
+                        "a malformed value, or one of the wrong kind for its instance".into(),
                     );
                 }
-                match instance {
-                    Instance::Setup { attempt } if !self.setup.knows_attempt(attempt) => {
-                        Judged::Wait(Wait::Attempt(attempt))
+                let counted = match instance {
+                    Instance::Setup { attempt } if attempt >= MAX_ATTEMPTS => {
+                        return blame(
+                            FaultKind::BadAgreementMessage,
+                            format!("setup attempt {attempt} beyond the bound"),
+                        );
                     }
-                    Instance::Setup { .. } => Judged::Accept(None),
-                    Instance::Seal { epoch } => self.epoch_record(now, author, epoch),
+                    Instance::Setup { attempt } if !self.setup.knows_attempt(attempt) => {
+                        return Judged::Wait(Wait::Attempt(attempt));
+                    }
+                    Instance::Setup { .. } => self.setup.accepts(author, body),
+                    Instance::Seal { epoch } => match self.epoch_record(now, author, epoch) {
+                        Judged::Accept(_) => self
+                            .epochs
+                            .get(&epoch)
+                            .is_none_or(|e| e.accepts(author, body)),
+                        other => return other,
+                    },
+                };
+                if counted {
+                    Judged::Accept(None)
+                } else {
+                    blame(
+                        FaultKind::BadAgreementMessage,
+                        "a second proposal, or more votes than a member may sign".into(),
+                    )
                 }
             }
             Body::Ready { epoch } | Body::OprfUsage { epoch, .. } => {
-                self.epoch_record(now, author, *epoch)
+                match self.epoch_record(now, author, *epoch) {
+                    Judged::Accept(_)
+                        if self
+                            .epochs
+                            .get(epoch)
+                            .is_some_and(|e| e.has_posted(author, body)) =>
+                    {
+                        blame(
+                            FaultKind::Duplicate,
+                            format!("a second {}", kind_of_body(body)),
+                        )
+                    }
+                    other => other,
+                }
             }
             Body::Report {
                 epoch,
@@ -243,6 +276,17 @@ impl Bank {
                 ..
             } => match self.epoch_record(now, author, *epoch) {
                 Judged::Accept(_) => {
+                    let most = crate::epoch::seal::max_parts(&self.consortium);
+                    let met = self
+                        .epochs
+                        .get(epoch)
+                        .map_or(0, |e| e.report_parts_of(author));
+                    if met >= most {
+                        return blame(
+                            FaultKind::Duplicate,
+                            format!("more than {most} report parts in epoch {epoch}"),
+                        );
+                    }
                     match crate::epoch::seal::check_report(&self.consortium, *part, hashes) {
                         Ok(()) => Judged::Accept(None),
                         Err(why) => blame(FaultKind::BadAgreementMessage, why),
@@ -335,9 +379,10 @@ impl Bank {
         self.progress(rng, out)
     }
 
-    /// A second, different record of an author at a sequence number it already used
-    /// (equivocation, kept as evidence by the store): an agreement message in it still counts
-    /// (every honest member must be able to see what others saw).
+    /// A second, different record of an author at a sequence number it already used, or one
+    /// that continues another fork of its chain (kept as evidence by the store): an agreement
+    /// message or report part in it still counts (every honest member must be able to see what
+    /// the others saw).
     pub fn apply_evidence(
         &mut self,
         now: Time,
@@ -347,11 +392,37 @@ impl Bank {
         self.now = self.now.max(now);
         let mut out = Out::default();
         if let Payload::Identified(i) = checked.record.payload() {
-            if matches!(i.body, Body::Proposal { .. } | Body::Vote { .. }) {
-                self.route(i.author, checked.record.hash(), &i.body, None, &mut out);
+            if matches!(
+                i.body,
+                Body::Proposal { .. } | Body::Vote { .. } | Body::Report { .. }
+            ) {
+                self.route(
+                    i.author,
+                    checked.record.hash(),
+                    i.prev,
+                    &i.body,
+                    None,
+                    &mut out,
+                );
             }
         }
         self.progress(rng, out)
+    }
+
+    /// Replays a record kept as evidence after a restart (after the log): state only.
+    pub fn replay_evidence(&mut self, record: &Record) {
+        self.replaying = true;
+        let mut out = Out::default();
+        if let Payload::Identified(i) = record.payload() {
+            if matches!(
+                i.body,
+                Body::Proposal { .. } | Body::Vote { .. } | Body::Report { .. }
+            ) {
+                self.route(i.author, record.hash(), i.prev, &i.body, None, &mut out);
+            }
+        }
+        self.replay_local.append(&mut out.local);
+        self.replaying = false;
     }
 
     /// Replays a stored record after a restart: state only, no effects sent.
@@ -378,7 +449,7 @@ impl Bank {
                         self.latest_vote.insert(*instance, record.hash());
                     }
                 }
-                self.route(i.author, record.hash(), &i.body, shares, out);
+                self.route(i.author, record.hash(), i.prev, &i.body, shares, out);
             }
             Payload::Submission(s) => self.epoch_mut(s.epoch).apply_submission(record.hash(), s),
         }
@@ -388,6 +459,7 @@ impl Bank {
         &mut self,
         author: MemberIndex,
         hash: Hash,
+        prev: Hash,
         body: &Body,
         shares: Option<VerifiedShares>,
         out: &mut Out,
@@ -435,7 +507,7 @@ impl Bank {
                     now,
                 };
                 if let Some(e) = self.epochs.get_mut(&epoch) {
-                    e.apply_record(&ctx, author, hash, body, shares, out);
+                    e.apply_record(&ctx, author, hash, prev, body, shares, out);
                 }
             }
         }
@@ -537,11 +609,6 @@ impl Bank {
                 again.extend(hashes.iter().copied());
             }
         }
-        // Votes the rules cast but that were never stored before the stop.
-        out.bodies.extend(self.setup.unrecorded());
-        for e in self.epochs.values() {
-            out.bodies.extend(e.unrecorded());
-        }
         let mut step = self.progress(rng, out);
         step.republish.extend(again);
         step
@@ -551,9 +618,7 @@ impl Bank {
     pub fn confirm_head(&mut self, now: Time, rng: &mut (impl RngCore + CryptoRng)) -> Step {
         self.now = self.now.max(now);
         self.head_confirmed = true;
-        let mut out = Out::default();
-        out.bodies.append(&mut self.unsigned);
-        self.progress(rng, out)
+        self.progress(rng, Out::default())
     }
     pub fn head_confirmed(&self) -> bool {
         self.head_confirmed
@@ -650,12 +715,12 @@ impl Bank {
             }
             Response::Submissions {
                 epoch,
+                after,
                 hashes,
                 more,
-                ..
             } => {
                 if let Some(e) = self.epochs.get_mut(&epoch) {
-                    e.submissions_response(from, hashes, more, &mut out);
+                    e.submissions_response(&self.consortium, from, after, hashes, more, &mut out);
                 }
             }
             Response::Refused { .. } | Response::Records { .. } | Response::Heads { .. } => {}
@@ -715,10 +780,18 @@ impl Bank {
 
     // --- Progress -------------------------------------------------------------------------------
 
-    /// Runs everything that became possible, then signs and applies what we produced.
+    /// Runs everything that became possible, then signs and applies what we produced. Until
+    /// our head is confirmed nothing is run: what the setup and the epochs would do now may rest
+    /// on a log that lacks our own latest records.
     fn progress(&mut self, rng: &mut (impl RngCore + CryptoRng), mut out: Out) -> Step {
         let mut step = Step::default();
         if self.replaying {
+            return step;
+        }
+        if !self.head_confirmed {
+            out.bodies.clear();
+            out.submissions.clear();
+            self.flush(&mut out, &mut step);
             return step;
         }
         for _ in 0..MAX_PROGRESS_ROUNDS {
@@ -729,6 +802,8 @@ impl Bank {
                 break;
             }
         }
+        // What the last round produced is signed too (the rules consider it cast).
+        self.flush(&mut out, &mut step);
         step
     }
 
@@ -759,9 +834,7 @@ impl Bank {
     /// hands the rest of the effects to the step.
     fn flush(&mut self, out: &mut Out, step: &mut Step) {
         let bodies: Vec<Body> = std::mem::take(&mut out.bodies);
-        if !self.head_confirmed {
-            self.unsigned.extend(bodies);
-        } else {
+        {
             for body in bodies {
                 let seq = self.head.0 + 1;
                 let record = Record::identified(

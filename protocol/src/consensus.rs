@@ -29,7 +29,9 @@
 //!   both votes in it, and the honest members still there reach their timeouts.
 //! - A vote this member already cast is never cast again, whatever the rules say, and after a
 //!   restart its own recorded votes give back its round, step and lock (line 38 sets the lock
-//!   exactly when it precommits a value), so it never signs a second, different vote.
+//!   exactly when it precommits a value), so it never signs a second, different vote. The
+//!   driver replays them before it starts the engine again; the rules then cast whatever is
+//!   still due.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -131,6 +133,8 @@ pub enum Receipt {
     NotProposer,
     /// A round at or past `max_rounds`.
     RoundOutOfRange,
+    /// An equivocator's vote past the number kept, for a value no one else voted: not counted.
+    Dropped,
 }
 
 #[derive(Clone, Debug)]
@@ -189,12 +193,11 @@ pub struct Tendermint {
     /// Votes and proposals this member emitted (or, after a restart, found in its log).
     cast: BTreeMap<(u32, VoteKind), Option<ValueId>>,
     proposed: BTreeMap<u32, (ValueId, Option<u32>)>,
-    /// Own messages seen back as applied records.
-    recorded: BTreeSet<(u32, Option<VoteKind>)>,
     awaiting_value: Option<u32>,
     /// "For the first time" guards of lines 34, 36 and 47.
     fired: BTreeSet<(u32, u8)>,
     timers: BTreeSet<(Time, Timer, u32)>,
+    ran_out: bool,
 }
 
 impl Tendermint {
@@ -213,10 +216,10 @@ impl Tendermint {
             validity: BTreeMap::new(),
             cast: BTreeMap::new(),
             proposed: BTreeMap::new(),
-            recorded: BTreeSet::new(),
             awaiting_value: None,
             fired: BTreeSet::new(),
             timers: BTreeSet::new(),
+            ran_out: false,
         }
     }
 
@@ -234,12 +237,10 @@ impl Tendermint {
     pub fn is_started(&self) -> bool {
         self.started
     }
-    /// Whether the instance ran out of rounds without a decision.
+    /// Whether the instance ran out of rounds without a decision (its last round's precommit
+    /// timeout fired). A decision may still come from the log.
     pub fn exhausted(&self) -> bool {
-        self.decision.is_none()
-            && self.started
-            && self.round + 1 >= self.cfg.max_rounds
-            && self.timers.is_empty()
+        self.decision.is_none() && self.ran_out
     }
     pub fn max_rounds(&self) -> u32 {
         self.cfg.max_rounds
@@ -307,12 +308,12 @@ impl Tendermint {
                     }
                 };
                 if from == self.cfg.me && receipt == Receipt::New {
-                    self.recorded.insert((round, None));
                     self.proposed.entry(round).or_insert((value, valid_round));
                 }
                 receipt
             }
             Message::Vote { kind, round, value } => {
+                let others = self.others_voted(round, kind, from, value);
                 let cast = self
                     .votes
                     .entry((round, kind))
@@ -321,8 +322,8 @@ impl Tendermint {
                     .or_default();
                 let receipt = if cast.contains(&value) {
                     Receipt::Duplicate
-                } else if cast.len() >= EQUIVOCATIONS_KEPT {
-                    return (Receipt::Equivocation, Vec::new());
+                } else if cast.len() >= EQUIVOCATIONS_KEPT && !others {
+                    return (Receipt::Dropped, Vec::new());
                 } else {
                     cast.push(value);
                     if cast.len() == 1 {
@@ -332,7 +333,6 @@ impl Tendermint {
                     }
                 };
                 if from == self.cfg.me && receipt != Receipt::Duplicate {
-                    self.recorded.insert((round, Some(kind)));
                     self.adopt_own_vote(kind, round, value);
                 }
                 receipt
@@ -344,6 +344,32 @@ impl Tendermint {
             self.evaluate(now, &mut out);
         }
         (receipt, out)
+    }
+
+    /// Whether `msg` from `from` would be counted (a driver refuses a record whose message
+    /// would not: a second proposal, a round out of range, an equivocator's vote past the
+    /// number kept). Reads state only.
+    pub fn accepts(&self, from: MemberIndex, msg: &Message) -> bool {
+        let round = msg.round();
+        if round >= self.cfg.max_rounds {
+            return false;
+        }
+        match *msg {
+            Message::Proposal {
+                value, valid_round, ..
+            } => {
+                from == self.proposer(round)
+                    && self
+                        .proposals
+                        .get(&round)
+                        .is_none_or(|p| *p == (value, valid_round))
+            }
+            Message::Vote { kind, value, .. } => {
+                let cast = self.votes.get(&(round, kind)).and_then(|m| m.get(&from));
+                cast.is_none_or(|c| c.contains(&value) || c.len() < EQUIVOCATIONS_KEPT)
+                    || self.others_voted(round, kind, from, value)
+            }
+        }
     }
 
     /// Records what the caller now knows about a value and acts on it.
@@ -431,27 +457,6 @@ impl Tendermint {
         out
     }
 
-    /// Our own messages that the rules produced but that never came back as records (the
-    /// process stopped between deciding to vote and storing the vote): publish them now.
-    pub fn unrecorded(&self) -> Vec<Action> {
-        let mut out = Vec::new();
-        for (&round, &(value, valid_round)) in &self.proposed {
-            if !self.recorded.contains(&(round, None)) {
-                out.push(Action::Propose {
-                    round,
-                    value,
-                    valid_round,
-                });
-            }
-        }
-        for (&(round, kind), &value) in &self.cast {
-            if !self.recorded.contains(&(round, Some(kind))) {
-                out.push(Action::Vote { kind, round, value });
-            }
-        }
-        out
-    }
-
     /// Our own vote, found in the log: after a restart this is what we did, so the state
     /// follows it (line 38: a precommit for a value is exactly when the lock is set).
     fn adopt_own_vote(&mut self, kind: VoteKind, round: u32, value: Option<ValueId>) {
@@ -494,6 +499,7 @@ impl Tendermint {
     /// in it (see the module doc).
     fn start_round(&mut self, now: Time, round: u32, out: &mut Vec<Action>) {
         if round >= self.cfg.max_rounds {
+            self.ran_out = true;
             return;
         }
         if round > self.round {
@@ -528,6 +534,21 @@ impl Tendermint {
         }
         let at = now.plus(self.timeout(round));
         self.timers.insert((at, Timer::Propose, round));
+    }
+
+    /// Whether a member other than `from` voted `value` in this round and kind: an
+    /// equivocator's vote for such a value is always counted, so that no junk it signed can
+    /// crowd out a vote that helps make a quorum.
+    fn others_voted(
+        &self,
+        round: u32,
+        kind: VoteKind,
+        from: MemberIndex,
+        value: Option<ValueId>,
+    ) -> bool {
+        self.votes
+            .get(&(round, kind))
+            .is_some_and(|m| m.iter().any(|(who, v)| *who != from && v.contains(&value)))
     }
 
     fn count(&self, round: u32, kind: VoteKind) -> usize {

@@ -210,13 +210,19 @@ impl Genesis {
         if tm.dkg_attempt_ms > tm.dkg_ms {
             return Err(invalid("dkg_attempt_ms exceeds dkg_ms"));
         }
-        // The seal needs time to report, then a few agreement rounds (DESIGN 4.4).
-        let seal_needs = tm
-            .clock_skew_ms
-            .saturating_add(tm.round_ms.saturating_mul(3));
+        // The seal needs time to report, then f + 1 agreement rounds (one of them has an
+        // honest proposer), each of three timeouts of round_ms * (1 + r/2) (DESIGN 4.4).
+        let rounds: u64 = (0..=faulty(n) as u64)
+            .map(|r| {
+                3 * (tm
+                    .round_ms
+                    .saturating_add(tm.round_ms.saturating_mul(r) / 2))
+            })
+            .sum();
+        let seal_needs = tm.clock_skew_ms.saturating_add(rounds);
         if tm.seal_ms < seal_needs {
             return Err(invalid(format!(
-                "seal_ms must be at least clock_skew_ms + 3 * round_ms ({seal_needs})"
+                "seal_ms must be at least clock_skew_ms plus f + 1 agreement rounds ({seal_needs})"
             )));
         }
         for (pos, m) in self.members.iter().enumerate() {
@@ -443,7 +449,7 @@ mod tests {
             timing: Timing {
                 round_ms: 2,
                 clock_skew_ms: 1,
-                ..Timing::new(1, 10, 100, 10, 10, 10)
+                ..Timing::new(1, 10, 100, 10, 20, 10)
             },
             members,
         }
@@ -477,7 +483,7 @@ mod tests {
     fn consortium_id_is_pinned() {
         assert_eq!(
             hex::encode(genesis(5).id()),
-            "0a5b0490cc9226abb14bc109175a9cd0dd1a335ebaed7e181090d731828aea5d"
+            "4453d8a557ca20feedeb3749a4ad3026b53541132fa4614af733cd355489d720"
         );
     }
 

@@ -6,7 +6,7 @@
 //! The bank emits [`LocalWrite`]s in its `Step`; the driver stores them before anything else
 //! in the step and, after a restart, hands every entry back to [`crate::Bank::restore`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -50,11 +50,25 @@ struct Pseudonym {
     output: Vec<u8>,
 }
 
-pub(crate) fn scores(epoch: u64, scores: &[(String, u16)]) -> LocalWrite {
-    write(format!("epoch/{epoch:020}/scores"), &scores)
+/// Rows of scores per local entry (about 1.3 MB at the longest ids, under the entry limit).
+const SCORES_PER_ENTRY: usize = 10_000;
+
+/// The operator's scores, in entries of [`SCORES_PER_ENTRY`] rows.
+pub(crate) fn scores(epoch: u64, scores: &[(String, u16)]) -> Vec<LocalWrite> {
+    let chunks: Vec<&[(String, u16)]> = if scores.is_empty() {
+        vec![&[]]
+    } else {
+        scores.chunks(SCORES_PER_ENTRY).collect()
+    };
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| write(format!("epoch/{epoch:020}/scores/{i:010}"), &chunk))
+        .collect()
 }
 
-pub(crate) fn pseudonyms(epoch: u64, list: &[(usize, [u8; 64])]) -> LocalWrite {
+/// OPRF outputs that became known together (one batch), as entry `part`.
+pub(crate) fn pseudonyms(epoch: u64, part: u32, list: &[(usize, [u8; 64])]) -> LocalWrite {
     let list: Vec<Pseudonym> = list
         .iter()
         .map(|(c, y)| Pseudonym {
@@ -62,10 +76,14 @@ pub(crate) fn pseudonyms(epoch: u64, list: &[(usize, [u8; 64])]) -> LocalWrite {
             output: y.to_vec(),
         })
         .collect();
-    write(format!("epoch/{epoch:020}/pseudonyms"), &list)
+    write(format!("epoch/{epoch:020}/pseudonyms/{part:010}"), &list)
 }
 
-pub(crate) fn served(epoch: u64, served: &BTreeMap<MemberIndex, u32>) -> LocalWrite {
+/// What we served each member: how many evaluations, and a digest of each batch (a batch asked
+/// again is answered again without being charged again).
+pub type Served = BTreeMap<MemberIndex, (u32, BTreeSet<[u8; 32]>)>;
+
+pub(crate) fn served(epoch: u64, served: &Served) -> LocalWrite {
     write(format!("epoch/{epoch:020}/served"), served)
 }
 
@@ -99,7 +117,9 @@ pub struct Restored {
 pub struct RestoredEpoch {
     pub scores: Option<Vec<(String, u16)>>,
     pub pseudonyms: Vec<(usize, [u8; 64])>,
-    pub served: BTreeMap<MemberIndex, u32>,
+    /// How many pseudonym entries were stored (the next one gets this number).
+    pub pseudonym_parts: u32,
+    pub served: Served,
     pub decision: Option<(u32, Value)>,
     pub failed: Option<(Phase, String)>,
     pub results: BTreeMap<usize, (u64, u32)>,
@@ -125,10 +145,14 @@ impl Restored {
                     let e: u64 = e.parse().map_err(|_| format!("bad local key {key}"))?;
                     let slot = out.epochs.entry(e).or_default();
                     match rest {
-                        ["scores"] => slot.scores = Some(decode(key, bytes)?),
-                        ["pseudonyms"] => {
+                        ["scores", _] => {
+                            // Entries come in key order, so the chunks in order.
+                            let rows: Vec<(String, u16)> = decode(key, bytes)?;
+                            slot.scores.get_or_insert_with(Vec::new).extend(rows);
+                        }
+                        ["pseudonyms", _] => {
                             let list: Vec<Pseudonym> = decode(key, bytes)?;
-                            slot.pseudonyms = list
+                            let list: Vec<(usize, [u8; 64])> = list
                                 .into_iter()
                                 .map(|p| {
                                     Some((
@@ -138,6 +162,8 @@ impl Restored {
                                 })
                                 .collect::<Option<_>>()
                                 .ok_or_else(|| format!("local entry {key} is malformed"))?;
+                            slot.pseudonyms.extend(list);
+                            slot.pseudonym_parts += 1;
                         }
                         ["served"] => slot.served = decode(key, bytes)?,
                         ["decision"] => slot.decision = Some(decode(key, bytes)?),
@@ -170,40 +196,56 @@ mod tests {
         let value = Value::SetupRetry {
             next: vec![1, 2, 3],
         };
-        let mut counts = BTreeMap::new();
-        counts.insert(2, 40);
-        let entries = vec![
-            entry(scores(7, &s)),
-            entry(pseudonyms(7, &[(4, [7u8; 64])])),
+        let mut counts = Served::new();
+        counts.insert(2, (40, BTreeSet::from([[9; 32]])));
+        let mut entries: Vec<_> = scores(7, &s).into_iter().map(entry).collect();
+        entries.extend([
+            entry(pseudonyms(7, 0, &[(4, [7u8; 64])])),
+            entry(pseudonyms(7, 1, &[(5, [8u8; 64])])),
             entry(served(7, &counts)),
             entry(seal_decision(7, 2, &value)),
             entry(failed(7, Phase::Seal, "late")),
             entry(result(7, 11, 900, 2)),
             entry(setup_decision(1, &value)),
-        ];
+        ]);
         let r = Restored::parse(&entries).unwrap();
         assert_eq!(r.setup.get(&1), Some(&value));
         let e = r.epochs.get(&7).unwrap();
         assert_eq!(e.scores.as_ref(), Some(&s));
-        assert_eq!(e.pseudonyms, vec![(4, [7u8; 64])]);
-        assert_eq!(e.served.get(&2), Some(&40));
+        assert_eq!(e.pseudonyms, vec![(4, [7u8; 64]), (5, [8u8; 64])]);
+        assert_eq!(e.pseudonym_parts, 2);
+        assert_eq!(e.served.get(&2).map(|s| s.0), Some(40));
         assert_eq!(e.decision, Some((2, value)));
         assert_eq!(e.failed, Some((Phase::Seal, "late".to_string())));
         assert_eq!(e.results.get(&11), Some(&(900, 2)));
     }
 
     #[test]
+    fn scores_at_the_largest_sizes_fit_the_entry_limit() {
+        let rows: Vec<(String, u16)> = (0..100_000).map(|i| (format!("{i:0128}"), 1023)).collect();
+        let writes = scores(1, &rows);
+        assert_eq!(writes.len(), 10);
+        assert!(writes.iter().all(|w| w.value.len() < 4 * 1024 * 1024));
+        let entries: Vec<_> = writes.into_iter().map(entry).collect();
+        let back = Restored::parse(&entries).unwrap();
+        assert_eq!(
+            back.epochs.get(&1).and_then(|e| e.scores.clone()),
+            Some(rows)
+        );
+    }
+
+    #[test]
     fn a_corrupt_or_unknown_entry_is_an_error_naming_it() {
         let bad = vec![(
-            "epoch/00000000000000000007/scores".to_string(),
+            "epoch/00000000000000000007/scores/0000000000".to_string(),
             Zeroizing::new(vec![0xff]),
         )];
         let err = Restored::parse(&bad).err().unwrap();
-        assert!(err.contains("epoch/00000000000000000007/scores"), "{err}");
+        assert!(err.contains("epoch/00000000000000000007/scores/"), "{err}");
         let unknown = vec![("elsewhere".to_string(), Zeroizing::new(vec![]))];
         assert!(Restored::parse(&unknown).is_err());
         let short = vec![(
-            "epoch/00000000000000000001/pseudonyms".to_string(),
+            "epoch/00000000000000000001/pseudonyms/0000000000".to_string(),
             Zeroizing::new(
                 postcard::to_stdvec(&vec![Pseudonym {
                     client: 1,

@@ -471,22 +471,27 @@ pub fn epoch_of_body(body: &Body) -> Option<u64> {
 pub fn kind_of(payload: &Payload) -> &'static str {
     match payload {
         Payload::Submission(_) => "submission",
-        Payload::Identified(i) => match i.body {
-            Body::DkgRound1 { .. } => "dkg-round1",
-            Body::DkgRound2 { .. } => "dkg-round2",
-            Body::Ready { .. } => "ready",
-            Body::OprfUsage { .. } => "oprf-usage",
-            Body::Report { .. } => "report",
-            Body::Proposal { .. } => "proposal",
-            Body::Vote {
-                kind: VoteKind::Prevote,
-                ..
-            } => "prevote",
-            Body::Vote {
-                kind: VoteKind::Precommit,
-                ..
-            } => "precommit",
-            Body::DecryptionShares { .. } => "decryption-shares",
-        },
+        Payload::Identified(i) => kind_of_body(&i.body),
+    }
+}
+
+/// A short name of an identified record's kind.
+pub fn kind_of_body(body: &Body) -> &'static str {
+    match body {
+        Body::DkgRound1 { .. } => "dkg-round1",
+        Body::DkgRound2 { .. } => "dkg-round2",
+        Body::Ready { .. } => "ready",
+        Body::OprfUsage { .. } => "oprf-usage",
+        Body::Report { .. } => "report",
+        Body::Proposal { .. } => "proposal",
+        Body::Vote {
+            kind: VoteKind::Prevote,
+            ..
+        } => "prevote",
+        Body::Vote {
+            kind: VoteKind::Precommit,
+            ..
+        } => "precommit",
+        Body::DecryptionShares { .. } => "decryption-shares",
     }
 }

@@ -18,7 +18,7 @@ fn consortium(n: usize, t: u16, rng: &mut ChaCha20Rng) -> (Arc<Consortium>, Vec<
     let genesis = Genesis::new(
         "harness",
         t,
-        Timing::new(START, 10_000, 100_000, 50_000, 10_000, 20_000),
+        Timing::new(START, 10_000, 100_000, 50_000, 20_000, 20_000),
         secrets
             .iter()
             .enumerate()
@@ -357,7 +357,12 @@ fn a_replayed_share_is_verified_before_it_is_combined() {
     }
     let truth = truth(&inputs);
     let results = bank.results(1);
-    assert_eq!(results.len(), inputs[1].len());
+    assert_eq!(
+        results.len(),
+        inputs[1].len(),
+        "{:?} {faults:?}",
+        bank.status()
+    );
     for r in results {
         assert_eq!(
             Some(&(r.sum, r.count)),

@@ -12,6 +12,7 @@
 //! | `c` ‖ author (be u16) ‖ seq (be u64)  | hash (32)                      |
 //! | `e` ‖ epoch (be u64) ‖ hash (32)      | empty                          |
 //! | `x` ‖ hash (32)                       | evidence bytes (equivocations) |
+//! | `y` ‖ author ‖ seq ‖ hash             | empty (evidence kept per position) |
 //! | `n`                                   | log length (be u64)            |
 //! | `V`                                   | format tag [`FORMAT`]          |
 
@@ -26,6 +27,7 @@ pub(crate) const P_HEAD: u8 = b'h';
 pub(crate) const P_CHAIN: u8 = b'c';
 pub(crate) const P_EPOCH: u8 = b'e';
 pub(crate) const P_EVIDENCE: u8 = b'x';
+pub(crate) const P_EVIDENCE_AT: u8 = b'y';
 pub(crate) const K_LEN: &[u8] = b"n";
 pub(crate) const K_FORMAT: &[u8] = b"V";
 
@@ -64,6 +66,15 @@ pub(crate) fn epoch_prefix(epoch: u64) -> Vec<u8> {
 }
 pub(crate) fn evidence(hash: &Hash) -> Vec<u8> {
     with_prefix(P_EVIDENCE, &[hash])
+}
+pub(crate) fn evidence_at(author: u16, seq: u64, hash: &Hash) -> Vec<u8> {
+    with_prefix(
+        P_EVIDENCE_AT,
+        &[&author.to_be_bytes(), &seq.to_be_bytes(), hash],
+    )
+}
+pub(crate) fn evidence_at_prefix(author: u16, seq: u64) -> Vec<u8> {
+    with_prefix(P_EVIDENCE_AT, &[&author.to_be_bytes(), &seq.to_be_bytes()])
 }
 
 /// Decodes a big-endian u64 from exactly 8 bytes.

@@ -34,6 +34,9 @@ pub const ZERO_HASH: Hash = [0u8; 32];
 /// Largest accepted record, in bytes (4 MiB).
 pub const MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
 
+/// Conflicting records kept as evidence per author and sequence number.
+pub const EVIDENCE_PER_POSITION: usize = 4;
+
 /// Largest `limit` honoured by the range readers; larger values are clamped.
 pub const MAX_LIMIT: usize = 10_000;
 
@@ -558,6 +561,40 @@ impl Store {
             out.push((key, zeroize::Zeroizing::new(v.to_vec())));
         }
         Ok(out)
+    }
+
+    /// Keeps a signed record that conflicts with `author`'s chain at `seq` (a second record at
+    /// that position, or one continuing another fork) as evidence, at most
+    /// [`EVIDENCE_PER_POSITION`] per position so that an equivocator cannot fill the disk.
+    /// Returns whether it was kept now (false if already kept or past the bound).
+    pub fn keep_evidence(&self, bytes: &[u8], author: u16, seq: u64) -> Result<bool, StoreError> {
+        let hash = record_hash(bytes);
+        if self.log.contains_key(keys::evidence(&hash))? {
+            return Ok(false);
+        }
+        let kept = self
+            .log
+            .scan_prefix(keys::evidence_at_prefix(author, seq))
+            .take(EVIDENCE_PER_POSITION)
+            .count();
+        if kept >= EVIDENCE_PER_POSITION {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::evidence(&hash), bytes);
+        batch.insert(keys::evidence_at(author, seq, &hash), &[][..]);
+        self.log.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(true)
+    }
+
+    /// The hash of `author`'s record at `seq` in the chain, if the chain reaches it.
+    pub fn chain_at(&self, author: u16, seq: u64) -> Result<Option<Hash>, StoreError> {
+        let head = self.state().heads.get(&author).map_or(0, |(s, _)| *s);
+        if seq == 0 || seq > head {
+            return Ok(None);
+        }
+        self.chain_hash(author, seq).map(Some)
     }
 
     /// Whether `hash` is kept as equivocation evidence.

@@ -27,8 +27,8 @@ const AUTHOR_RANGE_MAX: usize = 256;
 const REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// How often unanswered head checks are asked again.
 const HEAD_ASK_EVERY_MS: u64 = 1_000;
-/// How long a peer's claim that our chain is longer may stay unbacked by the records.
-const HEAD_CLAIM_WAIT_MS: u64 = 5_000;
+/// How long the head check waits for every peer before a quorum of answers is enough.
+const HEAD_ALL_WAIT_MS: u64 = 10_000;
 
 /// What the driver tells gossip about a received message (DESIGN 8: validate before relaying).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,11 +52,13 @@ pub struct ReplicaStats {
 /// The check of our own chain head at start: peers' view of it, before we sign anything.
 #[derive(Default)]
 struct HeadCheck {
-    /// Each peer that answered, with the sequence number of our head it holds.
-    answered: BTreeMap<MemberIndex, u64>,
+    /// Peers that answered.
+    answered: BTreeSet<MemberIndex>,
+    /// Peers that say our chain goes further than we hold, and how far: we fetch the records
+    /// from them. A claim goes away only when its peer, asked for those records, has none.
+    claims: BTreeMap<MemberIndex, u64>,
+    first_ask: Option<Time>,
     asked_at: Option<Time>,
-    /// When the first answer that claims more than we hold came.
-    claim_since: Option<Time>,
     done: bool,
 }
 
@@ -70,6 +72,9 @@ pub struct Replica {
     gap_requested: BTreeMap<MemberIndex, u64>,
     /// Chain forks we asked the other side of, by (author, seq).
     forks_asked: BTreeSet<(MemberIndex, u64)>,
+    /// Authors whose chain grew since held records were last looked at: only their gapped
+    /// records can have become next in line.
+    advanced: BTreeSet<MemberIndex>,
     head_check: HeadCheck,
 }
 
@@ -104,6 +109,12 @@ impl Replica {
             }
             position = last + 1;
         }
+        // What equivocators showed others still counts in the agreement after a restart.
+        for (_, bytes) in store.evidence()? {
+            if let Ok(record) = Record::from_trusted_bytes(&bytes) {
+                bank.replay_evidence(&record);
+            }
+        }
         Ok(Replica {
             bank,
             store,
@@ -112,6 +123,7 @@ impl Replica {
             sync_turn: 0,
             gap_requested: BTreeMap::new(),
             forks_asked: BTreeSet::new(),
+            advanced: BTreeSet::new(),
             head_check: HeadCheck::default(),
         })
     }
@@ -318,20 +330,43 @@ impl Replica {
         rng: &mut (impl RngCore + CryptoRng),
         step: &mut Step,
     ) -> Result<Vec<(usize, Acceptance)>, StoreError> {
+        let mut changed = Vec::new();
+        // A second record at a position the chain already holds is evidence, not a log entry.
+        let mut fresh = Vec::with_capacity(accepted.len());
+        for (idx, origin, checked) in accepted {
+            let forked = match checked.record().chain_position() {
+                Some((author, seq, _)) => self
+                    .store
+                    .chain_at(author, seq)?
+                    .is_some_and(|h| h != checked.record().hash())
+                    .then_some((author, seq)),
+                None => None,
+            };
+            match forked {
+                Some((author, seq)) => {
+                    let acceptance = self.evidence(now, author, seq, checked, rng, step)?;
+                    changed.push((idx, acceptance));
+                }
+                None => fresh.push((idx, origin, checked)),
+            }
+        }
+        let accepted = fresh;
         if accepted.is_empty() {
-            return Ok(Vec::new());
+            return Ok(changed);
         }
         let news: Vec<NewRecord<'_>> = accepted
             .iter()
             .map(|(_, _, c)| new_record(c.record()))
             .collect();
         let outcomes = self.store.append_batch(&news)?;
-        let mut changed = Vec::new();
         for ((idx, origin, checked), outcome) in accepted.into_iter().zip(outcomes) {
             let hash = checked.record().hash();
             match outcome {
                 Ok(_) => {
                     self.stats.accepted += 1;
+                    if let Some(author) = checked.record().author() {
+                        self.advanced.insert(author);
+                    }
                     step.extend(self.bank.apply(now, checked, rng));
                 }
                 Err(Refused::Gap {
@@ -355,30 +390,22 @@ impl Replica {
                     changed.push((idx, Acceptance::Ignore));
                 }
                 Err(Refused::Equivocation { author, seq, .. }) => {
-                    // Kept as evidence, passed on, and what it says still counts: every honest
-                    // member must be able to see what the equivocator showed the others.
-                    self.stats.evidence += 1;
-                    step.faults.push(Fault {
-                        culprit: Culprit::Member(author),
-                        kind: FaultKind::Duplicate,
-                        record: Some(hash),
-                        detail: format!(
-                            "two different records with sequence number {seq} (equivocation; kept as evidence)"
-                        ),
-                    });
+                    // Two variants in one batch: the store kept the second as evidence.
+                    self.fault_equivocation(author, seq, hash, step);
                     step.extend(self.bank.apply_evidence(now, checked, rng));
                     changed.push((idx, Acceptance::Accept));
                 }
                 Err(Refused::PrevMismatch { author, seq }) => {
-                    // The author forked its chain before this record: fetch the other side,
-                    // which we will keep as evidence.
+                    // The author forked its chain before this record: keep this one as evidence
+                    // and fetch the other side of the fork.
                     if self.forks_asked.insert((author, seq)) {
                         if let Some((_, _, prev)) = checked.record().chain_position() {
                             step.requests
                                 .push((origin.peer(), Request::Records { hashes: vec![prev] }));
                         }
                     }
-                    changed.push((idx, Acceptance::Ignore));
+                    let acceptance = self.evidence(now, author, seq, checked, rng, step)?;
+                    changed.push((idx, acceptance));
                 }
                 Err(other) => {
                     self.stats.rejected += 1;
@@ -396,6 +423,41 @@ impl Replica {
         Ok(changed)
     }
 
+    /// Keeps a record that conflicts with its author's chain as evidence (bounded per
+    /// position), names the author, and lets what it says count; it is passed on.
+    fn evidence(
+        &mut self,
+        now: Time,
+        author: MemberIndex,
+        seq: u64,
+        checked: Checked,
+        rng: &mut (impl RngCore + CryptoRng),
+        step: &mut Step,
+    ) -> Result<Acceptance, StoreError> {
+        if !self
+            .store
+            .keep_evidence(checked.record().bytes(), author, seq)?
+        {
+            self.stats.ignored += 1;
+            return Ok(Acceptance::Ignore);
+        }
+        self.fault_equivocation(author, seq, checked.record().hash(), step);
+        step.extend(self.bank.apply_evidence(now, checked, rng));
+        Ok(Acceptance::Accept)
+    }
+
+    fn fault_equivocation(&mut self, author: MemberIndex, seq: u64, hash: Hash, step: &mut Step) {
+        self.stats.evidence += 1;
+        step.faults.push(Fault {
+            culprit: Culprit::Member(author),
+            kind: FaultKind::Duplicate,
+            record: Some(hash),
+            detail: format!(
+                "a record that conflicts with its chain at sequence number {seq} (equivocation; kept as evidence)"
+            ),
+        });
+    }
+
     /// Checks held-back records again whose wait is over (bounded; no rescans of the rest).
     fn retry_pending(
         &mut self,
@@ -411,7 +473,7 @@ impl Replica {
                 }
             }
             // Records ahead of their author's chain whose predecessors are now here.
-            for author in self.pending.gapped_authors() {
+            for author in std::mem::take(&mut self.advanced) {
                 let head = self.store.head(author)?.map_or(0, |(s, _)| s);
                 ready.extend(self.pending.take_run(author, head));
             }
@@ -476,8 +538,9 @@ impl Replica {
         self.persist(step)
     }
 
-    /// Asks the peers that have not answered for our head; confirms it to the bank once a
-    /// quorum of members (us included) answered and we hold what they hold of our chain.
+    /// Asks the peers that have not answered for our head, and those that claim our chain goes
+    /// further for the records; confirms the head to the bank once every peer answered (or a
+    /// quorum of members, us included, after a while) and no claim stands above what we hold.
     fn head_check_step(
         &mut self,
         now: Time,
@@ -490,33 +553,32 @@ impl Replica {
         let me = self.bank.me();
         let consortium = std::sync::Arc::clone(self.bank.consortium());
         let mine = self.store.head(me)?.map_or(0, |(s, _)| s);
-        let enough = self.head_check.answered.len() + 1 >= consortium.quorum();
-        let claimed = self
-            .head_check
-            .answered
-            .values()
-            .copied()
-            .max()
-            .unwrap_or(0);
-        let waited = self
-            .head_check
-            .claim_since
-            .is_some_and(|t| now.0 >= t.0 + HEAD_CLAIM_WAIT_MS);
-        if enough && (mine >= claimed || waited) {
-            self.head_check.done = true;
+        let hc = &mut self.head_check;
+        hc.claims.retain(|_, claim| *claim > mine);
+        let first = *hc.first_ask.get_or_insert(now);
+        let all = hc.answered.len() + 1 >= consortium.n();
+        let quorum =
+            hc.answered.len() + 1 >= consortium.quorum() && now.0 >= first.0 + HEAD_ALL_WAIT_MS;
+        if (all || quorum) && hc.claims.is_empty() {
+            hc.done = true;
             step.extend(self.bank.confirm_head(now, rng));
             return Ok(());
         }
-        if self
-            .head_check
-            .asked_at
-            .is_none_or(|t| now.0 >= t.0 + HEAD_ASK_EVERY_MS)
-        {
-            self.head_check.asked_at = Some(now);
+        if hc.asked_at.is_none_or(|t| now.0 >= t.0 + HEAD_ASK_EVERY_MS) {
+            hc.asked_at = Some(now);
             for peer in consortium.indices().filter(|&m| m != me) {
-                if !self.head_check.answered.contains_key(&peer) {
+                if !hc.answered.contains(&peer) {
                     step.requests.push((peer, Request::Heads));
                 }
+            }
+            for &peer in hc.claims.keys() {
+                step.requests.push((
+                    peer,
+                    Request::AuthorRange {
+                        author: me,
+                        from_seq: mine + 1,
+                    },
+                ));
             }
         }
         Ok(())
@@ -616,11 +678,21 @@ impl Replica {
     ) -> Result<Step, StoreError> {
         match response {
             Response::Records { records } => {
+                let empty = records.is_empty();
                 let items = records
                     .into_iter()
                     .map(|r| (Origin::Sync { from }, r))
                     .collect();
-                let (_, step) = self.ingest(now, items, rng)?;
+                let (_, mut step) = self.ingest(now, items, rng)?;
+                if !self.head_check.done {
+                    // A peer that claimed more of our chain but, asked for it, sends nothing: its
+                    // claim goes. (Other answers it gives before then are not empty.)
+                    if empty {
+                        self.head_check.claims.remove(&from);
+                    }
+                    self.head_check_step(now, rng, &mut step)?;
+                    step = self.persist(step)?;
+                }
                 Ok(step)
             }
             Response::Heads { heads } => {
@@ -644,10 +716,10 @@ impl Replica {
                         .find(|(a, _, _)| *a == me)
                         .map_or(0, |(_, s, _)| *s);
                     let mine = self.store.head(me)?.map_or(0, |(s, _)| s);
-                    if ours > mine && self.head_check.claim_since.is_none() {
-                        self.head_check.claim_since = Some(now);
+                    if ours > mine {
+                        self.head_check.claims.insert(from, ours);
                     }
-                    self.head_check.answered.insert(from, ours);
+                    self.head_check.answered.insert(from);
                     self.head_check_step(now, rng, &mut step)?;
                 }
                 self.persist(step)
@@ -757,11 +829,6 @@ impl Pending {
             .map(|q| q.keys().copied().collect())
             .unwrap_or_default();
         hashes.iter().filter_map(|h| self.remove(h)).collect()
-    }
-
-    /// Authors with records held for a gap in their chain.
-    fn gapped_authors(&self) -> BTreeSet<MemberIndex> {
-        self.gapped.keys().map(|(a, _)| *a).collect()
     }
 
     /// The held records of `author` that continue its chain from `head`, in order.

@@ -335,6 +335,13 @@ pub(crate) fn verify_and_repair(tree: &Tree) -> Result<Verified, StoreError> {
                     )));
                 }
             }
+            keys::P_EVIDENCE_AT => {
+                let hash = rest.get(10..).and_then(keys::hash).ok_or_else(bad_key)?;
+                if !v.is_empty() || !tree.contains_key(keys::evidence(&hash))? {
+                    // An index entry without its evidence (a torn write): drop it.
+                    batch.remove(k);
+                }
+            }
             _ if k.as_ref() == keys::K_LEN || k.as_ref() == keys::K_FORMAT => {}
             _ => return Err(bad_key()),
         }

@@ -129,6 +129,10 @@ struct Own {
     results: Results,
     ready_posted: bool,
     dropped_reported: bool,
+    /// Our submissions in the final set, once all are known.
+    in_set: Option<usize>,
+    /// Pseudonym entries stored so far.
+    pseudonym_parts: u32,
 }
 
 impl Own {
@@ -190,6 +194,8 @@ impl Epoch {
             results: Results::default(),
             ready_posted: false,
             dropped_reported: false,
+            in_set: None,
+            pseudonym_parts: 0,
         }
     }
 
@@ -204,6 +210,7 @@ impl Epoch {
                 }
             }
             own.results = Results::restore(r.results);
+            own.pseudonym_parts = r.pseudonym_parts;
             self.own = Some(own);
         }
         self.server = OprfServer::restore(r.served);
@@ -224,7 +231,7 @@ impl Epoch {
 
     /// The operator's scores (checked by the bank); stored before anything uses them.
     pub fn set_scores(&mut self, scores: Vec<(String, u16)>, out: &mut Out) {
-        out.local.push(local::scores(self.number, &scores));
+        out.local.extend(local::scores(self.number, &scores));
         self.own = Some(Self::own_from(self.number, scores));
     }
 
@@ -259,10 +266,14 @@ impl Epoch {
         {
             return ShareCheck::Reject("a second share for a submission".into());
         }
-        if let Some((_, size)) = self.final_set() {
-            if count + shares.len() > size {
-                return ShareCheck::Reject("more shares than the final set has submissions".into());
-            }
+        // One share per submission: of the final set, or, while it is not known here, of as
+        // many submissions as the OPRF quotas allow.
+        let bound = self.final_set().map_or_else(
+            || ctx.consortium.n() * ctx.consortium.genesis.oprf_quota as usize,
+            |(_, size)| size,
+        );
+        if count + shares.len() > bound {
+            return ShareCheck::Reject("more shares than the final set has submissions".into());
         }
         match &self.stage {
             Stage::Decrypting { set, .. } => {
@@ -300,6 +311,25 @@ impl Epoch {
             && now < consortium.decrypt_end(self.number)
     }
 
+    /// Whether a seal `Proposal` or `Vote` by `author` would be counted.
+    pub fn accepts(&self, author: MemberIndex, body: &Body) -> bool {
+        self.seal.accepts(author, body)
+    }
+
+    /// Whether `author` already posted its one `Ready` or `OprfUsage` of this epoch.
+    pub fn has_posted(&self, author: MemberIndex, body: &Body) -> bool {
+        match body {
+            Body::Ready { .. } => self.ready.contains(&author),
+            Body::OprfUsage { .. } => self.usage.contains_key(&author),
+            _ => false,
+        }
+    }
+
+    /// Report parts met from `author`.
+    pub fn report_parts_of(&self, author: MemberIndex) -> u32 {
+        self.seal.parts_of(author)
+    }
+
     // --- Applying checked records -------------------------------------------------------------
 
     pub fn apply_submission(&mut self, hash: Hash, s: &Submission) {
@@ -321,11 +351,13 @@ impl Epoch {
     }
 
     /// Applies an identified record of this epoch (checked and durable, or replayed).
+    #[allow(clippy::too_many_arguments)]
     pub fn apply_record(
         &mut self,
         ctx: &Ctx<'_>,
         author: MemberIndex,
         hash: Hash,
+        prev: Hash,
         body: &Body,
         verified: Option<VerifiedShares>,
         out: &mut Out,
@@ -365,7 +397,7 @@ impl Epoch {
             } => {
                 let s = self
                     .seal
-                    .report_part(ctx.now, author, *part, *last, hashes, hash);
+                    .report_part(ctx.now, author, *part, *last, hashes, hash, prev);
                 self.take_seal(s, out);
             }
             Body::Proposal { .. } | Body::Vote { .. } => {
@@ -443,12 +475,13 @@ impl Epoch {
     pub fn serve_submissions(&self, after: Option<Hash>) -> Response {
         let (hashes, more) = match &self.stage {
             Stage::Decrypting { set, .. } => {
+                use std::ops::Bound;
+                let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
                 let all: Vec<Hash> = set
                     .entries
-                    .keys()
-                    .filter(|h| after.is_none_or(|a| **h > a))
+                    .range::<Hash, _>((lower, Bound::Unbounded))
+                    .map(|(h, _)| *h)
                     .take(SUBMISSIONS_PAGE + 1)
-                    .copied()
                     .collect();
                 let more = all.len() > SUBMISSIONS_PAGE;
                 (all.into_iter().take(SUBMISSIONS_PAGE).collect(), more)
@@ -526,13 +559,16 @@ impl Epoch {
         if lookup.ready.is_empty() {
             return;
         }
+        // Durable before any submission built from them goes out (DESIGN 8), one entry per
+        // batch so nothing is written twice.
+        let list: Vec<(usize, [u8; 64])> = lookup.ready.iter().map(|(c, y)| (*c, **y)).collect();
+        out.local
+            .push(local::pseudonyms(self.number, own.pseudonym_parts, &list));
+        own.pseudonym_parts += 1;
         for (client, y) in lookup.ready {
             own.known.insert(client, y.clone());
             own.submitter.enqueue(client, y);
         }
-        // Durable before any submission built from them goes out (DESIGN 8).
-        let list: Vec<(usize, [u8; 64])> = own.known.iter().map(|(&c, y)| (c, **y)).collect();
-        out.local.push(local::pseudonyms(self.number, &list));
         if own.known.len() == own.clients.len() {
             out.events.push(Event::PseudonymsReady {
                 epoch: self.number,
@@ -544,11 +580,14 @@ impl Epoch {
     /// A page of a peer's submission list in the sync round: fetch what we lack, ask for more.
     pub fn submissions_response(
         &mut self,
+        consortium: &Consortium,
         from: MemberIndex,
+        after: Option<Hash>,
         hashes: Vec<Hash>,
         more: bool,
         out: &mut Out,
     ) {
+        let most = consortium.n() * consortium.genesis.oprf_quota as usize;
         let number = self.number;
         let Stage::Syncing {
             peers, awaiting, ..
@@ -556,10 +595,18 @@ impl Epoch {
         else {
             return;
         };
-        let Some(peer) = peers.get_mut(&from) else {
+        // Only the page we asked for counts (a peer cannot grow our list by sending more).
+        let Some(peer) = peers
+            .get_mut(&from)
+            .filter(|p| !p.listed && p.after == after)
+        else {
             return;
         };
-        let sorted = hashes.windows(2).all(|w| w.first() < w.get(1));
+        if awaiting.len() >= most {
+            return;
+        }
+        let sorted = hashes.windows(2).all(|w| w.first() < w.get(1))
+            && hashes.first().is_none_or(|h| after.is_none_or(|a| a < *h));
         if !sorted || hashes.len() > SUBMISSIONS_PAGE {
             out.faults.push(Fault::member(
                 from,
@@ -632,7 +679,16 @@ impl Epoch {
         // Replayed after a restart: our report is out already.
         if matches!(self.stage, Stage::Open | Stage::Syncing { .. }) && self.seal.reported() {
             self.stage = Stage::Sealing;
-            let s = self.seal.start(now);
+        }
+        // The agreement runs from our report until it decides here (even when the decision was
+        // read back from the local store: our own votes may not be on the log yet).
+        let done = matches!(self.stage, Stage::Done { .. });
+        if !done && self.seal.reported() && !self.seal.engine_decided() {
+            let s = if self.seal.started() {
+                self.seal.on_timeout(now)
+            } else {
+                self.seal.start(now)
+            };
             self.take_seal(s, out);
         }
         match &mut self.stage {
@@ -653,16 +709,14 @@ impl Epoch {
                 }
             }
             Stage::Syncing { .. } => self.advance_sync(ctx, out),
-            Stage::Sealing => {
-                let s = self.seal.on_timeout(now);
-                self.take_seal(s, out);
-                if self.seal.decision().is_none() && now >= c.seal_end(self.number) {
-                    let reason = format!(
-                        "no decision on the final set by the seal deadline (round {})",
-                        self.seal.round()
-                    );
-                    self.fail(Phase::Seal, reason, out);
-                }
+            Stage::Sealing
+                if self.seal.decision().is_none() && now >= c.seal_end(self.number) =>
+            {
+                let reason = format!(
+                    "no decision on the final set by the seal deadline (round {})",
+                    self.seal.round()
+                );
+                self.fail(Phase::Seal, reason, out);
             }
             _ => {}
         }
@@ -743,7 +797,6 @@ impl Epoch {
             &self.pool,
             open,
             &mut budget,
-            rng,
         );
         out.work += before - budget;
         out.submissions.extend(made.submissions);
@@ -835,9 +888,8 @@ impl Epoch {
             submissions: held.len(),
         });
         out.bodies.extend(self.seal.report_bodies(held));
+        // The agreement starts once our report is back as applied records.
         self.stage = Stage::Sealing;
-        let s = self.seal.start(now);
-        self.take_seal(s, out);
     }
 
     /// Fetches the records of the final set we lack from members that reported them.
@@ -948,8 +1000,22 @@ impl Epoch {
         }
         let shares_done = producer.as_ref().is_none_or(Producer::is_done);
         let mut results_done = true;
+        let mut failure = None;
         if let (Some(own), Some(keys)) = (&mut self.own, ctx.keys) {
             let t = c.threshold();
+            if own.in_set.is_none() && own.complete() {
+                // Our submissions are all known: only their shares matter from now on, and we
+                // know how many results to expect.
+                own.results.keep_only(own.submitter.mine());
+                own.results.touch_all(own.submitter.mine());
+                own.in_set = Some(
+                    own.submitter
+                        .mine()
+                        .keys()
+                        .filter(|h| set.entries.contains_key(*h))
+                        .count(),
+                );
+            }
             // Shares met without a check are verified before use (on every path).
             for (hash, author, share) in own.results.to_verify(own.submitter.mine(), t) {
                 match keys
@@ -983,21 +1049,18 @@ impl Epoch {
                     });
                 }
             }
-            for e in errors {
-                out.events.push(Event::Failed {
-                    epoch: Some(number),
-                    phase: Phase::Decrypt,
-                    reason: e,
-                });
-            }
-            let in_set = own
-                .submitter
-                .mine()
-                .iter()
-                .filter(|(h, _)| set.entries.contains_key(*h))
-                .count();
+            failure = errors.into_iter().next();
             results_done = self.own_failure.is_some()
-                || (own.complete() && own.results.opened().len() >= in_set);
+                || failure.is_some()
+                || own.in_set.is_some_and(|n| own.results.opened().len() >= n);
+        }
+        if let (Some(reason), None) = (failure, &self.own_failure) {
+            out.events.push(Event::Failed {
+                epoch: Some(number),
+                phase: Phase::Decrypt,
+                reason: reason.clone(),
+            });
+            self.own_failure = Some((Phase::Decrypt, reason));
         }
         if shares_done && results_done {
             let results = self.own.as_ref().map_or(0, |o| o.results.opened().len());
@@ -1034,6 +1097,14 @@ impl Epoch {
 
     /// The next time this epoch has something to do.
     pub fn next_deadline(&self, c: &Consortium, now: Time) -> Option<Time> {
+        // Failed here: nothing to do on our own any more, but the seal's agreement goes on (a
+        // certified decision supersedes a seal failure).
+        if self.failed.is_some() {
+            return (!self.seal.engine_decided())
+                .then(|| self.seal.next_timeout())
+                .flatten()
+                .filter(|t| *t > now);
+        }
         let tick = now.plus(100);
         let mut next = Vec::new();
         match &self.stage {
@@ -1042,13 +1113,13 @@ impl Epoch {
                 next.push(c.report_at(self.number));
                 next.push(tick);
             }
-            Stage::Sealing => {
-                next.extend(self.seal.next_timeout());
-                next.push(c.seal_end(self.number));
-            }
+            Stage::Sealing => next.push(c.seal_end(self.number)),
             Stage::Fetching { .. } => next.push(tick),
             Stage::Decrypting { .. } => next.push(tick),
             Stage::Done { .. } => return None,
+        }
+        if !self.seal.engine_decided() {
+            next.extend(self.seal.next_timeout());
         }
         if self.own.as_ref().is_some_and(|o| o.pseudonyms.pending()) && self.is_open() {
             next.push(tick);
@@ -1057,11 +1128,6 @@ impl Epoch {
             next.push(c.decrypt_end(self.number));
         }
         next.into_iter().filter(|t| *t > now).min()
-    }
-
-    /// Own seal messages decided on but never stored (after a restart).
-    pub fn unrecorded(&self) -> Vec<Body> {
-        self.seal.unrecorded()
     }
 
     pub fn is_done(&self) -> bool {

@@ -3,21 +3,30 @@
 //! restart never serves a requester past its quota, and they go on the log when the epoch's
 //! submissions close.
 
-use std::collections::BTreeMap;
-
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::crypto::oprf;
-use crate::local::{self, LocalWrite};
+use sha2::{Digest, Sha256};
+
+use crate::local::{self, LocalWrite, Served};
 use crate::messages::{Response, OPRF_BATCH_MAX};
 use crate::record::Body;
 use crate::MemberIndex;
 
 #[derive(Default)]
 pub struct OprfServer {
-    served: BTreeMap<MemberIndex, u32>,
+    served: Served,
+}
+
+/// SHA-256 over a batch's blinded elements.
+fn batch_digest(blinded: &[RistrettoPoint]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in blinded {
+        h.update(p.compress().as_bytes());
+    }
+    h.finalize().into()
 }
 
 fn refused(reason: impl Into<String>) -> Response {
@@ -28,7 +37,7 @@ fn refused(reason: impl Into<String>) -> Response {
 
 impl OprfServer {
     /// Counts read back after a restart.
-    pub fn restore(served: BTreeMap<MemberIndex, u32>) -> OprfServer {
+    pub fn restore(served: Served) -> OprfServer {
         OprfServer { served }
     }
 
@@ -49,21 +58,29 @@ impl OprfServer {
             let reason = format!("batch must hold 1..={OPRF_BATCH_MAX} elements");
             return (refused(reason), None);
         }
-        let used = self.served.get(&from).copied().unwrap_or(0);
+        let digest = batch_digest(blinded);
+        let (used, seen) = self.served.get(&from).cloned().unwrap_or_default();
+        // A batch asked again (a lost answer) is answered again, not charged again.
+        let again = seen.contains(&digest);
         let asked = u32::try_from(blinded.len()).unwrap_or(u32::MAX);
-        if used.saturating_add(asked) > quota {
+        if !again && used.saturating_add(asked) > quota {
             let reason = format!("OPRF quota of {quota} per epoch exhausted");
             return (refused(reason), None);
         }
         match oprf::evaluate(share, blinded, rng) {
             Ok((evaluated, proof)) => {
-                self.served.insert(from, used + asked);
                 let response = Response::OprfEvaluated {
                     epoch,
                     batch,
                     evaluated,
                     proof,
                 };
+                if again {
+                    return (response, None);
+                }
+                let slot = self.served.entry(from).or_default();
+                slot.0 = used + asked;
+                slot.1.insert(digest);
                 (response, Some(local::served(epoch, &self.served)))
             }
             Err(e) => (refused(e.to_string()), None),
@@ -74,7 +91,7 @@ impl OprfServer {
     pub fn usage(&self, epoch: u64) -> Body {
         Body::OprfUsage {
             epoch,
-            served: self.served.iter().map(|(&m, &n)| (m, n)).collect(),
+            served: self.served.iter().map(|(&m, (n, _))| (m, *n)).collect(),
         }
     }
 }
@@ -96,7 +113,11 @@ mod tests {
         let (r, w) = s.evaluate(1, 2, 0, &[point; 3], &share, 5, &mut rng);
         assert!(matches!(r, Response::OprfEvaluated { .. }));
         let w = w.expect("the count is stored before the answer");
-        let (r, w2) = s.evaluate(1, 2, 1, &[point; 3], &share, 5, &mut rng);
+        // The same batch again (its answer was lost) is answered, not charged.
+        let (r, w2) = s.evaluate(1, 2, 0, &[point; 3], &share, 5, &mut rng);
+        assert!(matches!(r, Response::OprfEvaluated { .. }) && w2.is_none());
+        let other = Scalar::from(4u64) * G;
+        let (r, w2) = s.evaluate(1, 2, 1, &[other; 3], &share, 5, &mut rng);
         assert!(
             matches!(r, Response::Refused { .. }) && w2.is_none(),
             "3 + 3 > 5"
@@ -105,7 +126,7 @@ mod tests {
         let back = crate::local::Restored::parse(&[(w.key, w.value)]).unwrap();
         let served = back.epochs.get(&1).unwrap().served.clone();
         let mut s = OprfServer::restore(served);
-        let (r, _) = s.evaluate(1, 2, 1, &[point; 3], &share, 5, &mut rng);
+        let (r, _) = s.evaluate(1, 2, 1, &[other; 3], &share, 5, &mut rng);
         assert!(matches!(r, Response::Refused { .. }));
         // Another requester has its own quota; empty and oversized batches are refused.
         let (r, _) = s.evaluate(1, 3, 0, &[point; 2], &share, 5, &mut rng);

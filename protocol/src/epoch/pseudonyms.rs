@@ -53,7 +53,9 @@ pub struct Lookup {
 
 pub struct Pseudonyms {
     epoch: u64,
-    batches: Vec<Batch>,
+    /// By batch id: drawn afresh at every start, so a late answer to a batch asked before a
+    /// restart is not taken for one of now.
+    batches: BTreeMap<u32, Batch>,
     started: bool,
 }
 
@@ -61,7 +63,7 @@ impl Pseudonyms {
     pub fn new(epoch: u64) -> Pseudonyms {
         Pseudonyms {
             epoch,
-            batches: Vec::new(),
+            batches: BTreeMap::new(),
             started: false,
         }
     }
@@ -71,7 +73,7 @@ impl Pseudonyms {
     }
     /// Whether some batch still waits for answers.
     pub fn pending(&self) -> bool {
-        self.batches.iter().any(|b| !b.done)
+        self.batches.values().any(|b| !b.done)
     }
 
     /// Blinds the clients in `missing` and asks every other holder of `k` (DESIGN 4.2).
@@ -89,7 +91,8 @@ impl Pseudonyms {
             out.error = Some("fewer pseudonym key holders than the threshold".into());
             return out;
         }
-        for chunk in missing.chunks(OPRF_BATCH_MAX) {
+        let base = rng.next_u32();
+        for (i, chunk) in missing.chunks(OPRF_BATCH_MAX).enumerate() {
             let mut blinds = Vec::new();
             let mut blinded = Vec::new();
             for &i in chunk {
@@ -120,7 +123,7 @@ impl Pseudonyms {
                     }
                 }
             }
-            let batch = u32::try_from(self.batches.len()).unwrap_or(u32::MAX);
+            let batch = base.wrapping_add(u32::try_from(i).unwrap_or(u32::MAX));
             for &peer in keys.verifying.keys().filter(|&&i| i != keys.me) {
                 out.requests.push((
                     peer,
@@ -131,14 +134,17 @@ impl Pseudonyms {
                     },
                 ));
             }
-            self.batches.push(Batch {
-                clients: chunk.to_vec(),
-                blinds,
-                blinded,
-                partials,
-                done: false,
-                asked_at: now,
-            });
+            self.batches.insert(
+                batch,
+                Batch {
+                    clients: chunk.to_vec(),
+                    blinds,
+                    blinded,
+                    partials,
+                    done: false,
+                    asked_at: now,
+                },
+            );
         }
         self.finish(keys, clients, &mut out);
         out
@@ -148,12 +154,11 @@ impl Pseudonyms {
     /// because its own key was not ready, or the request was lost).
     pub fn retry(&mut self, keys: &OprfKeys<'_>, now: Time) -> Vec<(MemberIndex, Request)> {
         let mut requests = Vec::new();
-        for (b, batch) in self.batches.iter_mut().enumerate().filter(|(_, b)| !b.done) {
+        for (&batch_id, batch) in self.batches.iter_mut().filter(|(_, b)| !b.done) {
             if now.0 < batch.asked_at.0 + RETRY_MS {
                 continue;
             }
             batch.asked_at = now;
-            let batch_id = u32::try_from(b).unwrap_or(u32::MAX);
             for &peer in keys
                 .verifying
                 .keys()
@@ -183,7 +188,7 @@ impl Pseudonyms {
         proof: DleqProof,
     ) -> Lookup {
         let mut out = Lookup::default();
-        let Some(b) = self.batches.get_mut(batch as usize) else {
+        let Some(b) = self.batches.get_mut(&batch) else {
             return out;
         };
         if b.done || b.partials.contains_key(&from) {
@@ -212,7 +217,7 @@ impl Pseudonyms {
     fn finish(&mut self, keys: &OprfKeys<'_>, clients: &[Client], out: &mut Lookup) {
         for b in self
             .batches
-            .iter_mut()
+            .values_mut()
             .filter(|b| !b.done && b.partials.len() >= keys.threshold)
         {
             b.done = true;

@@ -2,7 +2,7 @@
 //! stripped with its one-time key, combined, and the sum looked up; the count is the tag's
 //! number of submissions. Each submission is opened once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use curve25519_dalek::ristretto::RistrettoPoint;
 
@@ -24,6 +24,9 @@ pub struct Results {
     /// epoch could not be judged): verified before they are used.
     unverified: BTreeMap<Hash, BTreeMap<MemberIndex, KeySwitchShare>>,
     opened: BTreeMap<usize, (u64, u32)>,
+    /// Submissions whose shares changed since they were last looked at: only these are
+    /// looked at again (the work per share record stays constant).
+    dirty: BTreeSet<Hash>,
 }
 
 impl Results {
@@ -41,6 +44,7 @@ impl Results {
 
     pub fn add_verified(&mut self, shares: VerifiedShares) {
         for v in shares.into_inner() {
+            self.dirty.insert(v.submission());
             if let Some(slot) = self.unverified.get_mut(&v.submission()) {
                 slot.remove(&v.author());
             }
@@ -65,6 +69,7 @@ impl Results {
                 .get(&e.submission)
                 .is_some_and(|m| m.contains_key(&author));
             if !known {
+                self.dirty.insert(e.submission);
                 self.unverified
                     .entry(e.submission)
                     .or_default()
@@ -81,7 +86,7 @@ impl Results {
         t: usize,
     ) -> Vec<(Hash, MemberIndex, KeySwitchShare)> {
         let mut out = Vec::new();
-        for (hash, m) in mine {
+        for (hash, m) in self.dirty.iter().filter_map(|h| Some((h, mine.get(h)?))) {
             if self.opened.contains_key(&m.client) {
                 continue;
             }
@@ -109,6 +114,18 @@ impl Results {
     pub fn keep_only(&mut self, mine: &BTreeMap<Hash, Mine>) {
         self.verified.retain(|h, _| mine.contains_key(h));
         self.unverified.retain(|h, _| mine.contains_key(h));
+        self.dirty.retain(|h| mine.contains_key(h));
+    }
+
+    /// Marks every submission of ours with shares to be looked at again (once our
+    /// submissions are all known, after a restart).
+    pub fn touch_all(&mut self, mine: &BTreeMap<Hash, Mine>) {
+        let touched: Vec<Hash> = mine
+            .keys()
+            .filter(|h| self.verified.contains_key(*h) || self.unverified.contains_key(*h))
+            .copied()
+            .collect();
+        self.dirty.extend(touched);
     }
 
     /// Opens every submission of ours that has `t` verified shares and no result yet.
@@ -120,7 +137,9 @@ impl Results {
     ) -> (Vec<Opened>, Vec<String>) {
         let mut opened = Vec::new();
         let mut errors = Vec::new();
-        for (hash, m) in mine {
+        let mut looked = Vec::new();
+        for (hash, m) in self.dirty.iter().filter_map(|h| Some((h, mine.get(h)?))) {
+            looked.push(*hash);
             if self.opened.contains_key(&m.client) {
                 continue;
             }
@@ -146,14 +165,18 @@ impl Results {
         for &(client, sum, count) in &opened {
             self.opened.insert(client, (sum, count));
         }
-        let done: Vec<Hash> = mine
-            .iter()
-            .filter(|(_, m)| self.opened.contains_key(&m.client))
-            .map(|(h, _)| *h)
-            .collect();
-        for h in done {
-            self.verified.remove(&h);
-            self.unverified.remove(&h);
+        for h in looked {
+            if mine
+                .get(&h)
+                .is_some_and(|m| self.opened.contains_key(&m.client))
+            {
+                self.dirty.remove(&h);
+                self.verified.remove(&h);
+                self.unverified.remove(&h);
+            } else if self.unverified.get(&h).is_none_or(BTreeMap::is_empty) {
+                // Nothing left to verify: looked at again when a share comes.
+                self.dirty.remove(&h);
+            }
         }
         (opened, errors)
     }

@@ -5,10 +5,10 @@
 //!
 //! This module knows reports, values and votes only: no submission, share or result.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::agreement::Agreement;
-use crate::consensus::{Action, Receipt, Validity};
+use crate::consensus::{Action, Receipt, Validity, ValueId};
 use crate::genesis::Consortium;
 use crate::messages::Request;
 use crate::record::{Body, Hash, Instance, Value};
@@ -43,15 +43,23 @@ pub fn check_report(c: &Consortium, part: u32, hashes: &[Hash]) -> Result<(), St
     Ok(())
 }
 
-/// One member's report as its parts arrive (in its chain's order).
-#[derive(Default)]
-struct Report {
-    parts: u32,
+/// A report part as met, in its author's chain or as evidence of a fork.
+struct Part {
+    author: MemberIndex,
+    part: u32,
+    last: bool,
     hashes: Vec<Hash>,
-    /// The record hash of the last part, once the report is complete.
-    complete: Option<Hash>,
-    /// The parts broke a rule: this report can never be pinned.
-    broken: bool,
+    prev: Hash,
+}
+
+/// A pinned report, walked back from its last part.
+enum Walk {
+    /// Its submissions, ascending.
+    Complete(Vec<Hash>),
+    /// This part (by record hash) is not here yet.
+    Missing(Hash),
+    /// It breaks a rule (parts out of order, another author): never valid.
+    Broken,
 }
 
 /// The seal's decision: the decided value and the final set it implies.
@@ -73,38 +81,66 @@ pub struct SealOut {
 }
 
 pub struct Seal {
-    epoch: u64,
     me: MemberIndex,
     faulty: usize,
     pinned: usize,
+    epoch: u64,
     agreement: Agreement,
-    reports: BTreeMap<MemberIndex, Report>,
+    /// Every report part met, by record hash: a report is named by its last part and read by
+    /// walking back, so parts posted after it, or another fork of the chain, change nothing.
+    parts: BTreeMap<Hash, Part>,
+    /// Parts met per author (bounded by [`max_parts`] at check time).
+    parts_by: BTreeMap<MemberIndex, u32>,
+    /// Each author's complete reports by last part, in the order met.
+    complete: BTreeMap<MemberIndex, Vec<Hash>>,
+    /// The submissions of each complete report, by its last part.
+    lists: BTreeMap<Hash, Vec<Hash>>,
+    others: Vec<MemberIndex>,
+    turn: usize,
+    /// Values whose validity waits for a part, by that part's hash.
+    waiting: BTreeMap<Hash, BTreeSet<ValueId>>,
+    judged: BTreeSet<ValueId>,
     /// The decision (stored before it is acted on), and whether it was handed on.
     decision: Option<(u32, Value)>,
     handed_on: bool,
+    released: bool,
     asked: BTreeMap<MemberIndex, Time>,
 }
 
 impl Seal {
     pub fn new(consortium: &Consortium, me: MemberIndex, epoch: u64) -> Seal {
         Seal {
-            epoch,
             me,
             faulty: consortium.faulty(),
             pinned: consortium.reports_pinned(),
+            epoch,
             agreement: Agreement::new(consortium, me, Instance::Seal { epoch }),
-            reports: BTreeMap::new(),
+            parts: BTreeMap::new(),
+            parts_by: BTreeMap::new(),
+            complete: BTreeMap::new(),
+            lists: BTreeMap::new(),
+            others: consortium.indices().filter(|&m| m != me).collect(),
+            turn: 0,
+            waiting: BTreeMap::new(),
+            judged: BTreeSet::new(),
             decision: None,
             handed_on: false,
+            released: false,
             asked: BTreeMap::new(),
         }
     }
 
     /// Whether our own report is complete in the log.
     pub fn reported(&self) -> bool {
-        self.reports
-            .get(&self.me)
-            .is_some_and(|r| r.complete.is_some())
+        self.complete.contains_key(&self.me)
+    }
+    /// Whether a seal `Proposal` or `Vote` by `author` would be counted.
+    pub fn accepts(&self, author: MemberIndex, body: &Body) -> bool {
+        self.agreement.accepts(author, body)
+    }
+    /// Report parts met from `author` (for the per-member bound).
+    pub fn parts_of(&self, author: MemberIndex) -> u32 {
+        self.parts_by.get(&author).copied().unwrap_or(0)
     }
     pub fn decision(&self) -> Option<(u32, &Value)> {
         self.decision.as_ref().map(|(r, v)| (*r, v))
@@ -112,13 +148,18 @@ impl Seal {
     pub fn round(&self) -> u32 {
         self.agreement.engine().round()
     }
+    pub fn started(&self) -> bool {
+        self.agreement.engine().is_started()
+    }
+    /// Whether the agreement itself decided here (a decision read back from the local store
+    /// leaves the engine running until the log backs it, so our own votes still go out).
+    pub fn engine_decided(&self) -> bool {
+        self.agreement.engine().decision().is_some()
+    }
     pub fn exhausted(&self) -> bool {
         self.agreement.engine().exhausted()
     }
     pub fn next_timeout(&self) -> Option<Time> {
-        if self.decision.is_some() {
-            return None;
-        }
         self.agreement.next_timeout()
     }
 
@@ -144,8 +185,46 @@ impl Seal {
             .collect()
     }
 
-    /// Applies a report part (in its author's chain order); the rules across parts are checked
-    /// here, so a report that breaks one is never pinned and its author is named.
+    /// Walks a report back from its last part.
+    fn walk(&self, last: &Hash) -> Walk {
+        if let Some(list) = self.lists.get(last) {
+            return Walk::Complete(list.clone());
+        }
+        let Some(first) = self.parts.get(last) else {
+            return Walk::Missing(*last);
+        };
+        if !first.last {
+            return Walk::Broken;
+        }
+        let mut chunks: Vec<&[Hash]> = Vec::new();
+        let mut current = first;
+        loop {
+            chunks.push(&current.hashes);
+            if current.part == 0 {
+                break;
+            }
+            let Some(prev) = self.parts.get(&current.prev) else {
+                return Walk::Missing(current.prev);
+            };
+            let ordered = match (prev.hashes.last(), current.hashes.first()) {
+                (Some(a), Some(b)) => a < b,
+                _ => true,
+            };
+            if prev.author != current.author
+                || prev.last
+                || prev.part + 1 != current.part
+                || !ordered
+            {
+                return Walk::Broken;
+            }
+            current = prev;
+        }
+        chunks.reverse();
+        Walk::Complete(chunks.concat())
+    }
+
+    /// Takes a report part met in its author's chain or as evidence.
+    #[allow(clippy::too_many_arguments)]
     pub fn report_part(
         &mut self,
         now: Time,
@@ -154,54 +233,106 @@ impl Seal {
         last: bool,
         hashes: &[Hash],
         record: Hash,
+        prev: Hash,
     ) -> SealOut {
         let mut out = SealOut::default();
-        let r = self.reports.entry(author).or_default();
-        let in_order = part == r.parts
-            && r.complete.is_none()
-            && hashes
-                .first()
-                .is_none_or(|h| r.hashes.last().is_none_or(|l| l < h));
-        if r.broken {
+        if self.released || self.parts.contains_key(&record) {
             return out;
         }
-        if !in_order {
-            r.broken = true;
-            out.faults.push(Fault::member(
+        *self.parts_by.entry(author).or_default() += 1;
+        self.parts.insert(
+            record,
+            Part {
                 author,
-                FaultKind::BadAgreementMessage,
-                Some(record),
-                format!("report part {part} out of order (a second report?)"),
-            ));
-            return out;
-        }
-        r.parts += 1;
-        r.hashes.extend_from_slice(hashes);
-        if last {
-            r.complete = Some(record);
-            self.judge(now, &mut out);
-            self.offer(now, &mut out);
-            self.hand_on(&mut out);
-        }
+                part,
+                last,
+                hashes: hashes.to_vec(),
+                prev,
+            },
+        );
+        self.part_arrived(now, record, &mut out);
         out
     }
 
-    /// Starts the agreement once our report is out.
+    /// A part is here: reports it completes, and values that waited for it.
+    fn part_arrived(&mut self, now: Time, record: Hash, out: &mut SealOut) {
+        // Reports it completes: itself if it is a last part, or later parts already here.
+        let mut lasts = vec![record];
+        lasts.extend(
+            self.parts
+                .iter()
+                .filter(|(_, p)| p.last && p.prev == record)
+                .map(|(h, _)| *h),
+        );
+        for last in lasts {
+            let Some(author) = self.parts.get(&last).map(|p| p.author) else {
+                continue;
+            };
+            if self.lists.contains_key(&last) {
+                continue;
+            }
+            if let Walk::Complete(hashes) = self.walk(&last) {
+                self.lists.insert(last, hashes);
+                let list = self.complete.entry(author).or_default();
+                if !list.contains(&last) {
+                    list.push(last);
+                    if list.len() == 2 {
+                        out.faults.push(Fault::member(
+                            author,
+                            FaultKind::BadAgreementMessage,
+                            Some(last),
+                            format!("a second report for epoch {}", self.epoch),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(ids) = self.waiting.remove(&record) {
+            for id in ids {
+                self.judge_one(now, id, None, out);
+            }
+        }
+        self.offer(now, out);
+        self.hand_on(out);
+    }
+
+    /// Starts the agreement once our report is out (or, after a restart, again).
     pub fn start(&mut self, now: Time) -> SealOut {
         let mut out = SealOut::default();
         let actions = self.agreement.start(now);
         self.act(now, actions, &mut out);
-        self.judge(now, &mut out);
+        self.judge_new(now, None, &mut out);
+        self.offer(now, &mut out);
         out
     }
 
     pub fn on_timeout(&mut self, now: Time) -> SealOut {
         let mut out = SealOut::default();
-        if self.decision.is_none() {
-            let actions = self.agreement.on_timeout(now);
-            self.act(now, actions, &mut out);
+        let actions = self.agreement.on_timeout(now);
+        self.act(now, actions, &mut out);
+        // Decided (perhaps read back after a restart) but a pinned report is not here: ask the
+        // others in turn for the part that is missing.
+        if let (Some(part), false) = (self.missing_pin(), self.handed_on) {
+            self.turn += 1;
+            if let Some(&peer) = self.others.get(self.turn % self.others.len().max(1)) {
+                if self.ask(now, peer) {
+                    out.requests
+                        .push((peer, Request::Records { hashes: vec![part] }));
+                }
+            }
         }
         out
+    }
+
+    /// The first missing part of a report the decision pins.
+    fn missing_pin(&self) -> Option<Hash> {
+        let Some((_, Value::Seal { reports })) = &self.decision else {
+            return None;
+        };
+        reports.iter().find_map(|(_, h)| match self.walk(h) {
+            Walk::Missing(part) => Some(part),
+            _ => None,
+        })
     }
 
     /// Applies a seal `Proposal` or `Vote` record.
@@ -225,27 +356,14 @@ impl Seal {
                 format!("seal of epoch {}: {other:?}", self.epoch),
             )),
         }
+        self.judge_new(now, Some(author), &mut out);
         self.act(now, taken.actions, &mut out);
-        self.judge(now, &mut out);
-        // Pinned reports we lack: ask the member that showed us the value.
-        if self.missing_pins() && self.ask(now, author) {
-            out.requests.push((author, Request::Heads));
-        }
         out
     }
 
     /// The decision read back after a restart.
     pub fn restore(&mut self, round: u32, value: Value) {
         self.decision = Some((round, value));
-    }
-
-    /// Own messages decided on but never stored (after a restart).
-    pub fn unrecorded(&self) -> Vec<Body> {
-        self.agreement
-            .unrecorded()
-            .iter()
-            .filter_map(|a| self.agreement.body(a))
-            .collect()
     }
 
     fn ask(&mut self, now: Time, peer: MemberIndex) -> bool {
@@ -261,49 +379,66 @@ impl Seal {
         true
     }
 
-    fn missing_pins(&self) -> bool {
-        self.agreement.values().any(|(_, v, validity)| {
-            validity == Validity::Unknown
-                && matches!(v, Value::Seal { reports } if reports.iter().any(|(m, h)| {
-                    self.reports.get(m).and_then(|r| r.complete) != Some(*h)
-                }))
-        })
-    }
-
-    /// What we say of a value: `valid(v)` of SEAL.md.
-    fn validity(&self, value: &Value) -> Validity {
-        let Value::Seal { reports } = value else {
-            return Validity::Invalid;
-        };
-        let distinct = reports.windows(2).all(|w| match (w.first(), w.get(1)) {
-            (Some(a), Some(b)) => a.0 < b.0,
-            _ => true,
-        });
-        if reports.len() != self.pinned || !distinct {
-            return Validity::Invalid;
-        }
-        let mut verdict = Validity::Valid;
-        for (m, h) in reports {
-            match self.reports.get(m) {
-                Some(r) if r.broken => return Validity::Invalid,
-                Some(r) if r.complete == Some(*h) => {}
-                _ => verdict = Validity::Unknown,
-            }
-        }
-        verdict
-    }
-
-    fn judge(&mut self, now: Time, out: &mut SealOut) {
-        let verdicts: Vec<_> = self
+    /// Judges the values met for the first time.
+    fn judge_new(&mut self, now: Time, from: Option<MemberIndex>, out: &mut SealOut) {
+        let fresh: Vec<ValueId> = self
             .agreement
             .values()
-            .filter(|(_, _, old)| *old != Validity::Valid && *old != Validity::Invalid)
-            .map(|(id, v, old)| (*id, self.validity(v), old))
-            .filter(|(_, new, old)| new != old)
-            .map(|(id, new, _)| (id, new))
+            .filter(|(id, _, _)| !self.judged.contains(*id))
+            .map(|(id, _, _)| *id)
             .collect();
-        for (id, v) in verdicts {
-            let actions = self.agreement.set_validity(now, id, v);
+        for id in fresh {
+            self.judged.insert(id);
+            self.judge_one(now, id, from, out);
+        }
+    }
+
+    /// What we say of a value: `valid(v)` of `docs/seal.md`, with the parts it waits for.
+    fn assess(&self, value: &Value) -> (Validity, Vec<Hash>) {
+        let Value::Seal { reports } = value else {
+            return (Validity::Invalid, Vec::new());
+        };
+        let shape = reports.len() == self.pinned
+            && reports.windows(2).all(|w| match (w.first(), w.get(1)) {
+                (Some(a), Some(b)) => a.0 < b.0,
+                _ => true,
+            });
+        if !shape {
+            return (Validity::Invalid, Vec::new());
+        }
+        let mut missing = Vec::new();
+        for (m, h) in reports {
+            match self.walk(h) {
+                Walk::Complete(_) if self.parts.get(h).is_some_and(|p| p.author == *m) => {}
+                Walk::Complete(_) | Walk::Broken => return (Validity::Invalid, Vec::new()),
+                Walk::Missing(part) => missing.push(part),
+            }
+        }
+        if missing.is_empty() {
+            (Validity::Valid, missing)
+        } else {
+            (Validity::Unknown, missing)
+        }
+    }
+
+    /// Judges one value. A pinned report that is not here yet makes it unknown until the part
+    /// arrives; we ask `from`, who showed us the value.
+    fn judge_one(&mut self, now: Time, id: ValueId, from: Option<MemberIndex>, out: &mut SealOut) {
+        let Some(value) = self.agreement.value(&id).cloned() else {
+            return;
+        };
+        let (verdict, missing) = self.assess(&value);
+        for part in missing {
+            self.waiting.entry(part).or_default().insert(id);
+            if let Some(peer) = from {
+                if self.ask(now, peer) {
+                    out.requests
+                        .push((peer, Request::Records { hashes: vec![part] }));
+                }
+            }
+        }
+        if verdict != Validity::Unknown {
+            let actions = self.agreement.set_validity(now, id, verdict);
             self.act(now, actions, out);
         }
     }
@@ -313,16 +448,16 @@ impl Seal {
         if self.agreement.engine().awaiting_value().is_none() {
             return;
         }
-        let Some(own) = self.reports.get(&self.me).and_then(|r| r.complete) else {
+        let Some(own) = self.complete.get(&self.me).and_then(|l| l.first()).copied() else {
             return;
         };
         let mut pins: Vec<(MemberIndex, Hash)> = vec![(self.me, own)];
-        for (&m, r) in &self.reports {
+        for (&m, list) in &self.complete {
             if pins.len() >= self.pinned {
                 break;
             }
-            if let (false, Some(h)) = (m == self.me, r.complete) {
-                pins.push((m, h));
+            if let (false, Some(h)) = (m == self.me, list.first()) {
+                pins.push((m, *h));
             }
         }
         if pins.len() < self.pinned {
@@ -362,10 +497,10 @@ impl Seal {
             return;
         };
         let mut all = Vec::new();
-        for (m, h) in reports {
-            match self.reports.get(m) {
-                Some(r) if r.complete == Some(*h) => all.extend_from_slice(&r.hashes),
-                _ => return,
+        for (_, h) in reports {
+            match self.lists.get(h) {
+                Some(list) => all.extend_from_slice(list),
+                None => return,
             }
         }
         all.sort_unstable();
@@ -393,18 +528,22 @@ impl Seal {
         };
         reports
             .iter()
-            .filter(|(m, _)| {
-                self.reports
-                    .get(m)
-                    .is_some_and(|r| r.hashes.binary_search(hash).is_ok())
+            .filter(|(_, h)| {
+                self.lists
+                    .get(h)
+                    .is_some_and(|list| list.binary_search(hash).is_ok())
             })
             .map(|(m, _)| *m)
             .collect()
     }
 
-    /// Drops the reports' hash lists once the final set is built.
+    /// Drops the reports once the final set is built.
     pub fn release(&mut self) {
-        self.reports.clear();
+        self.parts.clear();
+        self.complete.clear();
+        self.lists.clear();
+        self.waiting.clear();
+        self.released = true;
     }
 }
 
@@ -435,9 +574,13 @@ mod tests {
     /// Applies member `m`'s report of `hashes` as one part; returns its pin.
     fn report(seal: &mut Seal, m: MemberIndex, hashes: &[Hash]) -> (MemberIndex, Hash) {
         let record = [100 + m as u8; 32];
-        let out = seal.report_part(Time(0), m, 0, true, hashes, record);
+        let out = seal.report_part(Time(0), m, 0, true, hashes, record, [0; 32]);
         assert!(out.faults.is_empty());
         (m, record)
+    }
+
+    fn validity(seal: &Seal, v: &Value) -> Validity {
+        seal.assess(v).0
     }
 
     fn vote(
@@ -493,71 +636,111 @@ mod tests {
         let b = report(&mut seal, 2, &[h(1)]);
         let cc = report(&mut seal, 3, &[h(1)]);
         assert_eq!(
-            seal.validity(&Value::Seal {
-                reports: vec![a, b, cc]
-            }),
+            validity(
+                &seal,
+                &Value::Seal {
+                    reports: vec![a, b, cc]
+                }
+            ),
             Validity::Valid
         );
         assert_eq!(
-            seal.validity(&Value::Seal {
-                reports: vec![a, b]
-            }),
+            validity(
+                &seal,
+                &Value::Seal {
+                    reports: vec![a, b]
+                }
+            ),
             Validity::Invalid,
             "m - 1 reports"
         );
         assert_eq!(
-            seal.validity(&Value::Seal {
-                reports: vec![b, a, cc]
-            }),
+            validity(
+                &seal,
+                &Value::Seal {
+                    reports: vec![b, a, cc]
+                }
+            ),
             Validity::Invalid,
             "not by member"
         );
         assert_eq!(
-            seal.validity(&Value::Seal {
-                reports: vec![a, a, cc]
-            }),
+            validity(
+                &seal,
+                &Value::Seal {
+                    reports: vec![a, a, cc]
+                }
+            ),
             Validity::Invalid,
             "one member twice"
         );
         assert_eq!(
-            seal.validity(&Value::Seal {
-                reports: vec![a, b, (4, [7; 32])]
-            }),
+            validity(
+                &seal,
+                &Value::Seal {
+                    reports: vec![a, b, (4, [7; 32])]
+                }
+            ),
             Validity::Unknown,
             "member 4's report is not here"
         );
         assert_eq!(
-            seal.validity(&Value::SetupRetry {
-                next: vec![1, 2, 3]
-            }),
+            validity(
+                &seal,
+                &Value::SetupRetry {
+                    next: vec![1, 2, 3]
+                }
+            ),
             Validity::Invalid
         );
     }
 
     #[test]
-    fn a_second_report_or_parts_out_of_order_break_the_report() {
+    fn a_report_is_read_back_from_its_pinned_last_part() {
         let c = consortium();
         let mut seal = Seal::new(&c, 2, 1);
         assert!(check_report(&c, 0, &[h(2), h(1)]).is_err());
         assert!(check_report(&c, 0, &[h(1), h(1)]).is_err());
         assert!(check_report(&c, max_parts(&c), &[]).is_err());
-        let out = seal.report_part(Time(0), 1, 0, false, &[h(1), h(5)], [1; 32]);
-        assert!(out.faults.is_empty());
-        let out = seal.report_part(Time(0), 1, 1, false, &[h(3)], [2; 32]);
-        assert_eq!(out.faults.len(), 1, "part 1 must continue above part 0");
-        let pin = (1, [3; 32]);
-        seal.report_part(Time(0), 1, 2, true, &[h(7)], pin.1);
+        // Member 1's report in three parts, each continuing the one before.
+        let (p0, p1, p2) = ([1; 32], [2; 32], [3; 32]);
+        seal.report_part(Time(0), 1, 0, false, &[h(1), h(5)], p0, [0; 32]);
+        seal.report_part(Time(0), 1, 1, false, &[h(6)], p1, p0);
+        seal.report_part(Time(0), 1, 2, true, &[h(7)], p2, p1);
         let b = report(&mut seal, 2, &[]);
         let cc = report(&mut seal, 3, &[]);
-        assert_eq!(
-            seal.validity(&Value::Seal {
-                reports: vec![pin, b, cc]
-            }),
-            Validity::Invalid
-        );
-        // Complete, then another part: a second report.
-        let out = seal.report_part(Time(0), 2, 1, true, &[h(8)], [9; 32]);
-        assert_eq!(out.faults.len(), 1);
+        let v = Value::Seal {
+            reports: vec![(1, p2), b, cc],
+        };
+        assert_eq!(validity(&seal, &v), Validity::Valid);
+        // A part posted after the report ends changes nothing; a second report is a fault.
+        let out = seal.report_part(Time(0), 1, 0, true, &[h(9)], [4; 32], p2);
+        assert_eq!(out.faults.len(), 1, "a second report");
+        assert_eq!(validity(&seal, &v), Validity::Valid);
+        // Pinning another member's report, or a part that is not a last one, is invalid.
+        let wrong = Value::Seal {
+            reports: vec![(1, b.1), b, cc],
+        };
+        assert_eq!(validity(&seal, &wrong), Validity::Invalid);
+        let not_last = Value::Seal {
+            reports: vec![(1, p1), b, cc],
+        };
+        assert_eq!(validity(&seal, &not_last), Validity::Invalid);
+        // Parts that do not continue each other (hashes not ascending) make a broken report.
+        seal.report_part(Time(0), 4, 0, false, &[h(8)], [10; 32], [0; 32]);
+        seal.report_part(Time(0), 4, 1, true, &[h(2)], [11; 32], [10; 32]);
+        let broken = Value::Seal {
+            reports: vec![b, cc, (4, [11; 32])],
+        };
+        assert_eq!(validity(&seal, &broken), Validity::Invalid);
+        // A fork's report, met only by its last part: unknown until its earlier part is here.
+        seal.report_part(Time(0), 4, 1, true, &[h(9)], [13; 32], [12; 32]);
+        let fork = Value::Seal {
+            reports: vec![b, cc, (4, [13; 32])],
+        };
+        assert_eq!(seal.assess(&fork), (Validity::Unknown, vec![[12; 32]]));
+        seal.report_part(Time(0), 4, 0, false, &[h(3)], [12; 32], [0; 32]);
+        assert_eq!(validity(&seal, &fork), Validity::Valid);
     }
 
     #[test]
@@ -603,7 +786,7 @@ mod tests {
         assert!(out.bodies.is_empty(), "no report yet, nothing to propose");
         report(&mut seal, 4, &[h(1)]);
         report(&mut seal, 1, &[h(1)]);
-        let out = seal.report_part(Time(0), 2, 0, true, &[h(1)], [102; 32]);
+        let out = seal.report_part(Time(0), 2, 0, true, &[h(1)], [102; 32], [0; 32]);
         let proposal = out
             .bodies
             .iter()

@@ -9,7 +9,7 @@ use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
 use merlin::Transcript;
-use rand_core::{CryptoRng, RngCore};
+use rand_core::{CryptoRng, RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
 use crate::crypto::{schnorr, tag, transcript, validity, CryptoError};
@@ -136,7 +136,9 @@ impl Submitter {
     }
 
     /// Builds up to `budget` submissions (each costs a range proof), recognizing those already
-    /// in the pool. While `open` is false nothing new is built: what is left fails.
+    /// in the pool. While `open` is false nothing new is built: what is left fails. The
+    /// encryption and proof randomness is derived from our key, the epoch and the tag (like the
+    /// one-time key), so that a submission built again is the same record.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
@@ -147,7 +149,6 @@ impl Submitter {
         pool: &Pool,
         open: bool,
         budget: &mut usize,
-        rng: &mut (impl RngCore + CryptoRng),
     ) -> Submitted {
         let mut out = Submitted::default();
         while let Some((client, y)) = self.queue.pop_front() {
@@ -171,7 +172,15 @@ impl Submitter {
                 break;
             }
             *budget -= 1;
-            match build_submission(c, x, self.epoch, cl.score, &keys, rng) {
+            // Randomness derived from our key, the epoch and the tag: built again (after a
+            // restore from a backup that lost the record), it is the same record, never a
+            // second submission for the client.
+            let mut context = c.id.to_vec();
+            context.extend_from_slice(&self.epoch.to_be_bytes());
+            context.extend_from_slice(&tag);
+            let seed = secrets.derive(b"bankmesh.submission-randomness.v1", &context);
+            let mut derived = rand_chacha::ChaCha20Rng::from_seed(*seed);
+            match build_submission(c, x, self.epoch, cl.score, &keys, &mut derived) {
                 Ok(s) => {
                     let hash = Record::submission(&c.id, s.clone()).hash();
                     self.note(hash, keys, tag);

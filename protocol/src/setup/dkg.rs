@@ -115,6 +115,14 @@ impl DkgRun {
     pub fn has_round1(&self, member: MemberIndex) -> bool {
         self.round1.contains_key(&member)
     }
+    /// Whether `member` posted its round-2 record in this run.
+    pub fn has_round2(&self, member: MemberIndex) -> bool {
+        self.round2_from.contains(&member)
+    }
+    /// Whether every participant's round-1 package is in (so round 2 could be posted).
+    pub fn round1_complete(&self) -> bool {
+        self.round1.len() == self.participants.len()
+    }
 
     /// Why the run is not complete, for a deadline failure.
     pub fn waiting_for(&self) -> String {

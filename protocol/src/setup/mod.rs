@@ -4,8 +4,8 @@
 //! Attempt 0 runs with every member. Each attempt ends with an agreement instance
 //! ([`crate::agreement`]) that decides either `SetupKeys` (the transcripts of both runs: their
 //! keys are used from then on, by every member alike) or `SetupRetry` (the participants of the
-//! next attempt: the members whose round-1 packages were on the proposer's log by the
-//! attempt's deadline; at least `q` of them). A member enters the instance once it computed
+//! next attempt: the members that posted, by the attempt's deadline, everything they could
+//! on the proposer's log; at least `q` of them). A member enters the instance once it computed
 //! both runs' keys, or at the attempt's deadline. It votes for `SetupKeys` only with the very
 //! transcripts it computed itself, and for `SetupRetry` only past the deadline, when it could
 //! not compute the keys, and when every member named posted in this attempt; it adopts
@@ -147,6 +147,16 @@ impl Setup {
     /// A decision read back from the local store: acted on again, never re-derived.
     pub fn restore(&mut self, attempt: u32, value: Value) {
         self.decisions.insert(attempt, value);
+    }
+
+    /// Whether a setup `Proposal` or `Vote` by `author` would be counted.
+    pub fn accepts(&self, author: MemberIndex, body: &Body) -> bool {
+        match Agreement::message_of(body) {
+            Some((Instance::Setup { attempt }, _, _)) => self
+                .attempt(attempt)
+                .is_some_and(|a| a.agreement.accepts(author, body)),
+            _ => false,
+        }
     }
 
     /// Whether records of `attempt` can be judged yet.
@@ -374,7 +384,9 @@ impl Setup {
         let due = now >= Self::deadline(consortium, a);
         let mut verdicts = Vec::new();
         for (id, value, old) in a.agreement.values() {
-            if matches!(old, Validity::Invalid) {
+            // A verdict once given stands (a value valid past the deadline stays valid when our
+            // keys come in later, so a member locked on it can still be followed).
+            if matches!(old, Validity::Invalid | Validity::Valid) {
                 continue;
             }
             let verdict = match value {
@@ -414,6 +426,15 @@ impl Setup {
         Run::ALL.iter().all(|&run| a.run(run).has_round1(member))
     }
 
+    /// Whether `member` posted everything it could in the attempt: its round-2 records too
+    /// once every round-1 package was in.
+    fn posted_all(a: &Attempt, member: MemberIndex) -> bool {
+        Run::ALL.iter().all(|&run| {
+            let dkg = a.run(run);
+            dkg.has_round1(member) && (!dkg.round1_complete() || dkg.has_round2(member))
+        })
+    }
+
     /// The value this member proposes, if it has one yet.
     fn value_for(&self, consortium: &Consortium, now: Time, a: &Attempt) -> Option<Value> {
         if let Some(transcripts) = a.transcripts() {
@@ -426,7 +447,7 @@ impl Setup {
             .participants
             .iter()
             .copied()
-            .filter(|&m| Self::posted(a, m))
+            .filter(|&m| Self::posted_all(a, m))
             .collect();
         (next.len() >= consortium.quorum()).then_some(Value::SetupRetry { next })
     }
@@ -550,17 +571,6 @@ impl Setup {
             .into_iter()
             .flatten()
             .min()
-    }
-
-    /// Own agreement messages decided on but never stored (after a restart).
-    pub fn unrecorded(&self) -> Vec<Body> {
-        let mut bodies = Vec::new();
-        for a in &self.attempts {
-            for action in a.agreement.unrecorded() {
-                bodies.extend(a.agreement.body(&action));
-            }
-        }
-        bodies
     }
 
     /// Members with a decided attempt's key shares (for OPRF evaluation and decryption).
