@@ -709,9 +709,7 @@ impl Epoch {
                 }
             }
             Stage::Syncing { .. } => self.advance_sync(ctx, out),
-            Stage::Sealing
-                if self.seal.decision().is_none() && now >= c.seal_end(self.number) =>
-            {
+            Stage::Sealing if self.seal.decision().is_none() && now >= c.seal_end(self.number) => {
                 let reason = format!(
                     "no decision on the final set by the seal deadline (round {})",
                     self.seal.round()
