@@ -766,3 +766,36 @@ fn honest_members_agree_and_terminate_whatever_f_faulty_members_do() {
         adversarial_run(seed, 4, &[]);
     }
 }
+
+#[test]
+fn an_equivocators_junk_cannot_crowd_out_a_vote_that_helps_a_quorum() {
+    let now = Time(0);
+    let mut t = Tendermint::new(config(4, 4));
+    t.set_validity(now, value(1), Validity::Valid);
+    // Member 3 signs eight junk precommits in round 0 first ...
+    for junk in 10..18 {
+        t.set_validity(now, value(junk), Validity::Valid);
+        let (r, _) = t.on_message(now, 3, precommit(0, Some(value(junk))));
+        assert!(matches!(r, Receipt::New | Receipt::Equivocation));
+    }
+    let (r, _) = t.on_message(now, 3, precommit(0, Some(value(19))));
+    assert_eq!(
+        r,
+        Receipt::Dropped,
+        "past the number kept, for a value no one else voted"
+    );
+    assert!(!t.accepts(3, &precommit(0, Some(value(20)))));
+    // ... then the others precommit value 1, and member 3's precommit for it still counts.
+    t.on_message(now, 1, precommit(0, Some(value(1))));
+    t.on_message(now, 2, precommit(0, Some(value(1))));
+    assert!(t.accepts(3, &precommit(0, Some(value(1)))));
+    let (r, out) = t.on_message(now, 3, precommit(0, Some(value(1))));
+    assert_eq!(r, Receipt::Equivocation);
+    assert_eq!(
+        out,
+        vec![Action::Decide {
+            round: 0,
+            value: value(1)
+        }]
+    );
+}
