@@ -391,36 +391,27 @@ impl Bank {
     ) -> Step {
         self.now = self.now.max(now);
         let mut out = Out::default();
-        if let Payload::Identified(i) = checked.record.payload() {
+        self.route_evidence(&checked.record, &mut out);
+        self.progress(rng, out)
+    }
+
+    /// What of an evidence record counts: its agreement message or report part.
+    fn route_evidence(&mut self, record: &Record, out: &mut Out) {
+        if let Payload::Identified(i) = record.payload() {
             if matches!(
                 i.body,
                 Body::Proposal { .. } | Body::Vote { .. } | Body::Report { .. }
             ) {
-                self.route(
-                    i.author,
-                    checked.record.hash(),
-                    i.prev,
-                    &i.body,
-                    None,
-                    &mut out,
-                );
+                self.route(i.author, record.hash(), i.prev, &i.body, None, out);
             }
         }
-        self.progress(rng, out)
     }
 
     /// Replays a record kept as evidence after a restart (after the log): state only.
     pub fn replay_evidence(&mut self, record: &Record) {
         self.replaying = true;
         let mut out = Out::default();
-        if let Payload::Identified(i) = record.payload() {
-            if matches!(
-                i.body,
-                Body::Proposal { .. } | Body::Vote { .. } | Body::Report { .. }
-            ) {
-                self.route(i.author, record.hash(), i.prev, &i.body, None, &mut out);
-            }
-        }
+        self.route_evidence(record, &mut out);
         self.replay_local.append(&mut out.local);
         self.replaying = false;
     }
