@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::inputs::{self, Scores};
+use crate::metrics::Metrics;
 use crate::net::build_swarm;
 use crate::peer::{now, Command, NodeEvent, Peer};
 
@@ -149,7 +150,13 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport> {
             Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))?;
         let bank = Bank::new(Arc::clone(&consortium), u16::try_from(i + 1)?, s);
         let replica = Replica::open(bank, store)?;
-        let peer = Peer::new(swarm, replica, Arc::clone(&consortium), event_tx.clone())?;
+        let peer = Peer::new(
+            swarm,
+            replica,
+            Arc::clone(&consortium),
+            event_tx.clone(),
+            Arc::new(Metrics::new()),
+        )?;
         let (tx, rx) = mpsc::channel(64);
         tasks.push(tokio::spawn(peer.run(rx)));
         commands.push(tx);
@@ -271,7 +278,7 @@ async fn watch(
                     if tx.send(Command::Status { reply }).await.is_err() {
                         bail!("a bank stopped unexpectedly");
                     }
-                    let status = answer.await?;
+                    let status = answer.await?.protocol;
                     if let Some(e) = status.epochs.iter().find(|e| e.epoch == EPOCH) {
                         if let Some(f) = &e.failed {
                             bail!("bank-{} failed: {f}", status.me);

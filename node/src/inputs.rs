@@ -44,6 +44,17 @@ pub fn read_scores(path: &Path) -> Result<Scores, InputError> {
     if !path.is_file() {
         return Err(InputError::Missing(path.to_path_buf()));
     }
+    let data = std::fs::read(path).map_err(|e| InputError::Line {
+        file: path.to_path_buf(),
+        line: 0,
+        reason: e.to_string(),
+    })?;
+    parse_scores(path, &data)
+}
+
+/// Parses `client_id,score` rows from `data`; errors name `path` (a file, or what the bytes
+/// came from) and the physical line.
+pub fn parse_scores(path: &Path, data: &[u8]) -> Result<Scores, InputError> {
     let line_err = |line: u64, reason: String| InputError::Line {
         file: path.to_path_buf(),
         line,
@@ -52,8 +63,7 @@ pub fn read_scores(path: &Path) -> Result<Scores, InputError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_path(path)
-        .map_err(|e| line_err(1, e.to_string()))?;
+        .from_reader(data);
     let headers = reader
         .headers()
         .map_err(|e| line_err(1, e.to_string()))?

@@ -1,6 +1,14 @@
-//! The bankmesh node: the libp2p driver of the protocol state machine, and the local demo.
+//! The bankmesh node: the libp2p driver of the protocol state machine, the operator's daemon
+//! and commands, and the local demo.
 
+pub mod admin;
+pub mod client;
+pub mod config;
+pub mod consortium;
+pub mod daemon;
 pub mod demo;
+pub mod init;
 pub mod inputs;
+pub mod metrics;
 pub mod net;
 pub mod peer;

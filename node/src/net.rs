@@ -1,4 +1,4 @@
-//! The libp2p side of a node (DESIGN 7): TCP + Noise + Yamux, gossipsub with manual validation
+//! The libp2p side of a node (DESIGN 7): TCP + Noise + Yamux and QUIC, gossipsub with manual validation
 //! for records, request/response for OPRF and sync, and an allow-list of member PeerIds.
 
 use std::time::Duration;
@@ -51,6 +51,7 @@ pub fn build_swarm(secrets: &MemberSecrets, members: usize) -> Result<Swarm<Beha
             noise::Config::new,
             yamux::Config::default,
         )?
+        .with_quic()
         .with_behaviour(|key| {
             // DESIGN 7 pitfalls: mesh degrees from n, flood publishing, content-hash ids, a
             // deliberate size limit, and manual validation so nothing invalid is forwarded.

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Result};
 use bankmesh_protocol::genesis::Consortium;
 use bankmesh_protocol::messages::Request;
+use bankmesh_protocol::record::kind_of;
+use bankmesh_protocol::UncheckedRecord;
 use bankmesh_protocol::{ClientResult, Event, Fault, MemberIndex, Origin, Status, Step, Time};
 use bankmesh_store::replica::{Acceptance, Replica};
 use futures::{FutureExt, StreamExt};
@@ -20,6 +22,7 @@ use libp2p::{Multiaddr, PeerId, Swarm};
 use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::{Metrics, Verdict};
 use crate::net::{topic, Behaviour, BehaviourEvent, Members};
 
 /// Most gossip messages checked and persisted as one durable batch.
@@ -46,10 +49,10 @@ pub enum Command {
     Submit {
         epoch: u64,
         scores: Vec<(String, u16)>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), bankmesh_protocol::Error>>,
     },
     Status {
-        reply: oneshot::Sender<Status>,
+        reply: oneshot::Sender<NodeStatus>,
     },
     Results {
         epoch: u64,
@@ -58,14 +61,36 @@ pub enum Command {
     Shutdown,
 }
 
+/// The protocol's status and the node's own.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    pub protocol: Status,
+    /// Members connected now.
+    pub peers: Vec<MemberIndex>,
+    pub outbox: usize,
+    pub pending: usize,
+    pub store_records: u64,
+}
+
 /// Wall-clock time for the protocol. The node is the one place that reads the clock.
-#[allow(clippy::disallowed_methods)]
 pub fn now() -> Time {
-    let ms = SystemTime::now()
+    let ms = wall_clock()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
     Time(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// The wall clock (the node's commands read it here and nowhere else).
+#[allow(clippy::disallowed_methods)]
+pub fn wall_clock() -> SystemTime {
+    SystemTime::now()
+}
+
+/// A monotonic instant, for measuring and waiting.
+#[allow(clippy::disallowed_methods)]
+pub fn instant() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 pub struct Peer {
@@ -78,6 +103,7 @@ pub struct Peer {
     pending_requests: HashMap<OutboundRequestId, MemberIndex>,
     events: mpsc::Sender<(MemberIndex, NodeEvent)>,
     dropped_events: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Peer {
@@ -86,6 +112,7 @@ impl Peer {
         replica: Replica,
         consortium: Arc<Consortium>,
         events: mpsc::Sender<(MemberIndex, NodeEvent)>,
+        metrics: Arc<Metrics>,
     ) -> Result<Peer> {
         let members = Members::new(&consortium)?;
         for (_, peer) in members.all() {
@@ -107,6 +134,7 @@ impl Peer {
             pending_requests: HashMap::new(),
             events,
             dropped_events: 0,
+            metrics,
         })
     }
 
@@ -196,6 +224,7 @@ impl Peer {
                 _ = sync.tick() => {
                     self.dial_missing();
                     self.anti_entropy();
+                    self.update_gauges();
                 }
             }
         }
@@ -213,11 +242,11 @@ impl Peer {
                     let _ = reply.send(Ok(()));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(e));
                 }
             },
             Command::Status { reply } => {
-                let _ = reply.send(self.replica.bank().status());
+                let _ = reply.send(self.node_status());
             }
             Command::Results { epoch, reply } => {
                 let _ = reply.send(self.replica.bank().results(epoch));
@@ -225,6 +254,53 @@ impl Peer {
             Command::Shutdown => {}
         }
         Ok(())
+    }
+
+    fn connected(&self) -> Vec<MemberIndex> {
+        self.members
+            .all()
+            .filter(|(_, p)| self.swarm.is_connected(p))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn node_status(&self) -> NodeStatus {
+        NodeStatus {
+            protocol: self.replica.bank().status(),
+            peers: self.connected(),
+            outbox: self.outbox.len(),
+            pending: self.replica.pending_len(),
+            store_records: self.replica.store().len(),
+        }
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.metrics;
+        m.peers_connected
+            .set(i64::try_from(self.connected().len()).unwrap_or(0));
+        m.queue("outbox", self.outbox.len());
+        m.queue("pending", self.replica.pending_len());
+        m.queue("requests", self.pending_requests.len());
+        let store = self.replica.store();
+        m.store_bytes
+            .set(i64::try_from(store.size_on_disk()).unwrap_or(i64::MAX));
+        m.store_records
+            .set(i64::try_from(store.len()).unwrap_or(i64::MAX));
+        m.current_epoch
+            .set(i64::try_from(self.consortium.epoch_at(now())).unwrap_or(0));
+    }
+
+    /// Phase durations from the schedule's start of the phase to the event that ends it here.
+    fn observe_phase(&self, event: &Event) {
+        let c = &self.consortium;
+        let (phase, started) = match event {
+            Event::SetupDecided { .. } => ("setup", c.start()),
+            Event::Sealed { epoch, .. } => ("seal", c.submit_end(*epoch)),
+            Event::EpochDone { epoch, .. } => ("decrypt", c.seal_end(*epoch)),
+            _ => return,
+        };
+        let seconds = now().0.saturating_sub(started.0) as f64 / 1000.0;
+        self.metrics.phase(phase, seconds);
     }
 
     fn on_swarm_event(
@@ -307,19 +383,26 @@ impl Peer {
         if gossip.is_empty() {
             return Ok(());
         }
+        let started = instant();
         let mut ids = Vec::with_capacity(gossip.len());
         let mut items = Vec::with_capacity(gossip.len());
         for (id, source, from, data) in gossip {
-            ids.push((id, source));
+            let kind = UncheckedRecord::decode(&data)
+                .map_or("malformed", |r| kind_of(&r.envelope().payload));
+            ids.push((id, source, from, kind));
             items.push((Origin::Gossip { from }, data));
         }
         let (verdicts, step) = self.replica.ingest(now(), items, &mut OsRng)?;
-        for ((id, source), verdict) in ids.iter().zip(verdicts) {
-            let acceptance = match verdict {
-                Acceptance::Accept => MessageAcceptance::Accept,
-                Acceptance::Reject => MessageAcceptance::Reject,
-                Acceptance::Ignore => MessageAcceptance::Ignore,
+        self.metrics
+            .check_seconds
+            .observe(started.elapsed().as_secs_f64());
+        for ((id, source, from, kind), verdict) in ids.iter().zip(verdicts) {
+            let (acceptance, counted) = match verdict {
+                Acceptance::Accept => (MessageAcceptance::Accept, Verdict::Accepted),
+                Acceptance::Reject => (MessageAcceptance::Reject, Verdict::Rejected),
+                Acceptance::Ignore => (MessageAcceptance::Ignore, Verdict::Ignored),
             };
+            self.metrics.record(kind, *from, counted);
             let gs = &mut self.swarm.behaviour_mut().gossipsub;
             gs.report_message_validation_result(id, source, acceptance);
         }
@@ -344,9 +427,11 @@ impl Peer {
         }
         for fault in step.faults {
             tracing::warn!(member = self.replica.bank().me(), %fault, "peer fault");
+            self.metrics.faults.inc();
             self.report(NodeEvent::Fault(fault));
         }
         for event in step.events {
+            self.observe_phase(&event);
             self.report(NodeEvent::Protocol(event));
         }
     }

@@ -54,7 +54,14 @@ async fn invalid_gossip_is_rejected_and_attributed() {
     let (store, _) = Store::open(dir.path()).unwrap();
     let replica = Replica::open(Bank::new(Arc::clone(&consortium), 1, honest), store).unwrap();
     let (events_tx, mut events) = mpsc::channel(1024);
-    let peer = Peer::new(honest_swarm, replica, Arc::clone(&consortium), events_tx).unwrap();
+    let peer = Peer::new(
+        honest_swarm,
+        replica,
+        Arc::clone(&consortium),
+        events_tx,
+        Arc::new(bankmesh_node::metrics::Metrics::new()),
+    )
+    .unwrap();
     let (commands, commands_rx) = mpsc::channel(8);
     tokio::spawn(peer.run(commands_rx));
 
@@ -129,7 +136,7 @@ async fn invalid_gossip_is_rejected_and_attributed() {
             tokio::time::timeout(Duration::from_millis(50), rogue_swarm.select_next_some()).await;
         let (reply, answer) = oneshot::channel();
         commands.send(Command::Status { reply }).await.unwrap();
-        let status = answer.await.unwrap();
+        let status = answer.await.unwrap().protocol;
         if status.epochs.iter().any(|e| e.epoch == 1) {
             stored = true;
             break;

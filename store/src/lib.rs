@@ -400,6 +400,11 @@ impl Store {
         Ok(self.log.get(keys::record(hash))?.map(|v| v.to_vec()))
     }
 
+    /// Bytes the store takes on disk (for metrics).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
     /// Number of records in the log.
     pub fn len(&self) -> u64 {
         self.state().len
