@@ -81,10 +81,10 @@ pub fn parse_scores(path: &Path, data: &[u8]) -> Result<Scores, InputError> {
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
+            let line = e.position().map_or(0, |p| physical_line(data, p));
             line_err(line, e.to_string())
         })?;
-        let line = record.position().map_or(0, |p| p.line());
+        let line = record.position().map_or(0, |p| physical_line(data, p));
         let (Some(id), Some(score)) = (record.get(0), record.get(1)) else {
             return Err(line_err(line, "expected two fields".into()));
         };
@@ -112,6 +112,22 @@ pub fn parse_scores(path: &Path, data: &[u8]) -> Result<Scores, InputError> {
         rows.push((id.to_string(), score));
     }
     Ok(rows)
+}
+
+/// The line an editor shows for a record: csv counts records, not the line breaks inside
+/// quoted fields, so count the breaks before the record's first byte (csv's position may
+/// point at the end of the line before it).
+fn physical_line(data: &[u8], pos: &csv::Position) -> u64 {
+    let mut start = usize::try_from(pos.byte())
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    while data.get(start).is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        start += 1;
+    }
+    let breaks = data
+        .get(..start)
+        .map_or(0, |d| d.iter().filter(|b| **b == b'\n').count());
+    1 + breaks as u64
 }
 
 pub fn write_scores(path: &Path, rows: &Scores) -> std::io::Result<()> {
@@ -215,6 +231,15 @@ mod tests {
             ("client_id,score\nx,-1\n", ":2: score `-1`"),
             ("client_id,score\nx,1\nx,2\n", ":3: duplicate client id `x`"),
             ("client_id,score\n,1\n", ":2: client id"),
+            (
+                "client_id,score\r\n\"a\r\nb\",1\r\nc,x\r\n",
+                ":4: score `x`",
+            ),
+            (
+                "\u{feff}client_id,score\n\"q\n\n\",1\nd,1\nd,2\n",
+                ":6: duplicate",
+            ),
+            ("client_id,score\nx,1,2\n", ":2:"),
         ];
         for (text, expected) in cases {
             let p = write(d.path(), "bank-1.csv", text);

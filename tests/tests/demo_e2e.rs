@@ -1,66 +1,7 @@
 //! End to end: `bankmesh demo` over real libp2p on loopback, checked against a plaintext
 //! computation made here from the inputs; and bad input refused before any network work.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// The release `bankmesh` binary next to this test's own target directory.
-fn bankmesh() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
-    let bin = dir.join(format!("bankmesh{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release --workspace --all-targets` first",
-        bin.display()
-    );
-    bin
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(bankmesh())
-        .args(args)
-        .output()
-        .expect("run bankmesh")
-}
-
-fn write_csv(path: &Path, rows: &[(String, u16)]) {
-    let mut w = csv::Writer::from_path(path).unwrap();
-    w.write_record(["client_id", "score"]).unwrap();
-    for (id, s) in rows {
-        w.write_record([id.as_str(), &s.to_string()]).unwrap();
-    }
-    w.flush().unwrap();
-}
-
-/// Expected `average` with two decimals (half up) and count, from the plaintext inputs.
-fn expected(inputs: &[Vec<(String, u16)>]) -> BTreeMap<String, (String, u32)> {
-    let mut acc: BTreeMap<String, (u64, u32)> = BTreeMap::new();
-    for rows in inputs {
-        for (id, s) in rows {
-            let e = acc.entry(id.clone()).or_default();
-            e.0 += u64::from(*s);
-            e.1 += 1;
-        }
-    }
-    acc.into_iter()
-        .map(|(id, (sum, count))| {
-            let c = u64::from(count);
-            let hundredths = (sum * 200 + c) / (2 * c);
-            (
-                id,
-                (
-                    format!("{}.{:02}", hundredths / 100, hundredths % 100),
-                    count,
-                ),
-            )
-        })
-        .collect()
-}
+use bankmesh_tests::{expected, run, write_csv};
 
 /// Five banks, clients held by 1 to 5 banks, scores at the range limits, awkward ids.
 fn inputs() -> Vec<Vec<(String, u16)>> {
