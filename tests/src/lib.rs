@@ -2,6 +2,9 @@
 //! `bankmesh run` processes on loopback set up only through the operator's commands, and the
 //! plaintext results to compare with.
 
+// End-to-end tests wait on real processes: reading the clock is what they are for.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -18,9 +18,9 @@ fn members_starting_apart_still_set_up_and_run() {
         },
     );
     let epoch1 = scores(5, 30, 3);
-    for i in 0..4 {
+    for (i, rows) in epoch1.iter().enumerate().take(4) {
         c.start(i);
-        c.submit(i, 1, &epoch1[i]);
+        c.submit(i, 1, rows);
         std::thread::sleep(Duration::from_secs(1));
     }
     // The last member comes up after the setup deadline.

@@ -2,6 +2,8 @@
 //! does not list it, and a node whose key is not in the members' genesis can neither connect to
 //! them nor get a record to them.
 
+#![allow(clippy::disallowed_methods)] // waits on real processes
+
 use std::time::{Duration, Instant};
 
 use bankmesh_tests::{assemble, init, run, Consortium, Schedule};
