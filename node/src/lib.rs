@@ -12,3 +12,4 @@ pub mod inputs;
 pub mod metrics;
 pub mod net;
 pub mod peer;
+pub mod protocol_thread;

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub check_seconds: Histogram,
     pub peers_connected: Gauge,
     pub queue_depth: Family<QueueLabels, Gauge>,
+    pub queue_dropped: Counter,
     pub store_bytes: Gauge,
     pub store_records: Gauge,
     pub current_epoch: Gauge,
@@ -93,6 +94,12 @@ impl Metrics {
             "Items waiting in the node's queues",
             queue_depth.clone(),
         );
+        let queue_dropped = Counter::default();
+        registry.register(
+            "queue_dropped",
+            "Messages left unprocessed because the protocol thread's queue was full",
+            queue_dropped.clone(),
+        );
         let store_bytes = Gauge::default();
         registry.register(
             "store_bytes",
@@ -119,6 +126,7 @@ impl Metrics {
             check_seconds,
             peers_connected,
             queue_depth,
+            queue_dropped,
             store_bytes,
             store_records,
             current_epoch,

@@ -1,38 +1,42 @@
-//! The node's event loop (STYLE 10: a thin driver). It feeds the replica with gossip messages,
-//! direct messages, commands and time, and executes the steps it returns. All protocol
-//! decisions live in `bankmesh-protocol`; check, persist and apply live in the replica.
+//! The node's network task (STYLE 10: a thin driver). It moves gossip, direct messages and
+//! commands between the swarm and the protocol thread ([`crate::protocol_thread`]), which checks,
+//! persists and applies; this task never waits on cryptography, so handshakes, pings and
+//! gossip keep flowing while the bank computes. All protocol decisions live in
+//! `bankmesh-protocol`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 use bankmesh_protocol::genesis::Consortium;
-use bankmesh_protocol::messages::Request;
-use bankmesh_protocol::record::kind_of;
-use bankmesh_protocol::UncheckedRecord;
-use bankmesh_protocol::{ClientResult, Event, Fault, MemberIndex, Origin, Status, Step, Time};
+use bankmesh_protocol::messages::{Request, Response};
+use bankmesh_protocol::{ClientResult, Event, Fault, MemberIndex, Status, Time};
 use bankmesh_store::replica::{Acceptance, Replica};
 use futures::{FutureExt, StreamExt};
-use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm};
-use rand_core::OsRng;
+use libp2p::{Multiaddr, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::{Metrics, Verdict};
+use crate::metrics::Metrics;
 use crate::net::{topic, Behaviour, BehaviourEvent, Members};
+use crate::protocol_thread::{Core, FromCore, Gossip, NetView, ToCore, INGEST_BATCH};
 
-/// Most gossip messages checked and persisted as one durable batch.
-const INGEST_BATCH: usize = 256;
 /// Most records waiting to be published while no peer is subscribed yet.
 const OUTBOX_MAX: usize = 65_536;
+/// Inputs waiting for the protocol thread; beyond this, gossip is left unvalidated (peers'
+/// anti-entropy repairs it) and requests go unanswered (the requester retries).
+const CORE_QUEUE: usize = 4096;
 /// How often a node asks a peer for its chain heads (anti-entropy).
 const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// How often unpublished records are retried (lost peers are dialled again at the sync pace).
 const RETRY_EVERY: Duration = Duration::from_millis(250);
+/// Most inbound requests awaiting the protocol thread's answer.
+const OPEN_CHANNELS_MAX: usize = 4096;
 
 /// What a node reports to whoever runs it.
 #[derive(Debug)]
@@ -95,15 +99,20 @@ pub fn instant() -> std::time::Instant {
 
 pub struct Peer {
     swarm: Swarm<Behaviour>,
-    replica: Replica,
     consortium: Arc<Consortium>,
+    me: MemberIndex,
     members: Members,
     topic: IdentTopic,
     outbox: VecDeque<Vec<u8>>,
     pending_requests: HashMap<OutboundRequestId, MemberIndex>,
-    events: mpsc::Sender<(MemberIndex, NodeEvent)>,
-    dropped_events: u64,
+    /// Inbound requests waiting for the protocol thread's answer.
+    channels: HashMap<u64, ResponseChannel<Response>>,
+    next_channel: u64,
     metrics: Arc<Metrics>,
+    to_core: SyncSender<ToCore>,
+    from_core: mpsc::Receiver<FromCore>,
+    /// The protocol thread, started by `run`.
+    core: Option<(Core, std::sync::mpsc::Receiver<ToCore>)>,
 }
 
 impl Peer {
@@ -124,39 +133,40 @@ impl Peer {
             .gossipsub
             .subscribe(&topic)
             .map_err(|e| anyhow!("subscribe: {e}"))?;
+        let me = replica.bank().me();
+        let (to_core, core_inbox) = sync_channel(CORE_QUEUE);
+        let (core_tx, from_core) = mpsc::channel(CORE_QUEUE);
+        let core = Core::new(
+            replica,
+            Arc::clone(&consortium),
+            core_tx,
+            events,
+            Arc::clone(&metrics),
+        );
         Ok(Peer {
             swarm,
-            replica,
             consortium,
+            me,
             members,
             topic,
             outbox: VecDeque::new(),
             pending_requests: HashMap::new(),
-            events,
-            dropped_events: 0,
+            channels: HashMap::new(),
+            next_channel: 0,
             metrics,
+            to_core,
+            from_core,
+            core: Some((core, core_inbox)),
         })
-    }
-
-    fn report(&mut self, event: NodeEvent) {
-        // Bounded: a slow observer loses progress events, never protocol state.
-        if self
-            .events
-            .try_send((self.replica.bank().me(), event))
-            .is_err()
-        {
-            self.dropped_events += 1;
-        }
     }
 
     /// Dials every other member at its genesis addresses.
     fn dial_missing(&mut self) {
-        let me = self.replica.bank().me();
         for m in &self.consortium.genesis.members {
             let Some(peer) = self.members.peer(m.index) else {
                 continue;
             };
-            if m.index == me || self.swarm.is_connected(&peer) {
+            if m.index == self.me || self.swarm.is_connected(&peer) {
                 continue;
             }
             for addr in &m.addrs {
@@ -170,90 +180,111 @@ impl Peer {
         }
     }
 
-    /// Runs until shut down.
+    /// Runs until shut down, or until the protocol thread stops on an error.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        if let Err(e) = self.run_inner(&mut commands).await {
-            let me = self.replica.bank().me();
-            let _ = self
-                .events
-                .send((me, NodeEvent::Fatal(format!("{e:#}"))))
-                .await;
-        }
-    }
-
-    async fn run_inner(&mut self, commands: &mut mpsc::Receiver<Command>) -> Result<()> {
-        // After a restart, take back what the local store says we were doing.
-        let step = self.replica.resume(now(), &mut OsRng)?;
-        self.execute(step);
+        let Some((core, inbox)) = self.core.take() else {
+            return;
+        };
+        let Ok(thread) = std::thread::Builder::new()
+            .name(format!("bankmesh-protocol-{}", self.me))
+            .spawn(move || core.run(inbox))
+        else {
+            return;
+        };
         self.dial_missing();
         let mut retry = tokio::time::interval(RETRY_EVERY);
         let mut sync = tokio::time::interval(SYNC_EVERY);
+        let mut stopping = false;
         loop {
-            let wake = self
-                .replica
-                .poll_timeout()
-                .map(|t| t.0.saturating_sub(now().0))
-                .unwrap_or(1000);
-            let sleep = tokio::time::sleep(Duration::from_millis(wake.min(1000)));
             tokio::select! {
                 event = self.swarm.select_next_some() => {
                     let mut gossip = Vec::new();
-                    self.on_swarm_event(event, &mut gossip)?;
-                    // Drain what is already waiting, so gossip is persisted in batches.
+                    self.on_swarm_event(event, &mut gossip);
+                    // Drain what is already waiting, so gossip reaches the core in batches.
                     while gossip.len() < INGEST_BATCH {
                         match self.swarm.next().now_or_never() {
-                            Some(Some(event)) => self.on_swarm_event(event, &mut gossip)?,
+                            Some(Some(event)) => self.on_swarm_event(event, &mut gossip),
                             _ => break,
                         }
                     }
-                    self.ingest_gossip(gossip)?;
+                    self.forward_gossip(gossip);
                 }
-                command = commands.recv() => match command {
-                    None | Some(Command::Shutdown) => return Ok(()),
-                    Some(command) => self.on_command(command)?,
+                message = self.from_core.recv() => match message {
+                    None | Some(FromCore::Stopped(_)) => break,
+                    Some(message) => self.on_core(message),
                 },
-                _ = sleep => {
-                    let step = self.replica.handle_timeout(now(), &mut OsRng)?;
-                    self.execute(step);
+                command = commands.recv(), if !stopping => {
+                    let command = command.unwrap_or(Command::Shutdown);
+                    stopping = matches!(command, Command::Shutdown);
+                    let view = NetView { peers: self.connected(), outbox: self.outbox.len() };
+                    // A full queue drops the command; its caller sees the reply channel close.
+                    let _ = self.to_core.try_send(ToCore::Command(command, view));
                 }
-                _ = retry.tick() => {
-                    self.flush_outbox();
-                    let step = self.replica.handle_timeout(now(), &mut OsRng)?;
-                    self.execute(step);
-                }
+                _ = retry.tick() => self.flush_outbox(),
                 _ = sync.tick() => {
                     self.dial_missing();
-                    self.anti_entropy();
+                    let _ = self.to_core.try_send(ToCore::Sync);
                     self.update_gauges();
                 }
             }
         }
+        // Let the protocol thread finish with its store before the node is reported stopped.
+        drop(self.to_core);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
 
-    fn on_command(&mut self, command: Command) -> Result<()> {
-        match command {
-            Command::Submit {
-                epoch,
-                scores,
-                reply,
-            } => match self.replica.submit(now(), epoch, scores, &mut OsRng)? {
-                Ok(step) => {
-                    self.execute(step);
-                    let _ = reply.send(Ok(()));
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-            Command::Status { reply } => {
-                let _ = reply.send(self.node_status());
-            }
-            Command::Results { epoch, reply } => {
-                let _ = reply.send(self.replica.bank().results(epoch));
-            }
-            Command::Shutdown => {}
+    fn forward_gossip(&mut self, gossip: Vec<Gossip>) {
+        if gossip.is_empty() {
+            return;
         }
-        Ok(())
+        if let Err(TrySendError::Full(ToCore::Gossip(gossip))) =
+            self.to_core.try_send(ToCore::Gossip(gossip))
+        {
+            // Overloaded: not validated, so not forwarded; anti-entropy brings it back later.
+            self.metrics.queue_dropped.inc_by(gossip.len() as u64);
+            for g in gossip {
+                let gs = &mut self.swarm.behaviour_mut().gossipsub;
+                gs.report_message_validation_result(&g.id, &g.source, MessageAcceptance::Ignore);
+            }
+        }
+    }
+
+    fn on_core(&mut self, message: FromCore) {
+        match message {
+            FromCore::Verdicts(verdicts) => {
+                for (id, source, verdict) in verdicts {
+                    let acceptance = match verdict {
+                        Acceptance::Accept => MessageAcceptance::Accept,
+                        Acceptance::Reject => MessageAcceptance::Reject,
+                        Acceptance::Ignore => MessageAcceptance::Ignore,
+                    };
+                    let gs = &mut self.swarm.behaviour_mut().gossipsub;
+                    gs.report_message_validation_result(&id, &source, acceptance);
+                }
+            }
+            FromCore::Send { publish, requests } => {
+                for bytes in publish {
+                    if self.outbox.len() >= OUTBOX_MAX {
+                        self.outbox.pop_front();
+                    }
+                    self.outbox.push_back(bytes);
+                }
+                self.flush_outbox();
+                for (to, request) in requests {
+                    self.send_request(to, request);
+                }
+            }
+            FromCore::Respond { channel, response } => {
+                if let Some(ch) = self.channels.remove(&channel) {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .direct
+                        .send_response(ch, response);
+                }
+            }
+            FromCore::Stopped(_) => {}
+        }
     }
 
     fn connected(&self) -> Vec<MemberIndex> {
@@ -264,50 +295,16 @@ impl Peer {
             .collect()
     }
 
-    fn node_status(&self) -> NodeStatus {
-        NodeStatus {
-            protocol: self.replica.bank().status(),
-            peers: self.connected(),
-            outbox: self.outbox.len(),
-            pending: self.replica.pending_len(),
-            store_records: self.replica.store().len(),
-        }
-    }
-
     fn update_gauges(&self) {
         let m = &self.metrics;
         m.peers_connected
             .set(i64::try_from(self.connected().len()).unwrap_or(0));
         m.queue("outbox", self.outbox.len());
-        m.queue("pending", self.replica.pending_len());
         m.queue("requests", self.pending_requests.len());
-        let store = self.replica.store();
-        m.store_bytes
-            .set(i64::try_from(store.size_on_disk()).unwrap_or(i64::MAX));
-        m.store_records
-            .set(i64::try_from(store.len()).unwrap_or(i64::MAX));
-        m.current_epoch
-            .set(i64::try_from(self.consortium.epoch_at(now())).unwrap_or(0));
+        m.queue("inbound_requests", self.channels.len());
     }
 
-    /// Phase durations from the schedule's start of the phase to the event that ends it here.
-    fn observe_phase(&self, event: &Event) {
-        let c = &self.consortium;
-        let (phase, started) = match event {
-            Event::SetupDecided { .. } => ("setup", c.start()),
-            Event::Sealed { epoch, .. } => ("seal", c.submit_end(*epoch)),
-            Event::EpochDone { epoch, .. } => ("decrypt", c.seal_end(*epoch)),
-            _ => return,
-        };
-        let seconds = now().0.saturating_sub(started.0) as f64 / 1000.0;
-        self.metrics.phase(phase, seconds);
-    }
-
-    fn on_swarm_event(
-        &mut self,
-        event: SwarmEvent<crate::net::BehaviourEvent>,
-        gossip: &mut Vec<(MessageId, PeerId, MemberIndex, Vec<u8>)>,
-    ) -> Result<()> {
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>, gossip: &mut Vec<Gossip>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -316,7 +313,12 @@ impl Peer {
             })) => {
                 // The signed source must be a member; anything else is dropped unforwarded.
                 match message.source.as_ref().and_then(|s| self.members.index(s)) {
-                    Some(from) => gossip.push((message_id, propagation_source, from, message.data)),
+                    Some(from) => gossip.push(Gossip {
+                        id: message_id,
+                        source: propagation_source,
+                        from,
+                        data: message.data,
+                    }),
                     None => {
                         let gs = &mut self.swarm.behaviour_mut().gossipsub;
                         gs.report_message_validation_result(
@@ -333,30 +335,32 @@ impl Peer {
                 ..
             })) => {
                 let Some(from) = self.members.index(&peer) else {
-                    return Ok(());
+                    return;
                 };
                 match message {
                     request_response::Message::Request {
                         request, channel, ..
                     } => {
-                        let response =
-                            self.replica
-                                .handle_request(now(), from, request, &mut OsRng)?;
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .direct
-                            .send_response(channel, response);
+                        if self.channels.len() >= OPEN_CHANNELS_MAX {
+                            return; // the requester times out and asks again
+                        }
+                        let id = self.next_channel;
+                        self.next_channel += 1;
+                        let input = ToCore::Request {
+                            from,
+                            request,
+                            channel: id,
+                        };
+                        if self.to_core.try_send(input).is_ok() {
+                            self.channels.insert(id, channel);
+                        }
                     }
                     request_response::Message::Response {
                         request_id,
                         response,
                     } => {
                         self.pending_requests.remove(&request_id);
-                        let step =
-                            self.replica
-                                .handle_response(now(), from, response, &mut OsRng)?;
-                        self.execute(step);
+                        let _ = self.to_core.try_send(ToCore::Response { from, response });
                     }
                 }
             }
@@ -366,6 +370,12 @@ impl Peer {
                 // Anti-entropy and the protocol's own retries repair what a lost request missed.
                 self.pending_requests.remove(&request_id);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(
+                request_response::Event::InboundFailure { .. },
+            )) => {
+                // The answer could not be sent (timeout, closed stream): forget its channel.
+                self.channels.retain(|_, ch| ch.is_open());
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
                 ..
             })) => {
@@ -373,71 +383,13 @@ impl Peer {
             }
             _ => {}
         }
-        Ok(())
-    }
-
-    fn ingest_gossip(
-        &mut self,
-        gossip: Vec<(MessageId, PeerId, MemberIndex, Vec<u8>)>,
-    ) -> Result<()> {
-        if gossip.is_empty() {
-            return Ok(());
-        }
-        let started = instant();
-        let mut ids = Vec::with_capacity(gossip.len());
-        let mut items = Vec::with_capacity(gossip.len());
-        for (id, source, from, data) in gossip {
-            let kind = UncheckedRecord::decode(&data)
-                .map_or("malformed", |r| kind_of(&r.envelope().payload));
-            ids.push((id, source, from, kind));
-            items.push((Origin::Gossip { from }, data));
-        }
-        let (verdicts, step) = self.replica.ingest(now(), items, &mut OsRng)?;
-        self.metrics
-            .check_seconds
-            .observe(started.elapsed().as_secs_f64());
-        for ((id, source, from, kind), verdict) in ids.iter().zip(verdicts) {
-            let (acceptance, counted) = match verdict {
-                Acceptance::Accept => (MessageAcceptance::Accept, Verdict::Accepted),
-                Acceptance::Reject => (MessageAcceptance::Reject, Verdict::Rejected),
-                Acceptance::Ignore => (MessageAcceptance::Ignore, Verdict::Ignored),
-            };
-            self.metrics.record(kind, *from, counted);
-            let gs = &mut self.swarm.behaviour_mut().gossipsub;
-            gs.report_message_validation_result(id, source, acceptance);
-        }
-        self.execute(step);
-        Ok(())
-    }
-
-    /// Sends what a step asks for. Its records are already durable (the replica persisted them).
-    fn execute(&mut self, step: Step) {
-        for record in step.publish {
-            if self.outbox.len() >= OUTBOX_MAX {
-                self.outbox.pop_front();
-            }
-            self.outbox.push_back(record.bytes().to_vec());
-        }
-        self.flush_outbox();
-        for (to, request) in step.requests {
-            self.send_request(to, request);
-        }
-        for result in step.results {
-            self.report(NodeEvent::Result(result));
-        }
-        for fault in step.faults {
-            tracing::warn!(member = self.replica.bank().me(), %fault, "peer fault");
-            self.metrics.faults.inc();
-            self.report(NodeEvent::Fault(fault));
-        }
-        for event in step.events {
-            self.observe_phase(&event);
-            self.report(NodeEvent::Protocol(event));
-        }
     }
 
     fn send_request(&mut self, to: MemberIndex, request: Request) {
         if let Some(peer) = self.members.peer(to) {
+            if !self.swarm.is_connected(&peer) {
+                return;
+            }
             let id = self
                 .swarm
                 .behaviour_mut()
@@ -467,22 +419,9 @@ impl Peer {
                 ) => break,
                 // Cannot ever be published: skip it (it is durable here; peers fetch it by sync).
                 Err(e) => {
-                    tracing::error!(member = self.replica.bank().me(), error = %e, "record not published");
+                    tracing::error!(member = self.me, error = %e, "record not published");
                     self.outbox.pop_front();
                 }
-            }
-        }
-    }
-
-    /// Anti-entropy: asks the next member for its heads, if connected.
-    fn anti_entropy(&mut self) {
-        if let Some((to, request)) = self.replica.sync_request() {
-            if self
-                .members
-                .peer(to)
-                .is_some_and(|p| self.swarm.is_connected(&p))
-            {
-                self.send_request(to, request);
             }
         }
     }
