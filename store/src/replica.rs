@@ -13,6 +13,7 @@ use bankmesh_protocol::{
     Bank, Checked, Culprit, Fault, FaultKind, MemberIndex, Origin, Step, Time, Verdict, Wait,
 };
 use rand_core::{CryptoRng, RngCore};
+use rayon::prelude::*;
 
 use crate::{AuthorPos, Hash, NewRecord, Refused, Store, StoreError};
 
@@ -190,18 +191,7 @@ impl Replica {
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<(Vec<Acceptance>, Step), StoreError> {
         let mut step = Step::default();
-        let mut verdicts = Vec::with_capacity(items.len());
-        let mut accepted = Vec::new();
-        // Chains advance within the batch: a record may follow one accepted just before it.
-        let mut heads = BTreeMap::new();
-        for (idx, (origin, bytes)) in items.into_iter().enumerate() {
-            let (acceptance, checked) =
-                self.check_bytes(now, origin, &bytes, &mut heads, &mut step)?;
-            verdicts.push(acceptance);
-            if let Some(checked) = checked {
-                accepted.push((idx, origin, checked));
-            }
-        }
+        let (mut verdicts, accepted) = self.check_all(now, items, &mut step)?;
         for (idx, acceptance) in self.commit(now, accepted, rng, &mut step)? {
             if let Some(v) = verdicts.get_mut(idx) {
                 *v = acceptance;
@@ -212,19 +202,61 @@ impl Replica {
         Ok((verdicts, step))
     }
 
-    fn check_bytes(
+    /// Checks a batch: the cheap checks in order, then the signatures and proofs of what is
+    /// left on every core (a check reads only the bank's state), then the verdicts in order.
+    /// Returns one acceptance per input and the records that passed, with their input index.
+    #[allow(clippy::type_complexity)]
+    fn check_all(
         &mut self,
         now: Time,
+        items: Vec<(Origin, Vec<u8>)>,
+        step: &mut Step,
+    ) -> Result<(Vec<Acceptance>, Vec<(usize, Origin, Checked)>), StoreError> {
+        let mut verdicts = vec![Acceptance::Ignore; items.len()];
+        // Chains advance within the batch: a record may follow one just before it.
+        let mut heads = BTreeMap::new();
+        let mut candidates = Vec::new();
+        for (idx, (origin, bytes)) in items.into_iter().enumerate() {
+            match self.precheck(origin, &bytes, &mut heads, step)? {
+                Ok(unchecked) => candidates.push((idx, origin, unchecked)),
+                Err(acceptance) => {
+                    if let Some(v) = verdicts.get_mut(idx) {
+                        *v = acceptance;
+                    }
+                }
+            }
+        }
+        let bank = &self.bank;
+        let judged: Vec<(usize, Origin, Verdict)> = candidates
+            .into_par_iter()
+            .map(|(idx, origin, unchecked)| (idx, origin, bank.check(now, origin, unchecked)))
+            .collect();
+        let mut accepted = Vec::new();
+        for (idx, origin, verdict) in judged {
+            let (acceptance, checked) = self.take_verdict(origin, verdict, step);
+            if let Some(v) = verdicts.get_mut(idx) {
+                *v = acceptance;
+            }
+            if let Some(checked) = checked {
+                accepted.push((idx, origin, checked));
+            }
+        }
+        Ok((verdicts, accepted))
+    }
+
+    /// The checks that need no cryptography: a duplicate costs one hash, a malformed record a
+    /// decode, a record ahead of its chain is held back. `Ok` if the record is to be checked.
+    fn precheck(
+        &mut self,
         origin: Origin,
         bytes: &[u8],
         heads: &mut BTreeMap<MemberIndex, u64>,
         step: &mut Step,
-    ) -> Result<(Acceptance, Option<Checked>), StoreError> {
-        // Cheap checks first: a duplicate costs one hash, not a decode and a verification.
+    ) -> Result<Result<UncheckedRecord, Acceptance>, StoreError> {
         let hash = crate::record_hash(bytes);
         if self.store.contains(&hash)? || self.store.contains_evidence(&hash)? {
             self.stats.ignored += 1;
-            return Ok((Acceptance::Ignore, None));
+            return Ok(Err(Acceptance::Ignore));
         }
         let unchecked = match UncheckedRecord::decode(bytes) {
             Ok(u) => u,
@@ -236,20 +268,21 @@ impl Replica {
                     record: None,
                     detail: e.to_string(),
                 });
-                return Ok((Acceptance::Reject, None));
+                return Ok(Err(Acceptance::Reject));
             }
         };
         if self.gap(&unchecked, heads)? {
             self.request_gap(origin, &unchecked, step)?;
             self.defer(origin, unchecked, None);
-            return Ok((Acceptance::Ignore, None));
+            return Ok(Err(Acceptance::Ignore));
         }
-        let position = unchecked.claimed_position();
-        let judged = self.judge(now, origin, unchecked, step);
-        if let (Some((author, seq)), Some(_)) = (position, &judged.1) {
-            heads.insert(author, seq);
+        // Taken as the new head for the rest of the batch; should its check fail, the store
+        // refuses what follows it as a gap, and that is held back then.
+        if let Some((author, seq)) = unchecked.claimed_position() {
+            let head = heads.entry(author).or_insert(seq);
+            *head = (*head).max(seq);
         }
-        Ok(judged)
+        Ok(Ok(unchecked))
     }
 
     /// Whether an identified record is ahead of its author's chain here (its predecessors
@@ -291,14 +324,13 @@ impl Replica {
         Ok(())
     }
 
-    fn judge(
+    fn take_verdict(
         &mut self,
-        now: Time,
         origin: Origin,
-        unchecked: UncheckedRecord,
+        verdict: Verdict,
         step: &mut Step,
     ) -> (Acceptance, Option<Checked>) {
-        match self.bank.check(now, origin, unchecked) {
+        match verdict {
             Verdict::Accept(checked) => (Acceptance::Accept, Some(checked)),
             Verdict::Reject(fault) => {
                 self.stats.rejected += 1;
@@ -480,19 +512,11 @@ impl Replica {
             if ready.is_empty() {
                 return Ok(());
             }
-            let mut accepted = Vec::new();
-            let mut heads = BTreeMap::new();
-            for (origin, unchecked) in ready {
-                if self.store.contains(&unchecked.hash())? {
-                    continue;
-                }
-                let bytes = unchecked.bytes().to_vec();
-                if let (_, Some(checked)) =
-                    self.check_bytes(now, origin, &bytes, &mut heads, step)?
-                {
-                    accepted.push((0, origin, checked));
-                }
-            }
+            let items = ready
+                .into_iter()
+                .map(|(origin, unchecked)| (origin, unchecked.bytes().to_vec()))
+                .collect();
+            let (_, accepted) = self.check_all(now, items, step)?;
             if accepted.is_empty() {
                 return Ok(());
             }
