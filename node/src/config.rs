@@ -20,8 +20,6 @@ pub const TOKEN_FILE: &str = "admin.token";
 
 /// The admin API's address unless `init --admin` says otherwise.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7300";
-/// Epochs whose results are kept and served unless `node.toml` says otherwise.
-pub const DEFAULT_RETAIN_EPOCHS: u64 = 90;
 
 /// `node.toml`. Every field but `name` and `listen` has a default, so settings added later do
 /// not break an existing file.
@@ -34,8 +32,6 @@ pub struct NodeConfig {
     pub admin: SocketAddr,
     #[serde(default = "default_store")]
     pub store: PathBuf,
-    #[serde(default = "default_retain")]
-    pub retain_epochs: u64,
 }
 
 fn default_admin() -> SocketAddr {
@@ -45,9 +41,6 @@ fn default_admin() -> SocketAddr {
 }
 fn default_store() -> PathBuf {
     PathBuf::from("store")
-}
-fn default_retain() -> u64 {
-    DEFAULT_RETAIN_EPOCHS
 }
 
 impl NodeConfig {
@@ -68,15 +61,11 @@ impl NodeConfig {
              admin = \"{admin}\"\n\
              \n\
              # The sled store, relative to this directory.\n\
-             store = {store:?}\n\
-             \n\
-             # Epochs whose results are kept and served; older results are erased.\n\
-             retain_epochs = {retain}\n",
+             store = {store:?}\n",
             name = self.name,
             listen = listen.join(", "),
             admin = self.admin,
             store = self.store.display().to_string(),
-            retain = self.retain_epochs,
         )
     }
 
@@ -106,9 +95,6 @@ impl NodeConfig {
         }
         if !self.admin.ip().is_loopback() {
             bail!("admin address {} is not a loopback address", self.admin);
-        }
-        if self.retain_epochs == 0 {
-            bail!("retain_epochs must be at least 1");
         }
         Ok(())
     }
@@ -273,13 +259,13 @@ mod tests {
             listen: vec!["/ip4/0.0.0.0/tcp/7000".into()],
             admin: default_admin(),
             store: default_store(),
-            retain_epochs: 5,
         };
         let text = c.to_commented_toml();
         assert_eq!(toml::from_str::<NodeConfig>(&text).unwrap(), c);
         let minimal: NodeConfig =
             toml::from_str("name = \"a\"\nlisten = [\"/ip4/127.0.0.1/tcp/1\"]\n").unwrap();
-        assert_eq!(minimal.retain_epochs, DEFAULT_RETAIN_EPOCHS);
+        assert_eq!(minimal.store, default_store());
+        assert_eq!(minimal.admin, default_admin());
     }
 
     #[test]
@@ -293,7 +279,6 @@ mod tests {
             listen: vec!["/ip4/0.0.0.0/tcp/7000".into()],
             admin: "0.0.0.0:7300".parse().unwrap(),
             store: default_store(),
-            retain_epochs: 1,
         };
         assert!(c.check().unwrap_err().to_string().contains("loopback"));
         c.admin = default_admin();

@@ -9,8 +9,8 @@ use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::config::{
-    check_name, parse_listen, write_secret, MemberEntry, NodeConfig, DEFAULT_RETAIN_EPOCHS,
-    KEY_FILE, MEMBER_FILE, NODE_FILE, TOKEN_FILE,
+    check_name, parse_listen, write_secret, MemberEntry, NodeConfig, KEY_FILE, MEMBER_FILE,
+    NODE_FILE, TOKEN_FILE,
 };
 use crate::net::peer_id_of;
 
@@ -37,7 +37,6 @@ pub fn run(args: &InitArgs) -> Result<Initialised> {
         listen: args.listen.clone(),
         admin: args.admin,
         store: PathBuf::from("store"),
-        retain_epochs: DEFAULT_RETAIN_EPOCHS,
     };
     config.check()?;
     let advertise = if args.advertise.is_empty() {
