@@ -12,7 +12,8 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, MessageId, Valida
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    allow_block_list, identity, noise, tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder,
+    allow_block_list, identity, noise, ping, tcp, yamux, PeerId, StreamProtocol, Swarm,
+    SwarmBuilder,
 };
 use sha2::{Digest, Sha256};
 
@@ -24,6 +25,8 @@ pub struct Behaviour {
     pub allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     pub gossipsub: gossipsub::Behaviour,
     pub direct: request_response::cbor::Behaviour<Request, Response>,
+    /// Liveness of connections, and what the responsiveness bench measures.
+    pub ping: ping::Behaviour,
 }
 
 /// The libp2p keypair of a member: its ed25519 identity key (DESIGN 2: also its PeerId).
@@ -85,6 +88,7 @@ pub fn build_swarm(secrets: &MemberSecrets, members: usize) -> Result<Swarm<Beha
                 allow: allow_block_list::Behaviour::default(),
                 gossipsub,
                 direct,
+                ping: ping::Behaviour::new(ping::Config::new()),
             })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
