@@ -35,6 +35,9 @@ const CORE_QUEUE: usize = 4096;
 const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// How often unpublished records are retried (lost peers are dialled again at the sync pace).
 const RETRY_EVERY: Duration = Duration::from_millis(250);
+/// Redial backoff for an unreachable member: doubles from the first to the last.
+const REDIAL_FIRST: Duration = Duration::from_secs(1);
+const REDIAL_MAX: Duration = Duration::from_secs(30);
 /// Most inbound requests awaiting the protocol thread's answer.
 const OPEN_CHANNELS_MAX: usize = 4096;
 
@@ -108,6 +111,8 @@ pub struct Peer {
     /// Inbound requests waiting for the protocol thread's answer.
     channels: HashMap<u64, ResponseChannel<Response>>,
     next_channel: u64,
+    /// Per unreachable member: when to dial it next, and the wait after that.
+    redial: HashMap<MemberIndex, (std::time::Instant, Duration)>,
     metrics: Arc<Metrics>,
     to_core: SyncSender<ToCore>,
     from_core: mpsc::Receiver<FromCore>,
@@ -153,6 +158,7 @@ impl Peer {
             pending_requests: HashMap::new(),
             channels: HashMap::new(),
             next_channel: 0,
+            redial: HashMap::new(),
             metrics,
             to_core,
             from_core,
@@ -160,15 +166,31 @@ impl Peer {
         })
     }
 
-    /// Dials every other member at its genesis addresses.
+    /// Dials every other member that is not connected at its genesis addresses, with
+    /// exponential backoff per member (reset once it is connected).
     fn dial_missing(&mut self) {
+        let now = instant();
         for m in &self.consortium.genesis.members {
             let Some(peer) = self.members.peer(m.index) else {
                 continue;
             };
-            if m.index == self.me || self.swarm.is_connected(&peer) {
+            if m.index == self.me {
                 continue;
             }
+            if self.swarm.is_connected(&peer) {
+                self.redial.remove(&m.index);
+                continue;
+            }
+            let (due, wait) = self
+                .redial
+                .get(&m.index)
+                .copied()
+                .unwrap_or((now, REDIAL_FIRST));
+            if now < due {
+                continue;
+            }
+            self.redial
+                .insert(m.index, (now + wait, (wait * 2).min(REDIAL_MAX)));
             for addr in &m.addrs {
                 if let Ok(mut addr) = addr.parse::<Multiaddr>() {
                     if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
@@ -194,6 +216,7 @@ impl Peer {
         self.dial_missing();
         let mut retry = tokio::time::interval(RETRY_EVERY);
         let mut sync = tokio::time::interval(SYNC_EVERY);
+        let mut redial = tokio::time::interval(REDIAL_FIRST);
         let mut stopping = false;
         loop {
             tokio::select! {
@@ -221,8 +244,8 @@ impl Peer {
                     let _ = self.to_core.try_send(ToCore::Command(command, view));
                 }
                 _ = retry.tick() => self.flush_outbox(),
+                _ = redial.tick() => self.dial_missing(),
                 _ = sync.tick() => {
-                    self.dial_missing();
                     let _ = self.to_core.try_send(ToCore::Sync);
                     self.update_gauges();
                 }
