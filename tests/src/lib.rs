@@ -92,7 +92,7 @@ pub fn expected(inputs: &[Scores]) -> BTreeMap<String, (String, u32)> {
 }
 
 /// Banks' scores for one epoch: clients held by 1 to all banks, the range limits, ids with
-/// commas, quotes and non-ASCII characters.
+/// commas, quotes and non-ASCII characters, ids near the length limit.
 pub fn scores(banks: usize, clients: u32, seed: u64) -> Vec<Scores> {
     let mut out: Vec<Scores> = vec![Vec::new(); banks];
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -111,8 +111,9 @@ pub fn scores(banks: usize, clients: u32, seed: u64) -> Vec<Scores> {
                 1 => 1023,
                 _ => (next() % 1024) as u16,
             };
-            let id = match c % 7 {
+            let id = match c % 13 {
                 0 => format!("Ünïcødé, \"quoted\" client {c}"),
+                1 => format!("{c}:{}", "x".repeat(120)),
                 _ => format!("client-{c}"),
             };
             out[(first + k) % banks].push((id, score));

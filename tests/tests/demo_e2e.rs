@@ -1,36 +1,11 @@
 //! End to end: `bankmesh demo` over real libp2p on loopback, checked against a plaintext
 //! computation made here from the inputs; and bad input refused before any network work.
 
-use bankmesh_tests::{expected, run, write_csv};
+use bankmesh_tests::{expected, run, scores, write_csv};
 
 /// Five banks, clients held by 1 to 5 banks, scores at the range limits, awkward ids.
 fn inputs() -> Vec<Vec<(String, u16)>> {
-    let mut banks: Vec<Vec<(String, u16)>> = vec![Vec::new(); 5];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    for c in 0..60u32 {
-        let holders = 1 + (c % 5) as usize;
-        let first = (next() % 5) as usize;
-        for k in 0..holders {
-            let score = match c % 11 {
-                0 => 0,
-                1 => 1023,
-                _ => (next() % 1024) as u16,
-            };
-            let id = match c % 13 {
-                0 => format!("Ünïcødé, \"quoted\" client {c}"),
-                1 => format!("{c}:{}", "x".repeat(120)),
-                _ => format!("client-{c}"),
-            };
-            banks[(first + k) % 5].push((id, score));
-        }
-    }
-    banks
+    scores(5, 60, 1)
 }
 
 #[test]
