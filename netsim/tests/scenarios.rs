@@ -63,3 +63,22 @@ fn the_same_seed_gives_the_same_run() {
         assert_ne!(a.digest, c.digest, "{name}: seeds 2 and 3 ran the same");
     }
 }
+
+/// Seeds the long sweep found where member 2's equivocation left an honest member holding the
+/// other side of its chain's fork: it could not read member 2's later records (its report), so
+/// it never sealed. They continue the fork as evidence now.
+#[test]
+fn an_honest_member_on_the_other_side_of_a_fork_still_seals() {
+    let size = Size {
+        clients: 6,
+        ..Size::default()
+    };
+    for seed in [751, 797, 801] {
+        let run = scenario::run("equivocating-voter", seed, size).unwrap();
+        assert!(
+            run.outcome.violations.is_empty(),
+            "seed {seed}: {:?}; replay with: netsim run --scenario equivocating-voter --seed {seed} --clients 6",
+            run.outcome.violations
+        );
+    }
+}

@@ -289,6 +289,14 @@ impl UncheckedRecord {
         }
     }
 
+    /// `(author, seq, prev)` if identified. Not yet verified.
+    pub fn claimed_chain(&self) -> Option<(MemberIndex, u64, Hash)> {
+        match &self.envelope.payload {
+            Payload::Identified(i) => Some((i.author, i.seq, i.prev)),
+            Payload::Submission(_) => None,
+        }
+    }
+
     /// The author, if identified. Not yet verified.
     pub fn claimed_author(&self) -> Option<MemberIndex> {
         match &self.envelope.payload {

@@ -73,6 +73,9 @@ pub(crate) fn evidence_at(author: u16, seq: u64, hash: &Hash) -> Vec<u8> {
         &[&author.to_be_bytes(), &seq.to_be_bytes(), hash],
     )
 }
+pub(crate) fn evidence_author_prefix(author: u16) -> Vec<u8> {
+    with_prefix(P_EVIDENCE_AT, &[&author.to_be_bytes()])
+}
 pub(crate) fn evidence_at_prefix(author: u16, seq: u64) -> Vec<u8> {
     with_prefix(P_EVIDENCE_AT, &[&author.to_be_bytes(), &seq.to_be_bytes()])
 }

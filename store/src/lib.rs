@@ -602,6 +602,30 @@ impl Store {
         self.chain_hash(author, seq).map(Some)
     }
 
+    /// Whether `hash` is kept as evidence at `author`'s position `seq`: a record that names it
+    /// as `prev` continues that fork of the chain.
+    pub fn evidence_is_at(&self, author: u16, seq: u64, hash: &Hash) -> Result<bool, StoreError> {
+        Ok(self
+            .log
+            .contains_key(keys::evidence_at(author, seq, hash))?)
+    }
+
+    /// The highest position of `author` at which evidence is kept, if any.
+    pub fn evidence_tip(&self, author: u16) -> Result<Option<u64>, StoreError> {
+        let Some(kv) = self
+            .log
+            .scan_prefix(keys::evidence_author_prefix(author))
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (k, _) = kv?;
+        let seq = k.get(3..11).and_then(keys::be_u64).ok_or_else(|| {
+            StoreError::Corrupt(format!("malformed evidence key {}", hex::encode(&k)))
+        })?;
+        Ok(Some(seq))
+    }
+
     /// Whether `hash` is kept as equivocation evidence.
     pub fn contains_evidence(&self, hash: &Hash) -> Result<bool, StoreError> {
         Ok(self.log.contains_key(keys::evidence(hash))?)

@@ -76,6 +76,9 @@ pub struct Replica {
     /// Authors whose chain grew since held records were last looked at: only their gapped
     /// records can have become next in line.
     advanced: BTreeSet<MemberIndex>,
+    /// Positions at which a fork record was just kept as evidence: a held record right after
+    /// one may continue that fork.
+    fork_advanced: BTreeSet<(MemberIndex, u64)>,
     head_check: HeadCheck,
 }
 
@@ -125,6 +128,7 @@ impl Replica {
             gap_requested: BTreeMap::new(),
             forks_asked: BTreeSet::new(),
             advanced: BTreeSet::new(),
+            fork_advanced: BTreeSet::new(),
             head_check: HeadCheck::default(),
         })
     }
@@ -213,11 +217,10 @@ impl Replica {
         step: &mut Step,
     ) -> Result<(Vec<Acceptance>, Vec<(usize, Origin, Checked)>), StoreError> {
         let mut verdicts = vec![Acceptance::Ignore; items.len()];
-        // Chains advance within the batch: a record may follow one just before it.
-        let mut heads = BTreeMap::new();
+        let mut chains = BatchChains::default();
         let mut candidates = Vec::new();
         for (idx, (origin, bytes)) in items.into_iter().enumerate() {
-            match self.precheck(origin, &bytes, &mut heads, step)? {
+            match self.precheck(origin, &bytes, &mut chains, step)? {
                 Ok(unchecked) => candidates.push((idx, origin, unchecked)),
                 Err(acceptance) => {
                     if let Some(v) = verdicts.get_mut(idx) {
@@ -250,7 +253,7 @@ impl Replica {
         &mut self,
         origin: Origin,
         bytes: &[u8],
-        heads: &mut BTreeMap<MemberIndex, u64>,
+        chains: &mut BatchChains,
         step: &mut Step,
     ) -> Result<Result<UncheckedRecord, Acceptance>, StoreError> {
         let hash = crate::record_hash(bytes);
@@ -271,55 +274,85 @@ impl Replica {
                 return Ok(Err(Acceptance::Reject));
             }
         };
-        if self.gap(&unchecked, heads)? {
+        if self.gap(&unchecked, chains)? {
             self.request_gap(origin, &unchecked, step)?;
             self.defer(origin, unchecked, None);
             return Ok(Err(Acceptance::Ignore));
         }
-        // Taken as the new head for the rest of the batch; should its check fail, the store
-        // refuses what follows it as a gap, and that is held back then.
-        if let Some((author, seq)) = unchecked.claimed_position() {
-            let head = heads.entry(author).or_insert(seq);
-            *head = (*head).max(seq);
+        // Taken as the new head (or fork tip) for the rest of the batch; should its check
+        // fail, what follows it is a gap, and that is held back then.
+        if let Some((author, seq, prev)) = unchecked.claimed_chain() {
+            if self.continues_fork(author, seq, &prev, chains)? {
+                chains.forks.insert((author, seq, unchecked.hash()));
+            } else {
+                let head = chains.heads.entry(author).or_insert(seq);
+                *head = (*head).max(seq);
+            }
         }
         Ok(Ok(unchecked))
     }
 
+    /// Whether a record at `seq` names as `prev` a record kept as evidence at `seq - 1` (here
+    /// or earlier in the batch): it continues a fork of its author's chain, and is evidence too.
+    /// Without this, an honest member that met the other side of a fork first could never
+    /// read what the equivocator posted later (its reports, say) on the side others follow.
+    fn continues_fork(
+        &self,
+        author: MemberIndex,
+        seq: u64,
+        prev: &Hash,
+        chains: &BatchChains,
+    ) -> Result<bool, StoreError> {
+        let Some(before) = seq.checked_sub(1).filter(|&s| s > 0) else {
+            return Ok(false);
+        };
+        Ok(chains.forks.contains(&(author, before, *prev))
+            || self.store.evidence_is_at(author, before, prev)?)
+    }
+
     /// Whether an identified record is ahead of its author's chain here (its predecessors
     /// are missing, in the store and earlier in the batch), so checking it now would be wasted.
-    fn gap(
-        &self,
-        unchecked: &UncheckedRecord,
-        heads: &BTreeMap<MemberIndex, u64>,
-    ) -> Result<bool, StoreError> {
-        let Some((author, seq)) = unchecked.claimed_position() else {
+    fn gap(&self, unchecked: &UncheckedRecord, chains: &BatchChains) -> Result<bool, StoreError> {
+        let Some((author, seq, prev)) = unchecked.claimed_chain() else {
             return Ok(false);
         };
         let stored = self.store.head(author)?.map_or(0, |(s, _)| s);
-        let head = heads.get(&author).copied().unwrap_or(0).max(stored);
-        Ok(seq > head + 1)
+        let head = chains.heads.get(&author).copied().unwrap_or(0).max(stored);
+        Ok(seq > head + 1 && !self.continues_fork(author, seq, &prev, chains)?)
     }
 
     /// Asks `origin` for the records between our head and a gapped record, once per head.
+    /// For an author whose chain forked here, from the tip of the fork kept as evidence if the
+    /// record lies beyond it, and also for the record's `prev` by hash, once: walking back
+    /// reaches a fork we know whatever its shape.
     fn request_gap(
         &mut self,
         origin: Origin,
         unchecked: &UncheckedRecord,
         step: &mut Step,
     ) -> Result<(), StoreError> {
-        let Some((author, _)) = unchecked.claimed_position() else {
+        let Some((author, seq, prev)) = unchecked.claimed_chain() else {
             return Ok(());
         };
         let head = self.store.head(author)?.map_or(0, |(s, _)| s);
-        if self.gap_requested.get(&author) != Some(&head) {
-            self.gap_requested.insert(author, head);
+        let tip = self.store.evidence_tip(author)?;
+        let base = match tip {
+            Some(t) if t > head && t < seq => t,
+            _ => head,
+        };
+        if self.gap_requested.get(&author) != Some(&base) {
+            self.gap_requested.insert(author, base);
             step.requests.push((
                 origin.peer(),
                 Request::AuthorRange {
                     author,
-                    from_seq: head + 1,
+                    from_seq: base + 1,
                 },
             ));
+        }
+        if tip.is_some() && self.forks_asked.insert((author, seq)) {
+            step.requests
+                .push((origin.peer(), Request::Records { hashes: vec![prev] }));
         }
         Ok(())
     }
@@ -367,11 +400,14 @@ impl Replica {
         let mut fresh = Vec::with_capacity(accepted.len());
         for (idx, origin, checked) in accepted {
             let forked = match checked.record().chain_position() {
-                Some((author, seq, _)) => self
-                    .store
-                    .chain_at(author, seq)?
-                    .is_some_and(|h| h != checked.record().hash())
-                    .then_some((author, seq)),
+                Some((author, seq, prev)) => {
+                    let conflicts = self
+                        .store
+                        .chain_at(author, seq)?
+                        .is_some_and(|h| h != checked.record().hash());
+                    let on_fork = seq > 1 && self.store.evidence_is_at(author, seq - 1, &prev)?;
+                    (conflicts || on_fork).then_some((author, seq))
+                }
                 None => None,
             };
             match forked {
@@ -473,6 +509,7 @@ impl Replica {
             self.stats.ignored += 1;
             return Ok(Acceptance::Ignore);
         }
+        self.fork_advanced.insert((author, seq));
         self.fault_equivocation(author, seq, checked.record().hash(), step);
         step.extend(self.bank.apply_evidence(now, checked, rng));
         Ok(Acceptance::Accept)
@@ -508,6 +545,10 @@ impl Replica {
             for author in std::mem::take(&mut self.advanced) {
                 let head = self.store.head(author)?.map_or(0, |(s, _)| s);
                 ready.extend(self.pending.take_run(author, head));
+            }
+            // Held records right after a fork record just kept: they may continue that fork.
+            for (author, seq) in std::mem::take(&mut self.fork_advanced) {
+                ready.extend(self.pending.take_at(author, seq + 1));
             }
             if ready.is_empty() {
                 return Ok(());
@@ -723,7 +764,10 @@ impl Replica {
                 let mut step = Step::default();
                 let me = self.bank.me();
                 for &(author, seq, _) in &heads {
-                    let mine = self.store.head(author)?.map_or(0, |(s, _)| s);
+                    // Past the fork tip, for an author whose chain forked here: the side we
+                    // follow ends at the head, the other side at the tip.
+                    let head = self.store.head(author)?.map_or(0, |(s, _)| s);
+                    let mine = head.max(self.store.evidence_tip(author)?.unwrap_or(0));
                     if seq > mine {
                         step.requests.push((
                             from,
@@ -754,6 +798,15 @@ impl Replica {
             }
         }
     }
+}
+
+/// How chains advance within one batch: a record may follow one just before it, on its
+/// author's chain or on a fork kept as evidence.
+#[derive(Default)]
+struct BatchChains {
+    heads: BTreeMap<MemberIndex, u64>,
+    /// Records of the batch that continue a fork: author, position, hash.
+    forks: BTreeSet<(MemberIndex, u64, Hash)>,
 }
 
 /// Records held back until their prerequisites arrive: deduplicated, bounded in count and
@@ -853,6 +906,12 @@ impl Pending {
             .map(|q| q.keys().copied().collect())
             .unwrap_or_default();
         hashes.iter().filter_map(|h| self.remove(h)).collect()
+    }
+
+    /// The held record at `author`'s position `seq`, if any.
+    fn take_at(&mut self, author: MemberIndex, seq: u64) -> Option<(Origin, UncheckedRecord)> {
+        let hash = self.gapped.get(&(author, seq)).map(|(_, u)| u.hash())?;
+        self.remove(&hash)
     }
 
     /// The held records of `author` that continue its chain from `head`, in order.

@@ -659,3 +659,29 @@ fn whole_log_corrupt_tail_truncates_to_empty() {
     assert!(store.epoch_hashes(0).unwrap().is_empty());
     assert!(!store.contains(&h).unwrap());
 }
+
+#[test]
+fn evidence_positions_and_fork_tip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    assert_eq!(store.evidence_tip(3).unwrap(), None);
+    let a = anon_bytes(b"fork at 5");
+    let b = anon_bytes(b"fork at 6");
+    let c = anon_bytes(b"other author");
+    assert!(store.keep_evidence(&a, 3, 5).unwrap());
+    assert!(store.keep_evidence(&b, 3, 6).unwrap());
+    assert!(store.keep_evidence(&c, 4, 9).unwrap());
+    // Kept once only.
+    assert!(!store.keep_evidence(&b, 3, 6).unwrap());
+    assert_eq!(store.evidence_tip(3).unwrap(), Some(6));
+    assert_eq!(store.evidence_tip(4).unwrap(), Some(9));
+    assert_eq!(store.evidence_tip(2).unwrap(), None);
+    let ha = record_hash(&a);
+    assert!(store.evidence_is_at(3, 5, &ha).unwrap());
+    assert!(!store.evidence_is_at(3, 6, &ha).unwrap());
+    assert!(!store.evidence_is_at(4, 5, &ha).unwrap());
+    // The largest author and position are read back exactly.
+    let d = anon_bytes(b"max");
+    assert!(store.keep_evidence(&d, u16::MAX, u64::MAX).unwrap());
+    assert_eq!(store.evidence_tip(u16::MAX).unwrap(), Some(u64::MAX));
+}
