@@ -846,6 +846,7 @@ impl Bank {
             step.publish.push(record);
         }
         step.local.append(&mut out.local);
+        step.erase_local.append(&mut out.erase);
         step.requests.append(&mut out.requests);
         step.results.append(&mut out.results);
         step.faults.append(&mut out.faults);
@@ -865,6 +866,29 @@ impl Bank {
             setup_failed: self.setup.failed().map(str::to_string),
             epochs: self.epochs.values().map(Epoch::status).collect(),
         }
+    }
+
+    /// Erases the results, and whatever else of ours is left, of every epoch whose decryption
+    /// window closed at least `retention_ms` ago (the node's results retention). The log is
+    /// not touched: it is the consortium's evidence.
+    pub fn expire_results(&mut self, now: Time, retention_ms: u64) -> Step {
+        let mut out = Out::default();
+        let c = Arc::clone(&self.consortium);
+        for (&number, e) in self.epochs.iter_mut() {
+            if c.decrypt_end(number).plus(retention_ms) <= now {
+                e.expire(&mut out);
+            }
+        }
+        Step {
+            local: out.local,
+            erase_local: out.erase,
+            ..Step::default()
+        }
+    }
+
+    /// Whether the results of `epoch` were erased at the end of their retention.
+    pub fn results_expired(&self, epoch: u64) -> bool {
+        self.epochs.get(&epoch).is_some_and(Epoch::is_expired)
     }
 
     /// Results so far for `epoch`.

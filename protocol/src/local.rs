@@ -102,6 +102,48 @@ pub(crate) fn result(epoch: u64, client: usize, sum: u64, count: u32) -> LocalWr
     )
 }
 
+/// What remains of an epoch here once its results are stored: the results with their client
+/// ids and our submissions' record hashes (for reconciliation), no score, pseudonym or key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finished {
+    /// Whether the operator gave scores for the epoch.
+    pub given: bool,
+    /// Our submissions: client id and record hash.
+    pub submissions: Vec<(String, [u8; 32])>,
+    /// Our results: client id, sum, count.
+    pub results: Vec<(String, u64, u32)>,
+}
+
+/// Rows per entry of a finished epoch (ids of 128 bytes and a hash: about 1.8 MB).
+const FINISHED_PER_ENTRY: usize = 10_000;
+
+/// A finished epoch's entries, and the prefixes of its working state to erase in the same
+/// durable batch: its scores, pseudonyms and per-client results.
+pub(crate) fn finished(epoch: u64, f: &Finished) -> (Vec<LocalWrite>, Vec<String>) {
+    let mut writes = vec![write(format!("epoch/{epoch:020}/finished"), &f.given)];
+    for (i, chunk) in f.submissions.chunks(FINISHED_PER_ENTRY).enumerate() {
+        writes.push(write(format!("epoch/{epoch:020}/own/{i:010}"), &chunk));
+    }
+    for (i, chunk) in f.results.chunks(FINISHED_PER_ENTRY).enumerate() {
+        writes.push(write(format!("epoch/{epoch:020}/final/{i:010}"), &chunk));
+    }
+    let erase = ["scores", "pseudonyms", "result"]
+        .iter()
+        .map(|what| format!("epoch/{epoch:020}/{what}/"))
+        .collect();
+    (writes, erase)
+}
+
+/// An epoch past the results' retention: a marker, and the prefixes to erase (its results and
+/// submissions, and the working state of an epoch that never finished).
+pub(crate) fn expired(epoch: u64) -> (LocalWrite, Vec<String>) {
+    let erase = ["scores", "pseudonyms", "result", "own", "final"]
+        .iter()
+        .map(|what| format!("epoch/{epoch:020}/{what}/"))
+        .collect();
+    (write(format!("epoch/{epoch:020}/expired"), &true), erase)
+}
+
 pub(crate) fn setup_decision(attempt: u32, value: &Value) -> LocalWrite {
     write(format!("setup/decision/{attempt:010}"), value)
 }
@@ -123,6 +165,10 @@ pub struct RestoredEpoch {
     pub decision: Option<(u32, Value)>,
     pub failed: Option<(Phase, String)>,
     pub results: BTreeMap<usize, (u64, u32)>,
+    /// Set once the results are stored and the working state erased.
+    pub finished: Option<Finished>,
+    /// The results' retention is over: they are erased.
+    pub expired: bool,
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, String> {
@@ -168,6 +214,25 @@ impl Restored {
                         ["served"] => slot.served = decode(key, bytes)?,
                         ["decision"] => slot.decision = Some(decode(key, bytes)?),
                         ["failed"] => slot.failed = Some(decode(key, bytes)?),
+                        ["finished"] => {
+                            slot.finished.get_or_insert_with(Finished::default).given =
+                                decode(key, bytes)?;
+                        }
+                        ["own", _] => {
+                            let rows: Vec<(String, [u8; 32])> = decode(key, bytes)?;
+                            slot.finished
+                                .get_or_insert_with(Finished::default)
+                                .submissions
+                                .extend(rows);
+                        }
+                        ["final", _] => {
+                            let rows: Vec<(String, u64, u32)> = decode(key, bytes)?;
+                            slot.finished
+                                .get_or_insert_with(Finished::default)
+                                .results
+                                .extend(rows);
+                        }
+                        ["expired"] => slot.expired = decode(key, bytes)?,
                         ["result", c] => {
                             let c: usize = c.parse().map_err(|_| format!("bad local key {key}"))?;
                             slot.results.insert(c, decode(key, bytes)?);

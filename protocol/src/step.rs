@@ -186,6 +186,8 @@ impl ClientResult {
 pub struct Step {
     /// Local state to make durable before anything else in this step is done.
     pub local: Vec<LocalWrite>,
+    /// Prefixes of local keys to erase, in the same durable batch as `local`.
+    pub erase_local: Vec<String>,
     /// Records this bank made, in order: persist each, then publish it.
     pub publish: Vec<Record>,
     /// Own records already durable that should go out again (lost gossip, or unpublished
@@ -201,6 +203,7 @@ pub struct Step {
 impl Step {
     pub fn extend(&mut self, other: Step) {
         self.local.extend(other.local);
+        self.erase_local.extend(other.erase_local);
         self.publish.extend(other.publish);
         self.republish.extend(other.republish);
         self.requests.extend(other.requests);
@@ -210,6 +213,7 @@ impl Step {
     }
     pub fn is_empty(&self) -> bool {
         self.local.is_empty()
+            && self.erase_local.is_empty()
             && self.publish.is_empty()
             && self.republish.is_empty()
             && self.requests.is_empty()

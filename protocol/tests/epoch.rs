@@ -59,7 +59,10 @@ struct Harness {
     /// Each bank's log in the order it applied the records, and its local writes: what a
     /// store would hold for it.
     logs: BTreeMap<u16, Vec<Vec<u8>>>,
+    /// Each bank's local store, as a driver keeps it (erasures applied).
     locals: BTreeMap<u16, BTreeMap<String, Vec<u8>>>,
+    /// Every local write ever made, erased or not.
+    written: BTreeMap<u16, BTreeMap<String, Vec<u8>>>,
 }
 
 impl Harness {
@@ -74,9 +77,16 @@ impl Harness {
             }
         }
         assert!(step.faults.is_empty(), "faults: {:?}", step.faults);
+        let locals = self.locals.entry(from).or_default();
         for w in step.local {
-            let locals = self.locals.entry(from).or_default();
             locals.insert(w.key.clone(), w.value.to_vec());
+            self.written
+                .entry(from)
+                .or_default()
+                .insert(w.key.clone(), w.value.to_vec());
+        }
+        for prefix in &step.erase_local {
+            locals.retain(|k, _| !k.starts_with(prefix.as_str()));
         }
         for r in step.publish {
             self.logs.entry(from).or_default().push(r.bytes().to_vec());
@@ -205,6 +215,7 @@ fn run_epoch() -> (Harness, Scores, Arc<Consortium>, Vec<[u8; 96]>) {
         applied: HashSet::new(),
         logs: BTreeMap::new(),
         locals: BTreeMap::new(),
+        written: BTreeMap::new(),
     };
     // No store, no restart: every chain head is what the bank holds.
     for i in 1..=5u16 {
@@ -332,9 +343,14 @@ fn a_replayed_share_is_verified_before_it_is_combined() {
         })
         .collect();
     assert!(tampered > 0, "member 1's shares are in bank 2's log");
-    let entries: Vec<_> = h.locals[&2]
+    // The local store as it was before the results were stored (and the scores erased).
+    let entries: Vec<_> = h.written[&2]
         .iter()
-        .filter(|(k, _)| !k.contains("/result/"))
+        .filter(|(k, _)| {
+            !["/result/", "/finished", "/own/", "/final/"]
+                .iter()
+                .any(|p| k.contains(p))
+        })
         .map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.clone())))
         .collect();
     let secrets = MemberSecrets::from_bytes(&keys[1]).unwrap();
@@ -399,4 +415,91 @@ fn bad_scores_are_refused_before_any_work() {
             .is_err(),
         "epoch 0 does not exist"
     );
+}
+
+/// Once its results are stored, a bank's local store holds no score, pseudonym or per-client
+/// working entry of the epoch; a bank restored from that store and its log serves the same
+/// results; once the retention is over they are erased too, and the bank says so.
+#[test]
+fn scores_and_pseudonyms_are_erased_once_results_are_stored_and_results_expire() {
+    let (h, inputs, consortium, keys) = run_epoch();
+    let truth = truth(&inputs);
+    let locals = &h.locals[&2];
+    let epoch1 = "epoch/00000000000000000001/";
+    for erased in ["scores/", "pseudonyms/", "result/"] {
+        assert!(
+            !locals
+                .keys()
+                .any(|k| k.starts_with(&format!("{epoch1}{erased}"))),
+            "{erased} entries are left: {:?}",
+            locals.keys().collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        h.written[&2]
+            .keys()
+            .any(|k| k.starts_with(&format!("{epoch1}scores/"))),
+        "the scores were stored before they were erased"
+    );
+    let entries: Vec<_> = locals
+        .iter()
+        .map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.clone())))
+        .collect();
+    let secrets = MemberSecrets::from_bytes(&keys[1]).unwrap();
+    let mut bank = Bank::new(Arc::clone(&consortium), 2, secrets);
+    bank.restore(&entries).unwrap();
+    for bytes in &h.logs[&2] {
+        bank.replay(&Record::from_trusted_bytes(bytes).unwrap());
+    }
+    let mut results = bank.results(1);
+    results.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    assert_eq!(results.len(), inputs[1].len());
+    for r in &results {
+        assert_eq!(Some(&(r.sum, r.count)), truth.get(r.client_id.as_str()));
+    }
+    assert_eq!(bank.own_submissions(1).len(), inputs[1].len());
+    assert!(bank.has_scores(1), "the epoch still counts as submitted");
+    let mut rng = ChaCha20Rng::from_seed([9; 32]);
+    let step = bank.resume(h.now, &mut rng);
+    assert!(
+        step.local.iter().all(|w| !w.key.contains("/finished")),
+        "a restored bank does not store its results again"
+    );
+
+    // Retention: nothing expires before the decryption window closed plus the retention.
+    let end = consortium.decrypt_end(1);
+    let day = 86_400_000;
+    let early = bank.expire_results(end.plus(day - 1), day);
+    assert!(early.local.is_empty() && early.erase_local.is_empty());
+    assert!(!bank.results_expired(1));
+    let step = bank.expire_results(end.plus(day), day);
+    assert!(bank.results_expired(1));
+    assert!(bank.results(1).is_empty());
+    assert!(bank.own_submissions(1).is_empty());
+    let mut after: BTreeMap<String, Vec<u8>> = locals.clone();
+    for w in &step.local {
+        after.insert(w.key.clone(), w.value.to_vec());
+    }
+    for prefix in &step.erase_local {
+        after.retain(|k, _| !k.starts_with(prefix.as_str()));
+    }
+    assert!(!after
+        .keys()
+        .any(|k| k.starts_with(&format!("{epoch1}final/"))));
+    assert!(!after
+        .keys()
+        .any(|k| k.starts_with(&format!("{epoch1}own/"))));
+    // Restored from that store, the bank knows the results are gone, not merely missing.
+    let entries: Vec<_> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.clone())))
+        .collect();
+    let secrets = MemberSecrets::from_bytes(&keys[1]).unwrap();
+    let mut again = Bank::new(Arc::clone(&consortium), 2, secrets);
+    again.restore(&entries).unwrap();
+    assert!(again.results_expired(1));
+    assert!(again.results(1).is_empty());
+    // Expiring twice changes nothing.
+    let twice = bank.expire_results(end.plus(2 * day), day);
+    assert!(twice.local.is_empty() && twice.erase_local.is_empty());
 }

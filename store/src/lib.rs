@@ -538,10 +538,27 @@ impl Store {
 
     /// Stores several node-local values in one atomic, durable write.
     pub fn local_put_batch(&self, entries: &[(&str, &[u8])]) -> Result<(), StoreError> {
-        if entries.is_empty() {
+        self.local_apply(entries, &[])
+    }
+
+    /// Writes `entries` and erases every key under the prefixes `erase` in one durable batch
+    /// (a write that replaces what is erased lands with the erasure, or neither does). Erased
+    /// values are unreachable at once; sled reclaims their bytes as it rewrites its segments.
+    pub fn local_apply(
+        &self,
+        entries: &[(&str, &[u8])],
+        erase: &[String],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() && erase.is_empty() {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
+        for prefix in erase {
+            for kv in self.local.scan_prefix(prefix.as_bytes()) {
+                let (k, _) = kv?;
+                batch.remove(k);
+            }
+        }
         for (key, value) in entries {
             if key.len() > MAX_LOCAL_KEY || value.len() > MAX_LOCAL_VALUE {
                 return Err(StoreError::LocalTooLarge {

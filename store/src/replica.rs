@@ -159,7 +159,8 @@ impl Replica {
             .iter()
             .map(|w| (w.key.as_str(), w.value.as_slice()))
             .collect();
-        self.store.local_put_batch(&entries)?;
+        self.store.local_apply(&entries, &step.erase_local)?;
+        step.erase_local.clear();
         if !step.publish.is_empty() {
             let news: Vec<NewRecord<'_>> = step.publish.iter().map(new_record).collect();
             for (outcome, record) in self

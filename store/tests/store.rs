@@ -685,3 +685,36 @@ fn evidence_positions_and_fork_tip() {
     assert!(store.keep_evidence(&d, u16::MAX, u64::MAX).unwrap());
     assert_eq!(store.evidence_tip(u16::MAX).unwrap(), Some(u64::MAX));
 }
+
+#[test]
+fn local_writes_and_erasures_land_together_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path()).unwrap();
+        store
+            .local_put_batch(&[
+                ("epoch/1/scores/0", b"secret".as_slice()),
+                ("epoch/1/scores/1", b"secret".as_slice()),
+                ("epoch/1/decision", b"kept".as_slice()),
+                ("epoch/10/scores/0", b"other epoch".as_slice()),
+            ])
+            .unwrap();
+        store
+            .local_apply(
+                &[("epoch/1/final/0", b"results".as_slice())],
+                &["epoch/1/scores/".to_string(), "epoch/9/absent/".to_string()],
+            )
+            .unwrap();
+    }
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let keys: Vec<String> = store
+        .local_scan()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        keys,
+        ["epoch/1/decision", "epoch/1/final/0", "epoch/10/scores/0"]
+    );
+}

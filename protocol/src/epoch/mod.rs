@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 use crate::crypto::oprf::DleqProof;
 use crate::genesis::Consortium;
 use crate::keys::MemberSecrets;
-use crate::local::{self, LocalWrite, RestoredEpoch};
+use crate::local::{self, Finished, LocalWrite, RestoredEpoch};
 use crate::messages::{Request, Response, SUBMISSIONS_PAGE, SYNC_BATCH_MAX};
 use crate::record::{Body, Hash, ShareEntry, Submission};
 use crate::setup::SetupKeys;
@@ -63,6 +63,8 @@ pub struct Out {
     pub bodies: Vec<Body>,
     pub submissions: Vec<Submission>,
     pub local: Vec<LocalWrite>,
+    /// Prefixes of local keys to erase with `local`.
+    pub erase: Vec<String>,
     pub requests: Vec<(MemberIndex, Request)>,
     pub results: Vec<ClientResult>,
     pub faults: Vec<Fault>,
@@ -161,6 +163,10 @@ pub struct Epoch {
     shared: BTreeMap<MemberIndex, (BTreeSet<Hash>, usize)>,
     failed: Option<(Phase, String)>,
     own_failure: Option<(Phase, String)>,
+    /// Our results once stored, when scores, pseudonyms and one-time keys are gone.
+    finished: Option<Finished>,
+    /// The results' retention is over: they are erased too.
+    expired: bool,
 }
 
 impl Epoch {
@@ -179,6 +185,8 @@ impl Epoch {
             shared: BTreeMap::new(),
             failed: None,
             own_failure: None,
+            finished: None,
+            expired: false,
         }
     }
 
@@ -201,7 +209,10 @@ impl Epoch {
 
     /// What the local store held for this epoch (before the log is replayed).
     pub fn restore(&mut self, r: RestoredEpoch) {
-        if let Some(scores) = r.scores {
+        self.expired = r.expired;
+        if let Some(f) = r.finished {
+            self.finished = Some(f);
+        } else if let Some(scores) = r.scores {
             let mut own = Self::own_from(self.number, scores);
             for (client, y) in r.pseudonyms {
                 if client < own.clients.len() {
@@ -222,7 +233,7 @@ impl Epoch {
     }
 
     pub fn has_scores(&self) -> bool {
-        self.own.is_some()
+        self.own.is_some() || self.finished.as_ref().is_some_and(|f| f.given)
     }
     /// Whether submissions are still accepted from the operator.
     pub fn is_open(&self) -> bool {
@@ -1066,13 +1077,12 @@ impl Epoch {
                 epoch: number,
                 results,
             });
-            if let Some(own) = &mut self.own {
-                own.results.keep_only(&BTreeMap::new());
-            }
-            self.stage = Stage::Done {
+            let done = Stage::Done {
                 root: set.root,
                 hashes: set.entries.keys().copied().collect(),
             };
+            self.stage = done;
+            self.finish(out);
             self.posted_shares.clear();
             for (seen, _) in self.shared.values_mut() {
                 seen.clear();
@@ -1128,11 +1138,79 @@ impl Epoch {
         next.into_iter().filter(|t| *t > now).min()
     }
 
+    /// Our results are stored: from now on only they are kept, and the scores, pseudonyms and
+    /// one-time keys of the epoch are erased, on disk in the same batch (DESIGN 8) and in
+    /// memory (zeroized as they drop). Once only; after a restart the stored results stand.
+    fn finish(&mut self, out: &mut Out) {
+        if self.finished.is_some() {
+            return;
+        }
+        let f = match self.own.take() {
+            Some(own) => Finished {
+                given: true,
+                submissions: own
+                    .submitter
+                    .mine()
+                    .iter()
+                    .filter_map(|(h, m)| Some((own.clients.get(m.client)?.id.clone(), *h)))
+                    .collect(),
+                results: own
+                    .results
+                    .opened()
+                    .iter()
+                    .filter_map(|(&i, &(sum, count))| {
+                        Some((own.clients.get(i)?.id.clone(), sum, count))
+                    })
+                    .collect(),
+            },
+            None => Finished::default(),
+        };
+        let (writes, erase) = local::finished(self.number, &f);
+        out.local.extend(writes);
+        out.erase.extend(erase);
+        self.finished = Some(f);
+    }
+
+    /// Erases the results (and whatever else of ours is left) once the retention is over.
+    /// Returns whether anything changed.
+    pub fn expire(&mut self, out: &mut Out) -> bool {
+        if self.expired {
+            return false;
+        }
+        let (marker, erase) = local::expired(self.number);
+        out.local.push(marker);
+        out.erase.extend(erase);
+        self.expired = true;
+        self.own = None;
+        if let Some(f) = &mut self.finished {
+            f.submissions.clear();
+            f.results.clear();
+        }
+        true
+    }
+
+    /// Whether the results' retention is over (they were erased).
+    pub fn is_expired(&self) -> bool {
+        self.expired
+    }
+
     pub fn is_done(&self) -> bool {
         matches!(self.stage, Stage::Done { .. })
     }
 
     pub fn results(&self) -> Vec<ClientResult> {
+        if let Some(f) = &self.finished {
+            return f
+                .results
+                .iter()
+                .map(|(id, sum, count)| ClientResult {
+                    epoch: self.number,
+                    client_id: id.clone(),
+                    sum: *sum,
+                    count: *count,
+                })
+                .collect();
+        }
         let Some(own) = &self.own else {
             return Vec::new();
         };
@@ -1170,6 +1248,9 @@ impl Epoch {
 
     /// Our submissions: client id and record hash.
     pub fn own_submissions(&self) -> Vec<(String, Hash)> {
+        if let Some(f) = &self.finished {
+            return f.submissions.clone();
+        }
         let Some(own) = &self.own else {
             return Vec::new();
         };
@@ -1195,8 +1276,14 @@ impl Epoch {
             epoch: self.number,
             phase,
             submissions,
-            mine: self.own.as_ref().map_or(0, |o| o.submitter.mine().len()),
-            results: self.own.as_ref().map_or(0, |o| o.results.opened().len()),
+            mine: self.finished.as_ref().map_or_else(
+                || self.own.as_ref().map_or(0, |o| o.submitter.mine().len()),
+                |f| f.submissions.len(),
+            ),
+            results: self.finished.as_ref().map_or_else(
+                || self.own.as_ref().map_or(0, |o| o.results.opened().len()),
+                |f| f.results.len(),
+            ),
             root,
             failed: self
                 .failed
