@@ -267,8 +267,17 @@ async fn results(State(state): State<Shared>, Query(q): Query<EpochQuery>) -> Re
     {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
     }
-    let rows = answer.await.unwrap_or_default();
-    let rows: Vec<Value> = rows
+    let answer = answer.await.unwrap_or_default();
+    if answer.expired {
+        return error(
+            StatusCode::GONE,
+            format!(
+                "the results of epoch {epoch} were erased at the end of their retention (results_retention in node.toml)"
+            ),
+        );
+    }
+    let rows: Vec<Value> = answer
+        .rows
         .iter()
         .map(|r| json!({ "client_id": r.client_id, "average": r.average_2dp(), "count": r.count }))
         .collect();

@@ -32,6 +32,19 @@ pub struct NodeConfig {
     pub admin: SocketAddr,
     #[serde(default = "default_store")]
     pub store: PathBuf,
+    /// How long our results of an epoch are kept after its decryption window closed
+    /// (humantime, e.g. "90days"); then they are erased.
+    #[serde(default = "default_results_retention")]
+    pub results_retention: String,
+}
+
+/// Results are kept a quarter unless `node.toml` says otherwise.
+pub const DEFAULT_RESULTS_RETENTION: &str = "90days";
+/// The shortest retention accepted: an operator must have time to fetch the results.
+const MIN_RESULTS_RETENTION: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn default_results_retention() -> String {
+    DEFAULT_RESULTS_RETENTION.to_string()
 }
 
 fn default_admin() -> SocketAddr {
@@ -61,7 +74,13 @@ impl NodeConfig {
              admin = \"{admin}\"\n\
              \n\
              # The sled store, relative to this directory.\n\
-             store = {store:?}\n",
+             store = {store:?}\n\
+             \n\
+             # How long this bank's results of an epoch are served after its decryption window\n\
+             # closes (\"90days\", \"12h\", ...; at least 1 minute). Then they are erased. An epoch's\n\
+             # scores, pseudonyms and one-time keys are erased as soon as its results are stored.\n\
+             results_retention = {retention:?}\n",
+            retention = self.results_retention,
             name = self.name,
             listen = listen.join(", "),
             admin = self.admin,
@@ -96,7 +115,25 @@ impl NodeConfig {
         if !self.admin.ip().is_loopback() {
             bail!("admin address {} is not a loopback address", self.admin);
         }
+        self.results_retention()?;
         Ok(())
+    }
+
+    /// `results_retention`, parsed and checked.
+    pub fn results_retention(&self) -> Result<std::time::Duration> {
+        let d = humantime::parse_duration(&self.results_retention).with_context(|| {
+            format!(
+                "results_retention = {:?} is not a duration (for instance \"90days\" or \"12h\")",
+                self.results_retention
+            )
+        })?;
+        if d < MIN_RESULTS_RETENTION {
+            bail!(
+                "results_retention = {:?} is shorter than 1 minute",
+                self.results_retention
+            );
+        }
+        Ok(d)
     }
 
     pub fn store_dir(&self, dir: &Path) -> PathBuf {
@@ -259,6 +296,7 @@ mod tests {
             listen: vec!["/ip4/0.0.0.0/tcp/7000".into()],
             admin: default_admin(),
             store: default_store(),
+            results_retention: "12h 30m".into(),
         };
         let text = c.to_commented_toml();
         assert_eq!(toml::from_str::<NodeConfig>(&text).unwrap(), c);
@@ -266,6 +304,14 @@ mod tests {
             toml::from_str("name = \"a\"\nlisten = [\"/ip4/127.0.0.1/tcp/1\"]\n").unwrap();
         assert_eq!(minimal.store, default_store());
         assert_eq!(minimal.admin, default_admin());
+        assert_eq!(
+            minimal.results_retention().unwrap(),
+            std::time::Duration::from_secs(90 * 86_400)
+        );
+        assert_eq!(
+            c.results_retention().unwrap(),
+            std::time::Duration::from_secs(45_000)
+        );
     }
 
     #[test]
@@ -279,9 +325,17 @@ mod tests {
             listen: vec!["/ip4/0.0.0.0/tcp/7000".into()],
             admin: "0.0.0.0:7300".parse().unwrap(),
             store: default_store(),
+            results_retention: default_results_retention(),
         };
         assert!(c.check().unwrap_err().to_string().contains("loopback"));
         c.admin = default_admin();
+        for bad in ["forever", "", "59s", "-1d"] {
+            c.results_retention = bad.into();
+            let e = c.check().unwrap_err().to_string();
+            assert!(e.contains("results_retention"), "{bad}: {e}");
+        }
+        c.results_retention = "1m".into();
+        assert!(c.check().is_ok());
         c.name = "a\nb".into();
         assert!(c.check().is_err());
     }

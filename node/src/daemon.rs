@@ -85,7 +85,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         "starting"
     );
     let bank = Bank::new(Arc::clone(&consortium), me, secrets);
-    let replica = Replica::open(bank, store).context("replaying the store")?;
+    let mut replica = Replica::open(bank, store).context("replaying the store")?;
+    let retention = config.results_retention()?;
+    replica.set_results_retention(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
 
     let metrics = Arc::new(Metrics::new());
     let faults = Arc::new(FaultLog::default());

@@ -192,7 +192,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport> {
             reply,
         })
         .await?;
-        results.push(answer.await?);
+        results.push(answer.await?.rows);
     }
     shutdown(&commands).await;
     for t in tasks {

@@ -37,6 +37,7 @@ pub fn run(args: &InitArgs) -> Result<Initialised> {
         listen: args.listen.clone(),
         admin: args.admin,
         store: PathBuf::from("store"),
+        results_retention: crate::config::DEFAULT_RESULTS_RETENTION.to_string(),
     };
     config.check()?;
     let advertise = if args.advertise.is_empty() {

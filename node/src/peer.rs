@@ -63,9 +63,16 @@ pub enum Command {
     },
     Results {
         epoch: u64,
-        reply: oneshot::Sender<Vec<ClientResult>>,
+        reply: oneshot::Sender<EpochResults>,
     },
     Shutdown,
+}
+
+/// Our results of one epoch, or that they were erased at the end of their retention.
+#[derive(Clone, Debug, Default)]
+pub struct EpochResults {
+    pub rows: Vec<ClientResult>,
+    pub expired: bool,
 }
 
 /// The protocol's status and the node's own.

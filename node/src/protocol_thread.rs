@@ -18,7 +18,7 @@ use rand_core::OsRng;
 use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, Verdict};
-use crate::peer::{instant, now, Command, NodeEvent, NodeStatus};
+use crate::peer::{instant, now, Command, EpochResults, NodeEvent, NodeStatus};
 
 /// Most gossip messages checked and persisted as one durable batch.
 pub const INGEST_BATCH: usize = 256;
@@ -218,7 +218,11 @@ impl Core {
                 });
             }
             Command::Results { epoch, reply } => {
-                let _ = reply.send(self.replica.bank().results(epoch));
+                let bank = self.replica.bank();
+                let _ = reply.send(EpochResults {
+                    rows: bank.results(epoch),
+                    expired: bank.results_expired(epoch),
+                });
             }
             Command::Shutdown => return Ok(false),
         }

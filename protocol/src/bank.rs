@@ -559,11 +559,12 @@ impl Bank {
             });
         }
         let e = self.epoch_mut(epoch);
-        if e.has_scores() {
-            return Err(Error::AlreadySubmitted(epoch));
-        }
+        // A closed epoch is named as closed, whether or not we gave scores for it.
         if !e.is_open() {
             return Err(Error::EpochClosed(epoch));
+        }
+        if e.has_scores() {
+            return Err(Error::AlreadySubmitted(epoch));
         }
         // The operator's input is made durable before anything is done with it (DESIGN 8).
         let mut out = Out::default();

@@ -186,7 +186,7 @@ impl ClientResult {
 pub struct Step {
     /// Local state to make durable before anything else in this step is done.
     pub local: Vec<LocalWrite>,
-    /// Prefixes of local keys to erase, in the same durable batch as `local`.
+    /// Prefixes of local keys to erase after `local` is written, in the same durable batch.
     pub erase_local: Vec<String>,
     /// Records this bank made, in order: persist each, then publish it.
     pub publish: Vec<Record>,

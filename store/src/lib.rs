@@ -541,9 +541,10 @@ impl Store {
         self.local_apply(entries, &[])
     }
 
-    /// Writes `entries` and erases every key under the prefixes `erase` in one durable batch
-    /// (a write that replaces what is erased lands with the erasure, or neither does). Erased
-    /// values are unreachable at once; sled reclaims their bytes as it rewrites its segments.
+    /// Writes `entries`, then erases every key under the prefixes `erase` (written just now
+    /// or before), in one durable batch: a write that replaces what is erased lands with the
+    /// erasure, or neither does. Erased values are unreachable at once; sled reclaims their
+    /// bytes as it rewrites its segments.
     pub fn local_apply(
         &self,
         entries: &[(&str, &[u8])],
@@ -566,7 +567,9 @@ impl Store {
                     value: value.len(),
                 });
             }
-            batch.insert(key.as_bytes(), *value);
+            if !erase.iter().any(|p| key.starts_with(p.as_str())) {
+                batch.insert(key.as_bytes(), *value);
+            }
         }
         self.local.apply_batch(batch)?;
         self.db.flush()?;

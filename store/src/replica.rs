@@ -80,6 +80,8 @@ pub struct Replica {
     /// one may continue that fork.
     fork_advanced: BTreeSet<(MemberIndex, u64)>,
     head_check: HeadCheck,
+    /// How long results are kept after an epoch's decryption window closed, if not forever.
+    results_retention_ms: Option<u64>,
 }
 
 fn new_record(record: &Record) -> NewRecord<'_> {
@@ -130,6 +132,7 @@ impl Replica {
             advanced: BTreeSet::new(),
             fork_advanced: BTreeSet::new(),
             head_check: HeadCheck::default(),
+            results_retention_ms: None,
         })
     }
 
@@ -593,12 +596,21 @@ impl Replica {
         }
     }
 
+    /// Erases our results of an epoch once `ms` have passed since its decryption window closed
+    /// (checked on every timeout).
+    pub fn set_results_retention(&mut self, ms: u64) {
+        self.results_retention_ms = Some(ms);
+    }
+
     pub fn handle_timeout(
         &mut self,
         now: Time,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Step, StoreError> {
         let mut step = self.bank.handle_timeout(now, rng);
+        if let Some(ms) = self.results_retention_ms {
+            step.extend(self.bank.expire_results(now, ms));
+        }
         self.head_check_step(now, rng, &mut step)?;
         self.retry_pending(now, rng, &mut step)?;
         self.persist(step)

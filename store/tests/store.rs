@@ -701,7 +701,10 @@ fn local_writes_and_erasures_land_together_and_survive_reopening() {
             .unwrap();
         store
             .local_apply(
-                &[("epoch/1/final/0", b"results".as_slice())],
+                &[
+                    ("epoch/1/final/0", b"results".as_slice()),
+                    ("epoch/1/scores/2", b"written and erased at once".as_slice()),
+                ],
                 &["epoch/1/scores/".to_string(), "epoch/9/absent/".to_string()],
             )
             .unwrap();

@@ -399,6 +399,16 @@ impl Consortium {
 
 impl Drop for Consortium {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Whatever failed, the members' own account of it.
+            for i in 0..self.nodes.len() {
+                eprintln!(
+                    "--- member {} log (last lines):\n{}",
+                    i + 1,
+                    self.log_tail(i)
+                );
+            }
+        }
         for i in 0..self.nodes.len() {
             self.kill(i);
         }

@@ -15,7 +15,9 @@ fn five_daemons_two_epochs_survive_kills_and_stay_exact() {
         5,
         &Schedule {
             threshold: 3,
-            epoch_seconds: 30,
+            // Long enough on a loaded 2-core machine for the two killed members to be back
+            // before epoch 2's submission window closes.
+            epoch_seconds: 40,
             setup_seconds: 20,
             start_in: Duration::from_secs(6),
         },
@@ -25,8 +27,12 @@ fn five_daemons_two_epochs_survive_kills_and_stay_exact() {
     }
     let epoch1 = scores(5, 40, 1);
     let epoch2 = scores(5, 40, 2);
+    // Both epochs' scores are queued at once, as an operator may; epoch 2's wait for its window.
     for (i, rows) in epoch1.iter().enumerate() {
         c.submit(i, 1, rows);
+    }
+    for (i, rows) in epoch2.iter().enumerate() {
+        c.submit(i, 2, rows);
     }
     admin_api_refuses_bad_requests(&c);
 
@@ -55,14 +61,54 @@ fn five_daemons_two_epochs_survive_kills_and_stay_exact() {
     );
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("epoch 1 is not open"), "{body}");
-    for (i, rows) in epoch2.iter().enumerate() {
-        c.submit(i, 2, rows);
-    }
     for i in 0..5 {
         c.assert_exact(i, 2, &epoch2, WAIT);
     }
     for i in 0..5 {
         assert!(c.stop(i), "member {} stops cleanly on SIGTERM", i + 1);
+    }
+    for (i, node) in c.nodes.iter().enumerate() {
+        scores_are_erased_once_results_are_stored(i, &node.dir.join("store"));
+    }
+}
+
+/// On disk, epochs 1 and 2 keep their results and nothing of the scores or pseudonyms; member
+/// 1's epoch 3, queued but not run, keeps its scores.
+fn scores_are_erased_once_results_are_stored(i: usize, store: &std::path::Path) {
+    let (store, _) = bankmesh_store::Store::open(store).unwrap();
+    let keys: Vec<String> = store
+        .local_scan()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let member = i + 1;
+    for epoch in [1u64, 2] {
+        let prefix = format!("epoch/{epoch:020}/");
+        let of_epoch: Vec<&String> = keys.iter().filter(|k| k.starts_with(&prefix)).collect();
+        for secret in ["scores/", "pseudonyms/", "result/"] {
+            assert!(
+                !of_epoch
+                    .iter()
+                    .any(|k| k[prefix.len()..].starts_with(secret)),
+                "member {member} epoch {epoch} keeps {secret}: {of_epoch:?}"
+            );
+        }
+        assert!(
+            of_epoch.iter().any(|k| k.ends_with("/finished")),
+            "member {member} epoch {epoch} stored its results: {of_epoch:?}"
+        );
+    }
+    if i == 0 {
+        let epoch3 = format!("epoch/{:020}/", 3);
+        let finished = keys.contains(&format!("{epoch3}finished"));
+        let scores = keys
+            .iter()
+            .any(|k| k.starts_with(&format!("{epoch3}scores/")));
+        assert!(
+            finished != scores,
+            "member 1's epoch 3 keeps its scores until its results are stored: {keys:?}"
+        );
     }
 }
 
