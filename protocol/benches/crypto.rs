@@ -1,6 +1,7 @@
 //! Costs of the per-record cryptography (DESIGN 3), to compare as ratios within one run.
 
 use bankmesh_protocol::crypto::oprf::{self, Blind};
+use bankmesh_protocol::crypto::ring::{self, RingContext, RingKey};
 use bankmesh_protocol::crypto::{dlog, elgamal, keyswitch, transcript, validity};
 use criterion::{criterion_group, criterion_main, Criterion};
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
@@ -70,6 +71,25 @@ fn benches(c: &mut Criterion) {
     c.bench_function("oprf: verify batch of 64", |b| {
         b.iter(|| oprf::verify_evaluation(&(k * G), &blinded, &ev, &p))
     });
+
+    // bLSAG at two ring sizes: the cost is linear in the ring.
+    let tag = [3u8; 32];
+    let ctx = RingContext {
+        consortium: &id,
+        epoch: 1,
+        tag: &tag,
+    };
+    for n in [5usize, 64] {
+        let keys: Vec<RingKey> = (0..n).map(|_| RingKey::random(&mut rng)).collect();
+        let members: Vec<_> = keys.iter().map(RingKey::public).collect();
+        c.bench_function(&format!("ring: sign, ring of {n}"), |b| {
+            b.iter(|| ring::sign(&ctx, 7, &members, 1, &keys[1], b"record", &mut rng))
+        });
+        let sig = ring::sign(&ctx, 7, &members, 1, &keys[1], b"record", &mut rng).unwrap();
+        c.bench_function(&format!("ring: verify, ring of {n}"), |b| {
+            b.iter(|| ring::verify(&ctx, 100, &members, b"record", &sig))
+        });
+    }
 }
 
 criterion_group! {

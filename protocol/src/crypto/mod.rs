@@ -6,6 +6,7 @@ pub mod error;
 pub mod keyswitch;
 pub mod lagrange;
 pub mod oprf;
+pub mod ring;
 pub mod schnorr;
 pub mod sealed;
 pub mod tag;
