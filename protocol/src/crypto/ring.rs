@@ -31,6 +31,7 @@ use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use merlin::Transcript;
 use rand_core::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -104,8 +105,10 @@ pub fn slot_base(consortium: &ConsortiumId, epoch: u64, slot: u32) -> RistrettoP
     )
 }
 
-/// A linkable ring signature.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A linkable ring signature. It travels inside records in their encoding (postcard: the
+/// slot as a varint, then 32 bytes for each point and scalar, the responses length-prefixed);
+/// a scalar that is not canonical does not decode, and points are checked by [`verify`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RingSignature {
     pub slot: u32,
     pub link: CompressedRistretto,
@@ -288,71 +291,6 @@ pub fn verify(
         slot: sig.slot,
         slot_tag: sig.slot_tag.to_bytes(),
     })
-}
-
-impl RingSignature {
-    /// Canonical bytes: slot (u32, big-endian), `L`, `S`, `c_0`, the number of responses
-    /// (u16, big-endian), then the responses, 32 bytes each.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + 96 + 2 + 32 * self.responses.len());
-        out.extend_from_slice(&self.slot.to_be_bytes());
-        out.extend_from_slice(self.link.as_bytes());
-        out.extend_from_slice(self.slot_tag.as_bytes());
-        out.extend_from_slice(self.c0.as_bytes());
-        out.extend_from_slice(&(self.responses.len() as u16).to_be_bytes());
-        for r in &self.responses {
-            out.extend_from_slice(r.as_bytes());
-        }
-        out
-    }
-
-    /// Parses canonical bytes: exact length, canonical scalars, points that decode and are not
-    /// the identity, between 2 and [`RING_MAX`] responses.
-    pub fn from_bytes(bytes: &[u8]) -> Result<RingSignature, CryptoError> {
-        let take32 = |at: usize| -> Result<[u8; 32], CryptoError> {
-            bytes
-                .get(at..at + 32)
-                .and_then(|b| b.try_into().ok())
-                .ok_or(CryptoError::BadInput)
-        };
-        let scalar = |b: [u8; 32]| {
-            Option::<Scalar>::from(Scalar::from_canonical_bytes(b))
-                .ok_or(CryptoError::InvalidScalar)
-        };
-        let point = |b: [u8; 32]| {
-            let c = CompressedRistretto(b);
-            c.decompress()
-                .filter(|p| !p.is_identity())
-                .map(|_| c)
-                .ok_or(CryptoError::InvalidPoint)
-        };
-        let slot = bytes
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_be_bytes)
-            .ok_or(CryptoError::BadInput)?;
-        let link = point(take32(4)?)?;
-        let slot_tag = point(take32(36)?)?;
-        let c0 = scalar(take32(68)?)?;
-        let count = bytes
-            .get(100..102)
-            .and_then(|b| b.try_into().ok())
-            .map(u16::from_be_bytes)
-            .ok_or(CryptoError::BadInput)? as usize;
-        if !(2..=RING_MAX).contains(&count) || bytes.len() != 102 + 32 * count {
-            return Err(CryptoError::BadInput);
-        }
-        let responses = (0..count)
-            .map(|i| scalar(take32(102 + 32 * i)?))
-            .collect::<Result<_, _>>()?;
-        Ok(RingSignature {
-            slot,
-            link,
-            slot_tag,
-            c0,
-            responses,
-        })
-    }
 }
 
 #[cfg(test)]
