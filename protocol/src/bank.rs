@@ -343,7 +343,7 @@ impl Bank {
             return Judged::Ignore(why);
         }
         match verify_submission(&self.consortium, &keys.x.group, s) {
-            Ok(()) => Judged::Accept(None),
+            Ok(_) => Judged::Accept(None),
             Err(e) => Judged::Reject(Fault {
                 culprit: Culprit::Submission(hash),
                 kind: FaultKind::InvalidSubmission,

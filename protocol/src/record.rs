@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::consensus::VoteKind;
 use crate::crypto::elgamal::Ciphertext;
 use crate::crypto::keyswitch::KeySwitchShare;
+use crate::crypto::ring::RingSignature;
 use crate::crypto::schnorr;
 use crate::crypto::validity::ValidityProof;
 use crate::genesis::{Consortium, ConsortiumId};
@@ -196,6 +197,9 @@ pub struct Submission {
     pub validity: ValidityProof,
     /// Schnorr signature by `sk_T` over everything above.
     pub holder: schnorr::Signature,
+    /// Linkable ring signature by one of the members over everything above: only a member
+    /// posts, once per tag and at most the quota per epoch, without saying which.
+    pub ring: RingSignature,
 }
 impl Eq for Submission {}
 
@@ -210,6 +214,11 @@ impl Submission {
             &self.validity,
         ))
         .unwrap_or_default()
+    }
+
+    /// The bytes the ring signature covers: what the holder signed, and its signature.
+    pub fn ring_signed_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(&(self.signed_bytes(), &self.holder)).unwrap_or_default()
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bankmesh_protocol::consensus::VoteKind;
-use bankmesh_protocol::crypto::{elgamal, keyswitch, schnorr, transcript, validity};
+use bankmesh_protocol::crypto::{elgamal, keyswitch, ring, schnorr, transcript, validity};
 use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::record::{
     Body, Instance, Record, Run, SealedShare, ShareEntry, Submission, UncheckedRecord, Value,
@@ -42,7 +42,7 @@ fn identified(c: &Consortium, s: &MemberSecrets, seq: u64, body: Body) -> Record
     Record::identified(&c.id, s.identity(), 1, seq, [seq as u8; 32], body)
 }
 
-fn sample_submission(c: &Consortium) -> Submission {
+fn sample_submission(c: &Consortium, poster: &MemberSecrets) -> Submission {
     let mut rng = ChaCha20Rng::from_seed([9; 32]);
     let x = Scalar::from(77u64) * G;
     let tag_key = schnorr::TagKey::from_scalar(Scalar::from(5u64));
@@ -60,6 +60,13 @@ fn sample_submission(c: &Consortium) -> Submission {
             r: Default::default(),
             s: Scalar::ZERO,
         },
+        ring: ring::RingSignature {
+            slot: 0,
+            link: Default::default(),
+            slot_tag: Default::default(),
+            c0: Scalar::ZERO,
+            responses: Vec::new(),
+        },
     };
     s.holder = schnorr::sign(
         &mut transcript(&c.id, 1, b"holder"),
@@ -67,6 +74,21 @@ fn sample_submission(c: &Consortium) -> Submission {
         &s.signed_bytes(),
         &mut rng,
     );
+    let t = tag.compress().to_bytes();
+    s.ring = ring::sign(
+        &ring::RingContext {
+            consortium: &c.id,
+            epoch: 1,
+            tag: &t,
+        },
+        3,
+        c.ring_keys(),
+        0,
+        &ring::RingKey::from_scalar(*poster.ring()),
+        &s.ring_signed_bytes(),
+        &mut rng,
+    )
+    .unwrap();
     s
 }
 
@@ -206,7 +228,7 @@ fn samples() -> Vec<(&'static str, Record)> {
         ),
         (
             "submission",
-            Record::submission(&c.id, sample_submission(&c)),
+            Record::submission(&c.id, sample_submission(&c, s)),
         ),
     ]
 }
@@ -261,8 +283,8 @@ const PINNED: &[(&str, usize, &str)] = &[
     ),
     (
         "submission",
-        998,
-        "e5d5e3be9abbd742c6a182100a38a0f8143d856b7199fdf4c57ed9145817dcee",
+        1192,
+        "1bfbc01aaf3f0e488d55071c5874f167849b8bbc6192d8fbdabf4bfe38a0568c",
     ),
 ];
 

@@ -28,7 +28,7 @@ use crate::local::{self, Finished, LocalWrite, RestoredEpoch};
 use crate::messages::{Request, Response, SUBMISSIONS_PAGE, SYNC_BATCH_MAX};
 use crate::record::{Body, Hash, ShareEntry, Submission};
 use crate::setup::SetupKeys;
-use crate::step::{ClientResult, EpochStatus, Event, Fault, FaultKind, Phase, Wait};
+use crate::step::{ClientResult, Culprit, EpochStatus, Event, Fault, FaultKind, Phase, Wait};
 use crate::time::Time;
 use crate::MemberIndex;
 
@@ -800,6 +800,7 @@ impl Epoch {
         let before = budget;
         let made = own.submitter.step(
             ctx.consortium,
+            ctx.me,
             ctx.secrets,
             &keys.x.group,
             &own.clients,
@@ -948,7 +949,15 @@ impl Epoch {
         let Some(entries) = self.pool.take(hashes) else {
             return;
         };
-        let set = FinalSet::new(round, entries);
+        let set = FinalSet::new(round, entries, ctx.consortium.n());
+        for &hash in &set.excluded {
+            out.faults.push(Fault {
+                culprit: Culprit::Submission(hash),
+                kind: FaultKind::Duplicate,
+                record: Some(hash),
+                detail: "its link tag or slot tag occurs twice in the final set (a second post for one tag, or past the quota): every submission carrying it is left out".into(),
+            });
+        }
         self.seal.release();
         out.events.push(Event::Sealed {
             epoch: self.number,

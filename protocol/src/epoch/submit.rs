@@ -12,10 +12,12 @@ use merlin::Transcript;
 use rand_core::{CryptoRng, RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
+use crate::crypto::ring::{self, Linked, RingContext, RingKey};
 use crate::crypto::{schnorr, tag, transcript, validity, CryptoError};
 use crate::genesis::Consortium;
 use crate::keys::MemberSecrets;
 use crate::record::{Hash, Record, Submission};
+use crate::MemberIndex;
 
 use super::values::{Client, ClientKeys, Mine, Pool};
 
@@ -32,16 +34,76 @@ fn validity_transcript(
     t
 }
 
-/// Verifies a submission's validity proof and holder signature (DESIGN 3).
+/// Verifies a submission's validity proof, holder signature and ring signature (DESIGN 3);
+/// returns its link and slot tags.
 pub fn verify_submission(
     c: &Consortium,
     x: &RistrettoPoint,
     s: &Submission,
-) -> Result<(), CryptoError> {
+) -> Result<Linked, CryptoError> {
     let mut t = validity_transcript(c, s.epoch, &s.tag, &s.one_time);
     validity::verify(&mut t, x, &s.ciphertext, &s.validity)?;
     let mut t = transcript(&c.id, s.epoch, b"holder");
-    schnorr::verify(&mut t, &s.tag, &s.signed_bytes(), &s.holder)
+    schnorr::verify(&mut t, &s.tag, &s.signed_bytes(), &s.holder)?;
+    let tag = s.tag.compress().to_bytes();
+    ring::verify(
+        &ring_context(c, s.epoch, &tag),
+        c.genesis.oprf_quota,
+        c.ring_keys(),
+        &s.ring_signed_bytes(),
+        &s.ring,
+    )
+}
+
+fn ring_context<'a>(c: &'a Consortium, epoch: u64, tag: &'a [u8; 32]) -> RingContext<'a> {
+    RingContext {
+        consortium: &c.id,
+        epoch,
+        tag,
+    }
+}
+
+/// Rounds of the slot permutation (Luby-Rackoff: four make a strong pseudo-random permutation).
+const SLOT_ROUNDS: u8 = 4;
+
+/// Our slot for the `index`-th client of an epoch: a keyed pseudo-random permutation of
+/// `0..quota` (a Feistel network over the smallest even bit width that covers `quota`,
+/// cycling back into range), so a member's slots never repeat and the slots seen on the log
+/// show no pattern that groups one member's posts. `None` if `index >= quota`.
+pub fn slot_for(key: &[u8; 32], quota: u32, index: u32) -> Option<u32> {
+    use sha2::{Digest, Sha256};
+    if index >= quota {
+        return None;
+    }
+    let bits = (32 - (quota - 1).leading_zeros()).max(2);
+    let half = bits.div_ceil(2);
+    let mask = (1u64 << half) - 1;
+    let mut x = u64::from(index);
+    loop {
+        let (mut l, mut r) = (x >> half, x & mask);
+        for round in 0..SLOT_ROUNDS {
+            let digest = Sha256::new()
+                .chain_update(b"bankmesh.slot-permutation.v1")
+                .chain_update(key)
+                .chain_update([round])
+                .chain_update(r.to_be_bytes())
+                .finalize();
+            let mut f = [0u8; 8];
+            f.copy_from_slice(digest.get(..8)?);
+            (l, r) = (r, l ^ (u64::from_be_bytes(f) & mask));
+        }
+        x = (l << half) | r;
+        if x < u64::from(quota) {
+            return u32::try_from(x).ok();
+        }
+    }
+}
+
+/// The key of our slot permutation for `epoch`.
+fn slot_key(c: &Consortium, secrets: &MemberSecrets, epoch: u64) -> Zeroizing<[u8; 32]> {
+    let mut context = c.id.to_vec();
+    context.extend_from_slice(&epoch.to_be_bytes());
+    secrets.derive(b"bankmesh.ring-slots.v1", &context)
 }
 
 /// A client's keys for `epoch`: its tag key `sk_T = H2(consortium, epoch, id, y)` and tag, and
@@ -71,13 +133,22 @@ pub fn client_keys(
     }
 }
 
-/// Encrypts and proves a client's score, and signs it with the client's tag key.
+/// Who signs a submission in the ring, and in which slot.
+pub struct Poster<'a> {
+    pub me: MemberIndex,
+    pub secrets: &'a MemberSecrets,
+    pub slot: u32,
+}
+
+/// Encrypts and proves a client's score, signs it with the client's tag key, and ring-signs
+/// it as one of the members.
 pub fn build_submission(
     c: &Consortium,
     x: &RistrettoPoint,
     epoch: u64,
     score: u16,
     keys: &ClientKeys,
+    poster: &Poster<'_>,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Submission, CryptoError> {
     let mut t = validity_transcript(c, epoch, &keys.tag, &keys.one_time_public);
@@ -92,9 +163,29 @@ pub fn build_submission(
             r: CompressedRistretto::default(),
             s: Scalar::ZERO,
         },
+        ring: ring::RingSignature {
+            slot: 0,
+            link: CompressedRistretto::default(),
+            slot_tag: CompressedRistretto::default(),
+            c0: Scalar::ZERO,
+            responses: Vec::new(),
+        },
     };
     let mut t = transcript(&c.id, epoch, b"holder");
     s.holder = schnorr::sign(&mut t, &keys.tag_key, &s.signed_bytes(), rng);
+    let tag = keys.tag.compress().to_bytes();
+    let signer = usize::from(poster.me)
+        .checked_sub(1)
+        .ok_or(CryptoError::BadInput)?;
+    s.ring = ring::sign(
+        &ring_context(c, epoch, &tag),
+        poster.slot,
+        c.ring_keys(),
+        signer,
+        &RingKey::from_scalar(*poster.secrets.ring()),
+        &s.ring_signed_bytes(),
+        rng,
+    )?;
     Ok(s)
 }
 
@@ -143,6 +234,7 @@ impl Submitter {
     pub fn step(
         &mut self,
         c: &Consortium,
+        me: MemberIndex,
         secrets: &MemberSecrets,
         x: &RistrettoPoint,
         clients: &[Client],
@@ -151,6 +243,7 @@ impl Submitter {
         budget: &mut usize,
     ) -> Submitted {
         let mut out = Submitted::default();
+        let slots = slot_key(c, secrets, self.epoch);
         while let Some((client, y)) = self.queue.pop_front() {
             let Some(cl) = clients.get(client) else {
                 continue;
@@ -180,7 +273,16 @@ impl Submitter {
             context.extend_from_slice(&tag);
             let seed = secrets.derive(b"bankmesh.submission-randomness.v1", &context);
             let mut derived = rand_chacha::ChaCha20Rng::from_seed(*seed);
-            match build_submission(c, x, self.epoch, cl.score, &keys, &mut derived) {
+            let Some(slot) = u32::try_from(client)
+                .ok()
+                .and_then(|i| slot_for(&slots, c.genesis.oprf_quota, i))
+            else {
+                self.queue.clear();
+                out.error = Some("more clients than the submission quota".into());
+                return out;
+            };
+            let poster = Poster { me, secrets, slot };
+            match build_submission(c, x, self.epoch, cl.score, &keys, &poster, &mut derived) {
                 Ok(s) => {
                     let hash = Record::submission(&c.id, s.clone()).hash();
                     self.note(hash, keys, tag);
@@ -204,6 +306,35 @@ impl Submitter {
                 one_time: keys.one_time,
                 tag,
             },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn slots_are_a_permutation_of_the_quota() {
+        for quota in [1u32, 2, 3, 7, 64, 100, 1000, 4097] {
+            let slots: std::collections::BTreeSet<u32> = (0..quota)
+                .map(|i| slot_for(&[5; 32], quota, i).unwrap())
+                .collect();
+            assert_eq!(slots.len(), quota as usize, "quota {quota}");
+            assert!(slots.iter().all(|&s| s < quota));
+            assert_eq!(slot_for(&[5; 32], quota, quota), None);
+        }
+        let a: Vec<u32> = (0..10)
+            .map(|i| slot_for(&[1; 32], 100_000, i).unwrap())
+            .collect();
+        let b: Vec<u32> = (0..10)
+            .map(|i| slot_for(&[2; 32], 100_000, i).unwrap())
+            .collect();
+        assert_ne!(a, b, "another key, another order");
+        assert_eq!(
+            slot_for(&[1; 32], u32::MAX, u32::MAX - 1).map(|s| s < u32::MAX),
+            Some(true)
         );
     }
 }

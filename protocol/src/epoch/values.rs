@@ -23,6 +23,9 @@ pub struct Entry {
     pub tag: [u8; 32],
     pub ciphertext: Ciphertext,
     pub one_time: RistrettoPoint,
+    /// The ring signature's key images (verified when the submission was checked).
+    pub link: [u8; 32],
+    pub slot_tag: [u8; 32],
 }
 
 /// The epoch's valid submissions held here, by hash, with an index by tag so that finding our
@@ -47,6 +50,8 @@ impl Pool {
                 tag,
                 ciphertext: s.ciphertext,
                 one_time: s.one_time,
+                link: s.ring.link.to_bytes(),
+                slot_tag: s.ring.slot_tag.to_bytes(),
             },
         );
         true
@@ -121,10 +126,51 @@ pub struct FinalSet {
     pub entries: BTreeMap<Hash, Entry>,
     /// Per tag: the sum of the ciphertexts and the number of submissions.
     pub aggregates: BTreeMap<[u8; 32], (Ciphertext, u32)>,
+    /// Submissions of the decided set left out, ascending: their link tag or slot tag occurs
+    /// twice in it.
+    pub excluded: Vec<Hash>,
 }
 
 impl FinalSet {
-    pub fn new(round: u32, entries: BTreeMap<Hash, Entry>) -> FinalSet {
+    /// The final set from the decided submissions' entries, in a consortium of `n` members.
+    ///
+    /// Every submission whose link tag or slot tag occurs more than once in the decided set is
+    /// left out, all of them: a function of the set alone, so every member aggregates the same
+    /// records whatever arrived first. Then each tag has at most one submission per member, so
+    /// at most `n`, and its sum stays within the lookup table; a tag with more (impossible
+    /// unless ring keys repeat, which the genesis refuses) is left out too.
+    pub fn new(round: u32, mut entries: BTreeMap<Hash, Entry>, n: usize) -> FinalSet {
+        let mut links: HashMap<[u8; 32], u32> = HashMap::new();
+        let mut slots: HashMap<[u8; 32], u32> = HashMap::new();
+        for e in entries.values() {
+            *links.entry(e.link).or_default() += 1;
+            *slots.entry(e.slot_tag).or_default() += 1;
+        }
+        let mut excluded: Vec<Hash> = entries
+            .iter()
+            .filter(|(_, e)| links.get(&e.link) > Some(&1) || slots.get(&e.slot_tag) > Some(&1))
+            .map(|(h, _)| *h)
+            .collect();
+        let mut per_tag: HashMap<[u8; 32], usize> = HashMap::new();
+        for (h, e) in &entries {
+            if excluded.binary_search(h).is_err() {
+                *per_tag.entry(e.tag).or_default() += 1;
+            }
+        }
+        excluded.extend(
+            entries
+                .iter()
+                .filter(|(h, e)| {
+                    per_tag.get(&e.tag).is_some_and(|&c| c > n)
+                        && excluded.binary_search(h).is_err()
+                })
+                .map(|(h, _)| *h)
+                .collect::<Vec<_>>(),
+        );
+        excluded.sort_unstable();
+        for h in &excluded {
+            entries.remove(h);
+        }
         let mut aggregates: BTreeMap<[u8; 32], (Ciphertext, u32)> = BTreeMap::new();
         for e in entries.values() {
             let slot = aggregates.entry(e.tag).or_insert((Ciphertext::zero(), 0));
@@ -136,6 +182,7 @@ impl FinalSet {
             round,
             entries,
             aggregates,
+            excluded,
         }
     }
     /// The entry and its tag's aggregate for a submission of the set.
@@ -143,5 +190,54 @@ impl FinalSet {
         let e = self.entries.get(hash)?;
         let (aggregate, count) = self.aggregates.get(&e.tag)?;
         Some((e, aggregate, *count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(tag: u8, link: u8, slot: u8) -> Entry {
+        Entry {
+            tag: [tag; 32],
+            ciphertext: Ciphertext::zero(),
+            one_time: RistrettoPoint::default(),
+            link: [link; 32],
+            slot_tag: [slot; 32],
+        }
+    }
+
+    #[test]
+    fn a_repeated_link_or_slot_tag_leaves_every_carrier_out() {
+        let entries: BTreeMap<Hash, Entry> = [
+            ([1; 32], entry(1, 1, 1)),
+            ([2; 32], entry(1, 2, 2)),
+            // Member 3 posts twice for tag 1: both go.
+            ([3; 32], entry(1, 3, 3)),
+            ([4; 32], entry(1, 3, 4)),
+            // A slot used twice (past the quota): both go, whatever their tags.
+            ([5; 32], entry(2, 5, 9)),
+            ([6; 32], entry(3, 6, 9)),
+            ([7; 32], entry(4, 7, 7)),
+        ]
+        .into_iter()
+        .collect();
+        let set = FinalSet::new(0, entries, 5);
+        assert_eq!(set.excluded, vec![[3; 32], [4; 32], [5; 32], [6; 32]]);
+        assert_eq!(set.entries.len(), 3);
+        assert_eq!(set.aggregates.get(&[1; 32]).map(|a| a.1), Some(2));
+        assert!(!set.aggregates.contains_key(&[2; 32]));
+        assert_eq!(set.root, crate::merkle::set_root(set.entries.keys()));
+    }
+
+    #[test]
+    fn a_tag_with_more_submissions_than_members_is_left_out() {
+        let entries: BTreeMap<Hash, Entry> = (0..4u8).map(|i| ([i; 32], entry(1, i, i))).collect();
+        let set = FinalSet::new(0, entries.clone(), 4);
+        assert!(set.excluded.is_empty());
+        let set = FinalSet::new(0, entries, 3);
+        assert_eq!(set.excluded.len(), 4);
+        assert!(set.aggregates.is_empty());
     }
 }
