@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 
 use bankmesh_protocol::consensus::VoteKind;
+use bankmesh_protocol::crypto::ring::{self, RingContext, RingKey};
 use bankmesh_protocol::genesis::Consortium;
 use bankmesh_protocol::messages::Response;
-use bankmesh_protocol::record::{Body, Instance, Payload, Record, Value};
+use bankmesh_protocol::record::{Body, Instance, Payload, Record, Submission, Value};
 use bankmesh_protocol::{Hash, MemberIndex, MemberSecrets, Time};
 use bankmesh_store::Store;
 use rand_chacha::ChaCha20Rng;
@@ -365,5 +366,69 @@ impl Adversary for WithholdingDealer {
             },
             other => other,
         }
+    }
+}
+
+/// Posts more than a member may: its first submission twice (ring-signed again, so a second
+/// record with the same link tag), and its third in the slot of its second (as if past its
+/// quota; the real third is not published, but sync still finds it in the member's store).
+/// Every member must leave all of them out.
+#[derive(Default)]
+pub struct DoubleSubmitter {
+    /// Our submissions in the order first published, with what was sent for each.
+    seen: Vec<(Hash, Vec<Record>)>,
+    second_slot: Option<u32>,
+}
+
+impl DoubleSubmitter {
+    fn resign(ctx: &mut Ctx<'_>, s: &Submission, slot: u32) -> Option<Record> {
+        let mut s = s.clone();
+        let tag = s.tag.compress().to_bytes();
+        let context = RingContext {
+            consortium: &ctx.consortium.id,
+            epoch: s.epoch,
+            tag: &tag,
+        };
+        let signer = usize::from(ctx.me).checked_sub(1)?;
+        let key = RingKey::from_scalar(*ctx.secrets.ring());
+        let message = s.ring_signed_bytes();
+        s.ring = ring::sign(
+            &context,
+            slot,
+            ctx.consortium.ring_keys(),
+            signer,
+            &key,
+            &message,
+            ctx.rng,
+        )
+        .ok()?;
+        Some(Record::submission(&ctx.consortium.id, s))
+    }
+}
+
+impl Adversary for DoubleSubmitter {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        let Payload::Submission(s) = record.payload() else {
+            return ctx.to_all(record, 0);
+        };
+        // What we made of a submission is made once; one published again gets the same.
+        if let Some((_, sent)) = self.seen.iter().find(|(h, _)| *h == record.hash()) {
+            return sent.iter().flat_map(|r| ctx.to_all(r, 0)).collect();
+        }
+        let sent = match (self.seen.len() + 1, self.second_slot) {
+            (1, _) => {
+                let again = Self::resign(ctx, s, s.ring.slot);
+                std::iter::once(record.clone()).chain(again).collect()
+            }
+            (2, _) => {
+                self.second_slot = Some(s.ring.slot);
+                vec![record.clone()]
+            }
+            (3, Some(slot)) => Self::resign(ctx, s, slot).into_iter().collect(),
+            _ => vec![record.clone()],
+        };
+        let out = sent.iter().flat_map(|r| ctx.to_all(r, 0)).collect();
+        self.seen.push((record.hash(), sent));
+        out
     }
 }

@@ -34,6 +34,41 @@ pub struct Outcome {
     pub late_rounds: usize,
     /// Local failures that a later certified decision superseded, or that were allowed.
     pub failures: usize,
+    /// Submissions of decided sets left out for a repeated link or slot tag.
+    pub excluded: usize,
+}
+
+/// One post per member per tag, and per slot: no link tag or slot tag repeats in a final set.
+fn unique_link_and_slot_tags(
+    sim: &Sim,
+    member: Option<MemberIndex>,
+    epoch: u64,
+    set: &BTreeSet<Hash>,
+    out: &mut Outcome,
+) {
+    let Some(store) = member.and_then(|m| sim.store(m)) else {
+        return;
+    };
+    let mut links = BTreeSet::new();
+    let mut slots = BTreeSet::new();
+    for h in set {
+        let Some(record) = store
+            .get(h)
+            .ok()
+            .flatten()
+            .and_then(|b| bankmesh_protocol::record::Record::from_trusted_bytes(&b).ok())
+        else {
+            continue;
+        };
+        if let Payload::Submission(s) = record.payload() {
+            if !links.insert(s.ring.link.to_bytes()) || !slots.insert(s.ring.slot_tag.to_bytes()) {
+                out.violations.push(format!(
+                    "epoch {epoch}: a link tag or slot tag repeats in the final set"
+                ));
+                return;
+            }
+        }
+    }
 }
 
 /// The hashes in `member`'s own report for `epoch`, as its own log holds them.
@@ -100,6 +135,17 @@ pub fn check(sim: &Sim, expect: Expect) -> Outcome {
             continue;
         };
         let f: BTreeSet<Hash> = final_set.iter().copied().collect();
+        // What the seal decided: the final set and what it left out (repeated link or slot
+        // tags). Validity is about the decided set.
+        let excluded: BTreeSet<Hash> = finalized
+            .first()
+            .and_then(|&m| sim.bank(m)?.excluded(epoch))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        out.excluded += excluded.len();
+        let decided: BTreeSet<Hash> = f.union(&excluded).copied().collect();
+        unique_link_and_slot_tags(sim, finalized.first().copied(), epoch, &f, &mut out);
         if expect.termination && finalized.len() < honest.len() {
             out.violations.push(format!(
                 "epoch {epoch}: only members {finalized:?} of the honest {honest:?} finalized"
@@ -115,7 +161,7 @@ pub fn check(sim: &Sim, expect: Expect) -> Outcome {
                 .iter()
                 .filter(|h| reports.iter().all(|r| r.contains(*h)))
                 .collect();
-            let left_out = common.iter().filter(|h| !f.contains(**h)).count();
+            let left_out = common.iter().filter(|h| !decided.contains(**h)).count();
             if left_out > 0 {
                 out.violations.push(format!(
                     "epoch {epoch}: {left_out} submissions held by every honest member that reported are not in the final set"
@@ -123,7 +169,7 @@ pub fn check(sim: &Sim, expect: Expect) -> Outcome {
             }
         }
         let anywhere: BTreeSet<&Hash> = reports.iter().flatten().collect();
-        let unheld = f.iter().filter(|h| !anywhere.contains(h)).count();
+        let unheld = decided.iter().filter(|h| !anywhere.contains(h)).count();
         if unheld > 0 && reports.len() == honest.len() {
             out.violations.push(format!(
                 "epoch {epoch}: {unheld} submissions of the final set are in no honest member's report"

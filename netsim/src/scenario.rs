@@ -7,7 +7,9 @@ use rand_core::{RngCore, SeedableRng};
 
 use bankmesh_protocol::Event;
 
-use crate::adversary::{CensoringProposer, EquivocatingVoter, LateCosigner, WithholdingDealer};
+use crate::adversary::{
+    CensoringProposer, DoubleSubmitter, EquivocatingVoter, LateCosigner, WithholdingDealer,
+};
 use crate::check::{self, Expect, Outcome};
 use crate::network::Partition;
 use crate::{Plan, Sim, SimConfig, START};
@@ -27,6 +29,7 @@ pub const ALL: &[&str] = &[
     "equivocating-voter",
     "censoring-proposer",
     "withholding-dealer",
+    "double-submission",
     "multi-epoch",
 ];
 
@@ -37,6 +40,7 @@ pub const ADVERSARIAL: &[&str] = &[
     "censoring-proposer",
     "partition-heal",
     "crash-restart",
+    "double-submission",
 ];
 
 /// Size parameters a command line may change.
@@ -151,6 +155,9 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
         "equivocating-voter" => {
             c.adversary = Some((2, Box::new(EquivocatingVoter::default())));
         }
+        "double-submission" => {
+            c.adversary = Some((2, Box::new(DoubleSubmitter::default())));
+        }
         "censoring-proposer" => {
             // Member 2 proposes round 0 of epoch 1.
             c.adversary = Some((2, Box::new(CensoringProposer::default())));
@@ -218,8 +225,13 @@ pub fn run(name: &str, seed: u64, size: Size) -> Result<Run, String> {
     }
     let net = sim.network();
     summary.push(format!(
-        "results: {} exact; {} submissions left out; {} seals after round 0; {} local failures; {} faults seen",
-        outcome.results_checked, outcome.dropped, outcome.late_rounds, outcome.failures, sim.faults_seen
+        "results: {} exact; {} submissions left out; {} excluded for a repeated link or slot tag; {} seals after round 0; {} local failures; {} faults seen",
+        outcome.results_checked,
+        outcome.dropped,
+        outcome.excluded,
+        outcome.late_rounds,
+        outcome.failures,
+        sim.faults_seen
     ));
     summary.push(format!(
         "network: {} messages lost, {} duplicated, {} cut by partitions",

@@ -908,6 +908,10 @@ impl Bank {
     pub fn final_hashes(&self, epoch: u64) -> Option<Vec<Hash>> {
         self.epochs.get(&epoch)?.final_hashes()
     }
+    /// The submissions of `epoch`'s decided set that its final set left out.
+    pub fn excluded(&self, epoch: u64) -> Option<Vec<Hash>> {
+        self.epochs.get(&epoch)?.excluded()
+    }
     /// Whether the operator's scores for `epoch` were given (and are stored).
     pub fn has_scores(&self, epoch: u64) -> bool {
         self.epochs.get(&epoch).is_some_and(Epoch::has_scores)

@@ -118,8 +118,13 @@ enum Stage {
         set: Box<FinalSet>,
         producer: Option<Producer>,
     },
-    /// Our part is done; the working state is released but for the final set's hashes.
-    Done { root: Hash, hashes: Vec<Hash> },
+    /// Our part is done; the working state is released but for the final set's hashes (and
+    /// those of the decided set it left out).
+    Done {
+        root: Hash,
+        hashes: Vec<Hash>,
+        excluded: Vec<Hash>,
+    },
 }
 
 /// Our own clients' part of the epoch.
@@ -1089,6 +1094,7 @@ impl Epoch {
             let done = Stage::Done {
                 root: set.root,
                 hashes: set.entries.keys().copied().collect(),
+                excluded: set.excluded.clone(),
             };
             self.stage = done;
             self.finish(out);
@@ -1241,7 +1247,7 @@ impl Epoch {
     pub fn final_set(&self) -> Option<(Hash, usize)> {
         match &self.stage {
             Stage::Decrypting { set, .. } => Some((set.root, set.entries.len())),
-            Stage::Done { root, hashes } => Some((*root, hashes.len())),
+            Stage::Done { root, hashes, .. } => Some((*root, hashes.len())),
             _ => None,
         }
     }
@@ -1251,6 +1257,16 @@ impl Epoch {
         match &self.stage {
             Stage::Decrypting { set, .. } => Some(set.entries.keys().copied().collect()),
             Stage::Done { hashes, .. } => Some(hashes.clone()),
+            _ => None,
+        }
+    }
+
+    /// The submissions of the decided set that the final set left out (a repeated link or
+    /// slot tag), once built.
+    pub fn excluded(&self) -> Option<Vec<Hash>> {
+        match &self.stage {
+            Stage::Decrypting { set, .. } => Some(set.excluded.clone()),
+            Stage::Done { excluded, .. } => Some(excluded.clone()),
             _ => None,
         }
     }
