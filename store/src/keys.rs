@@ -13,6 +13,7 @@
 //! | `e` ‖ epoch (be u64) ‖ hash (32)      | empty                          |
 //! | `x` ‖ hash (32)                       | evidence bytes (equivocations) |
 //! | `y` ‖ author ‖ seq ‖ hash             | empty (evidence kept per position) |
+//! | `z` ‖ author (be u16)                 | evidence kept: records ‖ bytes (be u64 each) |
 //! | `n`                                   | log length (be u64)            |
 //! | `V`                                   | format tag [`FORMAT`]          |
 
@@ -28,6 +29,7 @@ pub(crate) const P_CHAIN: u8 = b'c';
 pub(crate) const P_EPOCH: u8 = b'e';
 pub(crate) const P_EVIDENCE: u8 = b'x';
 pub(crate) const P_EVIDENCE_AT: u8 = b'y';
+pub(crate) const P_EVIDENCE_USED: u8 = b'z';
 pub(crate) const K_LEN: &[u8] = b"n";
 pub(crate) const K_FORMAT: &[u8] = b"V";
 
@@ -72,6 +74,16 @@ pub(crate) fn evidence_at(author: u16, seq: u64, hash: &Hash) -> Vec<u8> {
         P_EVIDENCE_AT,
         &[&author.to_be_bytes(), &seq.to_be_bytes(), hash],
     )
+}
+pub(crate) fn evidence_used(author: u16) -> Vec<u8> {
+    with_prefix(P_EVIDENCE_USED, &[&author.to_be_bytes()])
+}
+/// Records and bytes of evidence kept for an author.
+pub(crate) fn encode_used(records: u64, bytes: u64) -> Vec<u8> {
+    [records.to_be_bytes(), bytes.to_be_bytes()].concat()
+}
+pub(crate) fn decode_used(v: &[u8]) -> Option<(u64, u64)> {
+    Some((be_u64(v.get(0..8)?)?, be_u64(v.get(8..16)?)?))
 }
 pub(crate) fn evidence_author_prefix(author: u16) -> Vec<u8> {
     with_prefix(P_EVIDENCE_AT, &[&author.to_be_bytes()])

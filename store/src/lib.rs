@@ -36,6 +36,10 @@ pub const MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
 
 /// Conflicting records kept as evidence per author and sequence number.
 pub const EVIDENCE_PER_POSITION: usize = 4;
+/// Most evidence kept per author, in records and in bytes: a faulty member's forks, however
+/// long, cannot fill the disk (what is past the bound still counts until a restart).
+pub const EVIDENCE_RECORDS_PER_AUTHOR: u64 = 4096;
+pub const EVIDENCE_BYTES_PER_AUTHOR: u64 = 16 * 1024 * 1024;
 
 /// Largest `limit` honoured by the range readers; larger values are clamped.
 pub const MAX_LIMIT: usize = 10_000;
@@ -281,6 +285,7 @@ impl Store {
         // Overlays for records earlier in this batch.
         let mut heads: HashMap<u16, (u64, Hash)> = HashMap::new();
         let mut pending_chain: HashMap<(u16, u64), Hash> = HashMap::new();
+        let mut evidence_pending: HashMap<u16, (u64, u64)> = HashMap::new();
         let mut pending: HashSet<Hash> = HashSet::new();
         let mut batch = sled::Batch::default();
         let mut outcomes = Vec::with_capacity(records.len());
@@ -313,8 +318,26 @@ impl Store {
                         Some(h) => *h,
                         None => self.chain_hash(pos.author, pos.seq)?,
                     };
-                    batch.insert(keys::evidence(&hash), rec.bytes);
-                    changed = true;
+                    // Kept, indexed and counted like any evidence, within the author's bound.
+                    let before = evidence_pending.get(&pos.author).copied().unwrap_or((0, 0));
+                    let room = if self.log.contains_key(keys::evidence(&hash))? {
+                        None
+                    } else {
+                        self.evidence_room(pos.author, rec.bytes.len(), before)?
+                    };
+                    if let Some(used) = room {
+                        batch.insert(keys::evidence(&hash), rec.bytes);
+                        batch.insert(keys::evidence_at(pos.author, pos.seq, &hash), &[][..]);
+                        batch.insert(
+                            keys::evidence_used(pos.author),
+                            keys::encode_used(used.0, used.1),
+                        );
+                        evidence_pending.insert(
+                            pos.author,
+                            (before.0 + 1, before.1 + rec.bytes.len() as u64),
+                        );
+                        changed = true;
+                    }
                     Some(Refused::Equivocation {
                         author: pos.author,
                         seq: pos.seq,
@@ -592,7 +615,17 @@ impl Store {
     /// that position, or one continuing another fork) as evidence, at most
     /// [`EVIDENCE_PER_POSITION`] per position so that an equivocator cannot fill the disk.
     /// Returns whether it was kept now (false if already kept or past the bound).
-    pub fn keep_evidence(&self, bytes: &[u8], author: u16, seq: u64) -> Result<bool, StoreError> {
+    ///
+    /// `wanted`: a fork record already here names it as its `prev`, so it is kept even past
+    /// the per-position bound (an equivocator cannot hide the side others follow behind junk
+    /// variants); the per-author bound holds always.
+    pub fn keep_evidence(
+        &self,
+        bytes: &[u8],
+        author: u16,
+        seq: u64,
+        wanted: bool,
+    ) -> Result<bool, StoreError> {
         let hash = record_hash(bytes);
         if self.log.contains_key(keys::evidence(&hash))? {
             return Ok(false);
@@ -602,12 +635,19 @@ impl Store {
             .scan_prefix(keys::evidence_at_prefix(author, seq))
             .take(EVIDENCE_PER_POSITION)
             .count();
-        if kept >= EVIDENCE_PER_POSITION {
+        if kept >= EVIDENCE_PER_POSITION && !wanted {
             return Ok(false);
         }
+        let Some(used) = self.evidence_room(author, bytes.len(), (0, 0))? else {
+            return Ok(false);
+        };
         let mut batch = sled::Batch::default();
         batch.insert(keys::evidence(&hash), bytes);
         batch.insert(keys::evidence_at(author, seq, &hash), &[][..]);
+        batch.insert(
+            keys::evidence_used(author),
+            keys::encode_used(used.0, used.1),
+        );
         self.log.apply_batch(batch)?;
         self.db.flush()?;
         Ok(true)
@@ -620,6 +660,27 @@ impl Store {
             return Ok(None);
         }
         self.chain_hash(author, seq).map(Some)
+    }
+
+    /// The evidence counters of `author` after adding `len` bytes (with `pending` not yet
+    /// written), or `None` past the per-author bound.
+    fn evidence_room(
+        &self,
+        author: u16,
+        len: usize,
+        pending: (u64, u64),
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let (records, bytes) = match self.log.get(keys::evidence_used(author))? {
+            Some(v) => keys::decode_used(&v)
+                .ok_or_else(|| StoreError::Corrupt("evidence counter malformed".into()))?,
+            None => (0, 0),
+        };
+        let records = records + pending.0 + 1;
+        let bytes = bytes + pending.1 + len as u64;
+        Ok(
+            (records <= EVIDENCE_RECORDS_PER_AUTHOR && bytes <= EVIDENCE_BYTES_PER_AUTHOR)
+                .then_some((records, bytes)),
+        )
     }
 
     /// Whether `hash` is kept as evidence at `author`'s position `seq`: a record that names it

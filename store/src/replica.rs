@@ -26,6 +26,8 @@ const AUTHOR_RANGE_MAX: usize = 256;
 /// Most bytes in one sync reply.
 /// (Sync replies travel CBOR-encoded, which can double byte strings; the codec allows 10 MiB.)
 const REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most forks asked about (and records wanted by hash) remembered at once.
+const ASKED_MAX: usize = 4096;
 /// How often unanswered head checks are asked again.
 const HEAD_ASK_EVERY_MS: u64 = 1_000;
 /// How long the head check waits for every peer before a quorum of answers is enough.
@@ -70,9 +72,12 @@ pub struct Replica {
     stats: ReplicaStats,
     sync_turn: usize,
     /// Per author, the head at which we last asked a peer to fill a gap.
-    gap_requested: BTreeMap<MemberIndex, u64>,
+    gap_requested: BTreeMap<MemberIndex, BTreeSet<u64>>,
     /// Chain forks we asked the other side of, by (author, seq).
     forks_asked: BTreeSet<(MemberIndex, u64)>,
+    /// Records asked for by hash because a fork record names them as `prev`: kept as evidence
+    /// even past the per-position bound when they come (bounded).
+    wanted: BTreeSet<Hash>,
     /// Authors whose chain grew since held records were last looked at: only their gapped
     /// records can have become next in line.
     advanced: BTreeSet<MemberIndex>,
@@ -129,6 +134,7 @@ impl Replica {
             sync_turn: 0,
             gap_requested: BTreeMap::new(),
             forks_asked: BTreeSet::new(),
+            wanted: BTreeSet::new(),
             advanced: BTreeSet::new(),
             fork_advanced: BTreeSet::new(),
             head_check: HeadCheck::default(),
@@ -339,26 +345,50 @@ impl Replica {
             return Ok(());
         };
         let head = self.store.head(author)?.map_or(0, |(s, _)| s);
-        let tip = self.store.evidence_tip(author)?;
-        let base = match tip {
-            Some(t) if t > head && t < seq => t,
-            _ => head,
-        };
-        if self.gap_requested.get(&author) != Some(&base) {
-            self.gap_requested.insert(author, base);
-            step.requests.push((
-                origin.peer(),
-                Request::AuthorRange {
-                    author,
-                    from_seq: base + 1,
-                },
-            ));
+        let tip = self.store.evidence_tip(author)?.filter(|&t| t > head);
+        // From our head (the side we follow), and from the fork's tip if the record is past it.
+        let mut bases = vec![head];
+        bases.extend(tip.filter(|&t| t < seq));
+        for base in bases {
+            if self.gap_asked_once(author, head, base) {
+                step.requests.push((
+                    origin.peer(),
+                    Request::AuthorRange {
+                        author,
+                        from_seq: base + 1,
+                    },
+                ));
+            }
         }
-        if tip.is_some() && self.forks_asked.insert((author, seq)) {
+        if tip.is_some() && self.ask_fork(author, seq, prev) {
             step.requests
                 .push((origin.peer(), Request::Records { hashes: vec![prev] }));
         }
         Ok(())
+    }
+
+    /// Whether to ask for `author`'s records after `base` now (once per base while our head
+    /// is `head`; bases below the head are forgotten).
+    fn gap_asked_once(&mut self, author: MemberIndex, head: u64, base: u64) -> bool {
+        let asked = self.gap_requested.entry(author).or_default();
+        asked.retain(|&b| b >= head);
+        asked.insert(base)
+    }
+
+    /// Whether to ask for the `prev` of `author`'s record at `seq` (once, bounded: these come
+    /// from records not yet checked).
+    fn ask_fork(&mut self, author: MemberIndex, seq: u64, prev: Hash) -> bool {
+        if self.forks_asked.len() >= ASKED_MAX {
+            self.forks_asked.clear();
+        }
+        if self.wanted.len() >= ASKED_MAX {
+            self.wanted.clear();
+        }
+        let first = self.forks_asked.insert((author, seq));
+        if first {
+            self.wanted.insert(prev);
+        }
+        first
     }
 
     fn take_verdict(
@@ -446,8 +476,7 @@ impl Replica {
                 }) => {
                     // Fetch what we miss from the peer that has it (once per head), then try
                     // again.
-                    if self.gap_requested.get(&author) != Some(&head_seq) {
-                        self.gap_requested.insert(author, head_seq);
+                    if self.gap_asked_once(author, head_seq, head_seq) {
                         step.requests.push((
                             origin.peer(),
                             Request::AuthorRange {
@@ -470,8 +499,9 @@ impl Replica {
                 Err(Refused::PrevMismatch { author, seq }) => {
                     // The author forked its chain before this record: keep this one as evidence
                     // and fetch the other side of the fork.
-                    if self.forks_asked.insert((author, seq)) {
-                        if let Some((_, _, prev)) = checked.record().chain_position() {
+                    let prev = checked.record().chain_position().map(|(_, _, p)| p);
+                    if prev.is_some_and(|p| self.ask_fork(author, seq, p)) {
+                        if let Some(prev) = prev {
                             step.requests
                                 .push((origin.peer(), Request::Records { hashes: vec![prev] }));
                         }
@@ -506,9 +536,10 @@ impl Replica {
         rng: &mut (impl RngCore + CryptoRng),
         step: &mut Step,
     ) -> Result<Acceptance, StoreError> {
+        let wanted = self.wanted.remove(&checked.record().hash());
         if !self
             .store
-            .keep_evidence(checked.record().bytes(), author, seq)?
+            .keep_evidence(checked.record().bytes(), author, seq, wanted)?
         {
             self.stats.ignored += 1;
             return Ok(Acceptance::Ignore);
@@ -780,15 +811,17 @@ impl Replica {
                     // Past the fork tip, for an author whose chain forked here: the side we
                     // follow ends at the head, the other side at the tip.
                     let head = self.store.head(author)?.map_or(0, |(s, _)| s);
-                    let mine = head.max(self.store.evidence_tip(author)?.unwrap_or(0));
-                    if seq > mine {
-                        step.requests.push((
-                            from,
-                            Request::AuthorRange {
-                                author,
-                                from_seq: mine + 1,
-                            },
-                        ));
+                    let tip = self.store.evidence_tip(author)?.filter(|&t| t > head);
+                    for base in std::iter::once(head).chain(tip) {
+                        if seq > base {
+                            step.requests.push((
+                                from,
+                                Request::AuthorRange {
+                                    author,
+                                    from_seq: base + 1,
+                                },
+                            ));
+                        }
                     }
                 }
                 if !self.head_check.done && from != me {

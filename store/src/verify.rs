@@ -342,6 +342,10 @@ pub(crate) fn verify_and_repair(tree: &Tree) -> Result<Verified, StoreError> {
                     batch.remove(k);
                 }
             }
+            keys::P_EVIDENCE_USED => {
+                keys::be_u16(rest).ok_or_else(bad_key)?;
+                keys::decode_used(&v).ok_or_else(|| corrupt("evidence counter malformed"))?;
+            }
             _ if k.as_ref() == keys::K_LEN || k.as_ref() == keys::K_FORMAT => {}
             _ => return Err(bad_key()),
         }

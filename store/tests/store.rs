@@ -314,9 +314,15 @@ fn index_corruption_is_detected() {
     );
     // Unknown key.
     let msg = corrupt_with(|t, _| {
-        t.insert(&b"zzz"[..], &b"1"[..]).unwrap();
+        t.insert(&b"qqq"[..], &b"1"[..]).unwrap();
     });
     assert!(msg.contains("malformed key"), "{msg}");
+    // An evidence counter that does not decode.
+    let msg = corrupt_with(|t, _| {
+        t.insert(key(b'z', &[&1u16.to_be_bytes()]), &b"1"[..])
+            .unwrap();
+    });
+    assert!(msg.contains("evidence counter"), "{msg}");
     // Length counter missing.
     let msg = corrupt_with(|t, _| {
         t.remove(&b"n"[..]).unwrap();
@@ -668,11 +674,11 @@ fn evidence_positions_and_fork_tip() {
     let a = anon_bytes(b"fork at 5");
     let b = anon_bytes(b"fork at 6");
     let c = anon_bytes(b"other author");
-    assert!(store.keep_evidence(&a, 3, 5).unwrap());
-    assert!(store.keep_evidence(&b, 3, 6).unwrap());
-    assert!(store.keep_evidence(&c, 4, 9).unwrap());
+    assert!(store.keep_evidence(&a, 3, 5, false).unwrap());
+    assert!(store.keep_evidence(&b, 3, 6, false).unwrap());
+    assert!(store.keep_evidence(&c, 4, 9, false).unwrap());
     // Kept once only.
-    assert!(!store.keep_evidence(&b, 3, 6).unwrap());
+    assert!(!store.keep_evidence(&b, 3, 6, false).unwrap());
     assert_eq!(store.evidence_tip(3).unwrap(), Some(6));
     assert_eq!(store.evidence_tip(4).unwrap(), Some(9));
     assert_eq!(store.evidence_tip(2).unwrap(), None);
@@ -682,7 +688,7 @@ fn evidence_positions_and_fork_tip() {
     assert!(!store.evidence_is_at(4, 5, &ha).unwrap());
     // The largest author and position are read back exactly.
     let d = anon_bytes(b"max");
-    assert!(store.keep_evidence(&d, u16::MAX, u64::MAX).unwrap());
+    assert!(store.keep_evidence(&d, u16::MAX, u64::MAX, false).unwrap());
     assert_eq!(store.evidence_tip(u16::MAX).unwrap(), Some(u64::MAX));
 }
 
@@ -720,4 +726,51 @@ fn local_writes_and_erasures_land_together_and_survive_reopening() {
         keys,
         ["epoch/1/decision", "epoch/1/final/0", "epoch/10/scores/0"]
     );
+}
+
+#[test]
+fn evidence_is_bounded_per_position_unless_wanted_and_always_per_author() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    for i in 0..EVIDENCE_PER_POSITION {
+        assert!(store
+            .keep_evidence(&anon_bytes(format!("v{i}").as_bytes()), 2, 7, false)
+            .unwrap());
+    }
+    let real = anon_bytes(b"the side others follow");
+    assert!(
+        !store.keep_evidence(&real, 2, 7, false).unwrap(),
+        "position full"
+    );
+    assert!(
+        store.keep_evidence(&real, 2, 7, true).unwrap(),
+        "wanted as a fork's prev"
+    );
+    // The per-author bound holds whatever the positions: a fork of any length cannot fill
+    // the disk.
+    let big = vec![7u8; 1024 * 1024];
+    let mut kept = 0u64;
+    for seq in 100..200u64 {
+        let mut b = big.clone();
+        b.extend_from_slice(&seq.to_be_bytes());
+        if store.keep_evidence(&anon_bytes(&b), 3, seq, true).unwrap() {
+            kept += 1;
+        }
+    }
+    assert!(kept * 1024 * 1024 <= EVIDENCE_BYTES_PER_AUTHOR, "{kept}");
+    assert!(
+        store
+            .keep_evidence(&anon_bytes(b"small"), 4, 1, false)
+            .unwrap(),
+        "other authors unaffected"
+    );
+    drop(store);
+    // The counters survive reopening (and the store verifies with them).
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let mut again = big.clone();
+    again.extend_from_slice(b"after reopening");
+    assert!(!store
+        .keep_evidence(&anon_bytes(&again), 3, 500, true)
+        .unwrap());
+    assert_eq!(kept, 15);
 }

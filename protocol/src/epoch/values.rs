@@ -11,7 +11,8 @@ use crate::crypto::elgamal::Ciphertext;
 use crate::crypto::schnorr::TagKey;
 use crate::record::{Hash, Submission};
 
-/// One of our clients this epoch, as the operator gave it.
+/// One of our clients this epoch, as the operator gave it (zeroized when it drops).
+#[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct Client {
     pub id: String,
     pub score: u16,
