@@ -41,6 +41,24 @@ pub const EVIDENCE_PER_POSITION: usize = 4;
 pub const EVIDENCE_RECORDS_PER_AUTHOR: u64 = 4096;
 pub const EVIDENCE_BYTES_PER_AUTHOR: u64 = 16 * 1024 * 1024;
 
+/// Keeps `bytes` as evidence at `author`'s position `seq`, with its index entry and the
+/// author's counters after it (`used`).
+fn evidence_writes(
+    batch: &mut sled::Batch,
+    bytes: &[u8],
+    author: u16,
+    seq: u64,
+    hash: &Hash,
+    used: (u64, u64),
+) {
+    batch.insert(keys::evidence(hash), bytes);
+    batch.insert(keys::evidence_at(author, seq, hash), &[][..]);
+    batch.insert(
+        keys::evidence_used(author),
+        keys::encode_used(used.0, used.1),
+    );
+}
+
 /// Largest `limit` honoured by the range readers; larger values are clamped.
 pub const MAX_LIMIT: usize = 10_000;
 
@@ -326,12 +344,7 @@ impl Store {
                         self.evidence_room(pos.author, rec.bytes.len(), before)?
                     };
                     if let Some(used) = room {
-                        batch.insert(keys::evidence(&hash), rec.bytes);
-                        batch.insert(keys::evidence_at(pos.author, pos.seq, &hash), &[][..]);
-                        batch.insert(
-                            keys::evidence_used(pos.author),
-                            keys::encode_used(used.0, used.1),
-                        );
+                        evidence_writes(&mut batch, rec.bytes, pos.author, pos.seq, &hash, used);
                         evidence_pending.insert(
                             pos.author,
                             (before.0 + 1, before.1 + rec.bytes.len() as u64),
@@ -642,12 +655,7 @@ impl Store {
             return Ok(false);
         };
         let mut batch = sled::Batch::default();
-        batch.insert(keys::evidence(&hash), bytes);
-        batch.insert(keys::evidence_at(author, seq, &hash), &[][..]);
-        batch.insert(
-            keys::evidence_used(author),
-            keys::encode_used(used.0, used.1),
-        );
+        evidence_writes(&mut batch, bytes, author, seq, &hash, used);
         self.log.apply_batch(batch)?;
         self.db.flush()?;
         Ok(true)
@@ -689,6 +697,20 @@ impl Store {
         Ok(self
             .log
             .contains_key(keys::evidence_at(author, seq, hash))?)
+    }
+
+    /// The authors of whom evidence is kept.
+    pub fn evidence_authors(&self) -> Result<std::collections::BTreeSet<u16>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        for kv in self.log.scan_prefix([keys::P_EVIDENCE_USED]) {
+            let (k, _) = kv?;
+            let author = k
+                .get(1..)
+                .and_then(keys::be_u16)
+                .ok_or_else(|| StoreError::Corrupt("malformed evidence counter key".into()))?;
+            out.insert(author);
+        }
+        Ok(out)
     }
 
     /// The highest position of `author` at which evidence is kept, if any.

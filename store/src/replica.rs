@@ -75,6 +75,9 @@ pub struct Replica {
     gap_requested: BTreeMap<MemberIndex, BTreeSet<u64>>,
     /// Chain forks we asked the other side of, by (author, seq).
     forks_asked: BTreeSet<(MemberIndex, u64)>,
+    /// Authors of whom evidence is kept: only their records can continue a fork, so the
+    /// records of everyone else cost no fork lookups.
+    forked: BTreeSet<MemberIndex>,
     /// Records asked for by hash because a fork record names them as `prev`: kept as evidence
     /// even past the per-position bound when they come (bounded).
     wanted: BTreeSet<Hash>,
@@ -106,6 +109,7 @@ impl Replica {
     pub fn open(mut bank: Bank, store: Store) -> Result<Replica, StoreError> {
         let local = store.local_scan()?;
         bank.restore(&local).map_err(StoreError::Corrupt)?;
+        let forked = store.evidence_authors()?;
         let mut position = 0;
         loop {
             let batch = store.read_from(position, 1024)?;
@@ -134,6 +138,7 @@ impl Replica {
             sync_turn: 0,
             gap_requested: BTreeMap::new(),
             forks_asked: BTreeSet::new(),
+            forked,
             wanted: BTreeSet::new(),
             advanced: BTreeSet::new(),
             fork_advanced: BTreeSet::new(),
@@ -316,6 +321,9 @@ impl Replica {
         let Some(before) = seq.checked_sub(1).filter(|&s| s > 0) else {
             return Ok(false);
         };
+        if !self.forked.contains(&author) {
+            return Ok(false);
+        }
         Ok(chains.forks.contains(&(author, before, *prev))
             || self.store.evidence_is_at(author, before, prev)?)
     }
@@ -345,7 +353,7 @@ impl Replica {
             return Ok(());
         };
         let head = self.store.head(author)?.map_or(0, |(s, _)| s);
-        let tip = self.store.evidence_tip(author)?.filter(|&t| t > head);
+        let tip = self.fork_tip(author, head)?;
         // From our head (the side we follow), and from the fork's tip if the record is past it.
         let mut bases = vec![head];
         bases.extend(tip.filter(|&t| t < seq));
@@ -365,6 +373,14 @@ impl Replica {
                 .push((origin.peer(), Request::Records { hashes: vec![prev] }));
         }
         Ok(())
+    }
+
+    /// The tip of `author`'s fork kept as evidence, if it is past our `head`.
+    fn fork_tip(&self, author: MemberIndex, head: u64) -> Result<Option<u64>, StoreError> {
+        if !self.forked.contains(&author) {
+            return Ok(None);
+        }
+        Ok(self.store.evidence_tip(author)?.filter(|&t| t > head))
     }
 
     /// Whether to ask for `author`'s records after `base` now (once per base while our head
@@ -439,7 +455,9 @@ impl Replica {
                         .store
                         .chain_at(author, seq)?
                         .is_some_and(|h| h != checked.record().hash());
-                    let on_fork = seq > 1 && self.store.evidence_is_at(author, seq - 1, &prev)?;
+                    let on_fork = seq > 1
+                        && self.forked.contains(&author)
+                        && self.store.evidence_is_at(author, seq - 1, &prev)?;
                     (conflicts || on_fork).then_some((author, seq))
                 }
                 None => None,
@@ -552,6 +570,7 @@ impl Replica {
 
     fn fault_equivocation(&mut self, author: MemberIndex, seq: u64, hash: Hash, step: &mut Step) {
         self.stats.evidence += 1;
+        self.forked.insert(author);
         step.faults.push(Fault {
             culprit: Culprit::Member(author),
             kind: FaultKind::Duplicate,
@@ -811,7 +830,7 @@ impl Replica {
                     // Past the fork tip, for an author whose chain forked here: the side we
                     // follow ends at the head, the other side at the tip.
                     let head = self.store.head(author)?.map_or(0, |(s, _)| s);
-                    let tip = self.store.evidence_tip(author)?.filter(|&t| t > head);
+                    let tip = self.fork_tip(author, head)?;
                     for base in std::iter::once(head).chain(tip) {
                         if seq > base {
                             step.requests.push((

@@ -1160,26 +1160,16 @@ impl Epoch {
         if self.finished.is_some() {
             return;
         }
-        let f = match self.own.take() {
-            Some(own) => Finished {
-                given: true,
-                submissions: own
-                    .submitter
-                    .mine()
-                    .iter()
-                    .filter_map(|(h, m)| Some((own.clients.get(m.client)?.id.clone(), *h)))
-                    .collect(),
-                results: own
-                    .results
-                    .opened()
-                    .iter()
-                    .filter_map(|(&i, &(sum, count))| {
-                        Some((own.clients.get(i)?.id.clone(), sum, count))
-                    })
-                    .collect(),
-            },
-            None => Finished::default(),
+        let f = Finished {
+            given: self.own.is_some(),
+            submissions: self.own_submissions(),
+            results: self
+                .results()
+                .into_iter()
+                .map(|r| (r.client_id, r.sum, r.count))
+                .collect(),
         };
+        self.own = None;
         let (writes, erase) = local::finished(self.number, &f);
         out.local.extend(writes);
         out.erase.extend(erase);

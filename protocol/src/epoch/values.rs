@@ -140,38 +140,27 @@ impl FinalSet {
     /// records whatever arrived first. Then each tag has at most one submission per member, so
     /// at most `n`, and its sum stays within the lookup table; a tag with more (impossible
     /// unless ring keys repeat, which the genesis refuses) is left out too.
-    pub fn new(round: u32, mut entries: BTreeMap<Hash, Entry>, n: usize) -> FinalSet {
+    pub fn new(round: u32, entries: BTreeMap<Hash, Entry>, n: usize) -> FinalSet {
         let mut links: HashMap<[u8; 32], u32> = HashMap::new();
         let mut slots: HashMap<[u8; 32], u32> = HashMap::new();
         for e in entries.values() {
             *links.entry(e.link).or_default() += 1;
             *slots.entry(e.slot_tag).or_default() += 1;
         }
-        let mut excluded: Vec<Hash> = entries
-            .iter()
-            .filter(|(_, e)| links.get(&e.link) > Some(&1) || slots.get(&e.slot_tag) > Some(&1))
-            .map(|(h, _)| *h)
-            .collect();
+        let repeated =
+            |e: &Entry| links.get(&e.link) > Some(&1) || slots.get(&e.slot_tag) > Some(&1);
+        let (repeats, kept): (BTreeMap<Hash, Entry>, BTreeMap<Hash, Entry>) =
+            entries.into_iter().partition(|(_, e)| repeated(e));
         let mut per_tag: HashMap<[u8; 32], usize> = HashMap::new();
-        for (h, e) in &entries {
-            if excluded.binary_search(h).is_err() {
-                *per_tag.entry(e.tag).or_default() += 1;
-            }
+        for e in kept.values() {
+            *per_tag.entry(e.tag).or_default() += 1;
         }
-        excluded.extend(
-            entries
-                .iter()
-                .filter(|(h, e)| {
-                    per_tag.get(&e.tag).is_some_and(|&c| c > n)
-                        && excluded.binary_search(h).is_err()
-                })
-                .map(|(h, _)| *h)
-                .collect::<Vec<_>>(),
-        );
+        let (over, kept): (BTreeMap<Hash, Entry>, BTreeMap<Hash, Entry>) = kept
+            .into_iter()
+            .partition(|(_, e)| per_tag.get(&e.tag).is_some_and(|&c| c > n));
+        let entries = kept;
+        let mut excluded: Vec<Hash> = repeats.into_keys().chain(over.into_keys()).collect();
         excluded.sort_unstable();
-        for h in &excluded {
-            entries.remove(h);
-        }
         let mut aggregates: BTreeMap<[u8; 32], (Ciphertext, u32)> = BTreeMap::new();
         for e in entries.values() {
             let slot = aggregates.entry(e.tag).or_insert((Ciphertext::zero(), 0));
