@@ -11,16 +11,24 @@ use bankmesh_protocol::crypto::ring::{self, RingContext, RingKey};
 use bankmesh_protocol::genesis::Consortium;
 use bankmesh_protocol::messages::Response;
 use bankmesh_protocol::record::{Body, Instance, Payload, Record, Submission, Value};
+use bankmesh_protocol::relay::{self, packet};
 use bankmesh_protocol::{Hash, MemberIndex, MemberSecrets, Time};
 use bankmesh_store::Store;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 
-/// One copy of a record for one peer.
+/// One copy of a record for one peer: on gossip, or as an onion packet to a first hop.
 pub struct Send {
     pub to: MemberIndex,
     pub bytes: Vec<u8>,
     pub delay_ms: u64,
+    pub via: Via,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Gossip,
+    Onion,
 }
 
 /// What a strategy may use: the member's keys and log, the other members, time, randomness.
@@ -54,6 +62,7 @@ impl Ctx<'_> {
                 to,
                 bytes: record.bytes().to_vec(),
                 delay_ms,
+                via: Via::Gossip,
             })
             .collect()
     }
@@ -91,6 +100,10 @@ impl Ctx<'_> {
 pub trait Adversary {
     /// What becomes of a record the member publishes.
     fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send>;
+    /// What the member sends of its own accord, after each of its steps.
+    fn on_tick(&mut self, _ctx: &mut Ctx<'_>) -> Vec<Send> {
+        Vec::new()
+    }
     /// What becomes of an answer the member gives to `to` (sync serves its records too).
     fn on_response(
         &mut self,
@@ -141,6 +154,7 @@ impl Adversary for LateCosigner {
                 to,
                 bytes: record.bytes().to_vec(),
                 delay_ms: if i < half { 0 } else { late },
+                via: Via::Gossip,
             })
             .collect()
     }
@@ -224,6 +238,7 @@ impl Adversary for EquivocatingVoter {
                     alt.bytes().to_vec()
                 },
                 delay_ms: 0,
+                via: Via::Gossip,
             })
             .collect()
     }
@@ -375,8 +390,8 @@ impl Adversary for WithholdingDealer {
 /// Every member must leave all of them out.
 #[derive(Default)]
 pub struct DoubleSubmitter {
-    /// Our submissions in the order first published, with what was sent for each.
-    seen: Vec<(Hash, Vec<Record>)>,
+    /// Our own submissions met on our log, in order, with what we made of each.
+    handled: Vec<Hash>,
     second_slot: Option<u32>,
 }
 
@@ -404,31 +419,87 @@ impl DoubleSubmitter {
         .ok()?;
         Some(Record::submission(&ctx.consortium.id, s))
     }
+
+    /// Our submissions on our log (they came back from their exits), oldest first.
+    fn own_submissions(ctx: &Ctx<'_>) -> Vec<(Hash, Submission)> {
+        let epoch = ctx.consortium.epoch_at(ctx.now);
+        let Ok(hashes) = ctx.store.epoch_hashes(epoch) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for h in hashes {
+            let Some(record) = ctx
+                .store
+                .get(&h)
+                .ok()
+                .flatten()
+                .and_then(|b| Record::from_trusted_bytes(&b).ok())
+            else {
+                continue;
+            };
+            if let Payload::Submission(s) = record.payload() {
+                let tag = s.tag.compress().to_bytes();
+                let ours = ring::link_base(&ctx.consortium.id, s.epoch, &tag) * ctx.secrets.ring();
+                if ours.compress() == s.ring.link {
+                    out.push((h, (**s).clone()));
+                }
+            }
+        }
+        out.sort_by_key(|(_, s)| s.ring.slot);
+        out
+    }
+
+    /// A record sent into the relay: a path of two other members, the last its exit.
+    fn through_relay(ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        let Some(path) = relay::choose_path(ctx.consortium, ctx.me, 2, &[], ctx.rng) else {
+            return Vec::new();
+        };
+        let message = packet::Message::Record(record.bytes().to_vec());
+        let Ok(bytes) = packet::build(&path, &[10, 10], &message, ctx.rng) else {
+            return Vec::new();
+        };
+        path.first()
+            .map(|h| Send {
+                to: h.member,
+                bytes,
+                delay_ms: 0,
+                via: Via::Onion,
+            })
+            .into_iter()
+            .collect()
+    }
 }
 
 impl Adversary for DoubleSubmitter {
     fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
-        let Payload::Submission(s) = record.payload() else {
-            return ctx.to_all(record, 0);
-        };
-        // What we made of a submission is made once; one published again gets the same.
-        if let Some((_, sent)) = self.seen.iter().find(|(h, _)| *h == record.hash()) {
-            return sent.iter().flat_map(|r| ctx.to_all(r, 0)).collect();
+        ctx.to_all(record, 0)
+    }
+
+    /// Once our own submissions are back on our log: a second post for our first tag (on
+    /// gossip, under our identity), and for our third tag a post in our second's slot (through
+    /// the relay, by another exit).
+    fn on_tick(&mut self, ctx: &mut Ctx<'_>) -> Vec<Send> {
+        let mut out = Vec::new();
+        for (hash, s) in Self::own_submissions(ctx) {
+            if self.handled.contains(&hash) {
+                continue;
+            }
+            self.handled.push(hash);
+            match (self.handled.len(), self.second_slot) {
+                (1, _) => {
+                    if let Some(again) = Self::resign(ctx, &s, s.ring.slot) {
+                        out.extend(ctx.to_all(&again, 0));
+                    }
+                }
+                (2, _) => self.second_slot = Some(s.ring.slot),
+                (3, Some(slot)) => {
+                    if let Some(reused) = Self::resign(ctx, &s, slot) {
+                        out.extend(Self::through_relay(ctx, &reused));
+                    }
+                }
+                _ => {}
+            }
         }
-        let sent = match (self.seen.len() + 1, self.second_slot) {
-            (1, _) => {
-                let again = Self::resign(ctx, s, s.ring.slot);
-                std::iter::once(record.clone()).chain(again).collect()
-            }
-            (2, _) => {
-                self.second_slot = Some(s.ring.slot);
-                vec![record.clone()]
-            }
-            (3, Some(slot)) => Self::resign(ctx, s, slot).into_iter().collect(),
-            _ => vec![record.clone()],
-        };
-        let out = sent.iter().flat_map(|r| ctx.to_all(r, 0)).collect();
-        self.seen.push((record.hash(), sent));
         out
     }
 }

@@ -5,6 +5,7 @@
 //!   final set, and every submission in the final set is in some honest member's report;
 //! - exact results: every honest submitter's result equals the plaintext sum and count over
 //!   the final set (a combined share that was not verified would shift it);
+//! - anonymous posting: no honest member's own submission first reached gossip from itself;
 //! - termination, where the scenario's network was timely: every honest member finalized
 //!   every epoch and has a result for each of its submissions in the final set.
 
@@ -210,6 +211,13 @@ pub fn check(sim: &Sim, expect: Expect) -> Outcome {
                 ));
             }
             for (client, hash) in own {
+                // Anonymity of posting: an honest member's submission reaches gossip from an
+                // exit, never from the member itself.
+                if sim.first_publisher.get(&hash) == Some(&m) {
+                    out.violations.push(format!(
+                        "epoch {epoch}: member {m} published its own submission for {client}"
+                    ));
+                }
                 if !f.contains(&hash) {
                     out.dropped += 1;
                     continue;

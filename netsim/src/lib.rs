@@ -18,9 +18,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
-use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
+use bankmesh_protocol::genesis::{Consortium, Genesis, Privacy, Timing};
 use bankmesh_protocol::messages::{Request, Response};
-use bankmesh_protocol::record::Record;
+use bankmesh_protocol::record::{Payload, Record};
 use bankmesh_protocol::{
     Bank, ClientResult, Event, MemberIndex, MemberSecrets, Origin, Phase, Step, Time, SCORE_MAX,
 };
@@ -79,6 +79,7 @@ pub struct SimConfig {
     /// Upper bound on processed events before the run is declared stuck.
     pub max_events: u64,
     pub timing: Timing,
+    pub privacy: Privacy,
 }
 
 impl SimConfig {
@@ -98,6 +99,12 @@ impl SimConfig {
             timing: Timing {
                 dkg_attempt_ms: 20_000,
                 ..Timing::new(START, 60_000, 600_000, 300_000, 60_000, 120_000)
+            },
+            // One packet a second over the 300 s window: 300 per member, whatever its clients.
+            privacy: Privacy {
+                packet_ms: 1_000,
+                mix_delay_ms: 200,
+                ..Privacy::default()
             },
         }
     }
@@ -199,6 +206,19 @@ pub struct Sim {
     adv_rng: ChaCha20Rng,
     pub noted: Vec<Noted>,
     pub faults_seen: u64,
+    /// The member that first published each submission on gossip (its exit).
+    pub first_publisher: BTreeMap<bankmesh_protocol::Hash, MemberIndex>,
+    /// Packets and OPRF requests each member sent, by epoch window (the traffic an observer of
+    /// that member sees).
+    pub sent: BTreeMap<MemberIndex, SentCounts>,
+}
+
+/// What one member sent under its own identity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SentCounts {
+    pub onion_packets: u64,
+    pub oprf_requests: u64,
+    pub oprf_elements: u64,
 }
 
 const SYNC_EVERY_MS: u64 = 2_000;
@@ -212,7 +232,7 @@ impl Sim {
         let secrets: Vec<MemberSecrets> = (0..config.banks)
             .map(|_| MemberSecrets::generate(&mut rng))
             .collect();
-        let genesis = Genesis::new(
+        let mut genesis = Genesis::new(
             "netsim",
             u16::try_from(config.threshold).map_err(|e| fail(e.to_string()))?,
             config.timing,
@@ -222,6 +242,7 @@ impl Sim {
                 .map(|(i, s)| s.member_info(i as u16 + 1, &format!("bank-{}", i + 1), vec![]))
                 .collect(),
         );
+        genesis.privacy = config.privacy;
         let consortium = Arc::new(Consortium::new(genesis).map_err(|e| fail(e.to_string()))?);
         let mut scores = BTreeMap::new();
         for e in 1..=config.epochs {
@@ -259,6 +280,8 @@ impl Sim {
             adv_rng: ChaCha20Rng::seed_from_u64(seed ^ 0x6164_7665_7273),
             noted: Vec::new(),
             faults_seen: 0,
+            first_publisher: BTreeMap::new(),
+            sent: BTreeMap::new(),
             config,
         };
         let late: BTreeSet<MemberIndex> = sim
@@ -587,51 +610,36 @@ impl Sim {
         let members = self.members();
         let peers: Vec<MemberIndex> = members.iter().copied().filter(|&m| m != from).collect();
         for record in &step.publish {
-            let sends = match self.adversary.as_mut() {
-                Some((faulty, adv)) if *faulty == from => {
-                    let Some(node) = self.nodes.get(&from) else {
-                        continue;
-                    };
-                    let Some(d) = self.durable.get(&from) else {
-                        continue;
-                    };
-                    let Some(secrets) = MemberSecrets::from_bytes(&d.secrets) else {
-                        continue;
-                    };
-                    let mut ctx = adversary::Ctx {
-                        me: from,
-                        peers: peers.clone(),
-                        now: self.now,
-                        consortium: &self.consortium,
-                        secrets: &secrets,
-                        store: node.replica.store(),
-                        rng: &mut self.adv_rng,
-                    };
-                    adv.on_publish(&mut ctx, record)
-                }
-                _ => peers
+            if matches!(record.payload(), Payload::Submission(_)) {
+                self.first_publisher.entry(record.hash()).or_insert(from);
+            }
+            let sends = match self.with_adversary(from, |adv, ctx| adv.on_publish(ctx, record)) {
+                Some(sends) => sends,
+                None => peers
                     .iter()
                     .map(|&to| adversary::Send {
                         to,
                         bytes: record.bytes().to_vec(),
                         delay_ms: 0,
+                        via: adversary::Via::Gossip,
                     })
                     .collect(),
             };
-            for s in sends {
-                self.send(
-                    from,
-                    s.to,
-                    Traffic::Gossip,
-                    s.delay_ms,
-                    Delivery::Gossip {
-                        from,
-                        bytes: s.bytes,
-                    },
-                );
-            }
+            self.send_all(from, sends);
+        }
+        if let Some(sends) = self.with_adversary(from, |adv, ctx| adv.on_tick(ctx)) {
+            self.send_all(from, sends);
         }
         for (to, request) in step.requests {
+            let counts = self.sent.entry(from).or_default();
+            match &request {
+                Request::Onion { .. } => counts.onion_packets += 1,
+                Request::OprfEvaluate { blinded, .. } => {
+                    counts.oprf_requests += 1;
+                    counts.oprf_elements += blinded.len() as u64;
+                }
+                _ => {}
+            }
             if self.trace {
                 eprintln!(
                     "[{}] member {from}: asks {to} for {}",
@@ -662,6 +670,53 @@ impl Sim {
             for f in &step.faults {
                 eprintln!("[{}] member {from}: fault {f}", self.now.0);
             }
+        }
+    }
+
+    /// Runs `f` on the adversary if `from` is the faulty member (and up).
+    fn with_adversary(
+        &mut self,
+        from: MemberIndex,
+        f: impl FnOnce(&mut (dyn Adversary + Send), &mut adversary::Ctx<'_>) -> Vec<adversary::Send>,
+    ) -> Option<Vec<adversary::Send>> {
+        let peers: Vec<MemberIndex> = self.members().into_iter().filter(|&m| m != from).collect();
+        let (faulty, adv) = self.adversary.as_mut()?;
+        if *faulty != from {
+            return None;
+        }
+        let node = self.nodes.get(&from)?;
+        let secrets = MemberSecrets::from_bytes(&self.durable.get(&from)?.secrets)?;
+        let mut ctx = adversary::Ctx {
+            me: from,
+            peers,
+            now: self.now,
+            consortium: &self.consortium,
+            secrets: &secrets,
+            store: node.replica.store(),
+            rng: &mut self.adv_rng,
+        };
+        Some(f(adv.as_mut(), &mut ctx))
+    }
+
+    fn send_all(&mut self, from: MemberIndex, sends: Vec<adversary::Send>) {
+        for s in sends {
+            let (traffic, delivery) = match s.via {
+                adversary::Via::Gossip => (
+                    Traffic::Gossip,
+                    Delivery::Gossip {
+                        from,
+                        bytes: s.bytes,
+                    },
+                ),
+                adversary::Via::Onion => (
+                    Traffic::Direct,
+                    Delivery::Request {
+                        from,
+                        request: Request::Onion { packet: s.bytes },
+                    },
+                ),
+            };
+            self.send(from, s.to, traffic, s.delay_ms, delivery);
         }
     }
 
@@ -811,6 +866,10 @@ impl Sim {
                 let Some(node) = self.nodes.get_mut(&to) else {
                     return Ok(true);
                 };
+                // A timer that an earlier one replaced: the node's timer is another.
+                if node.timer_at != Some(ev.at) {
+                    return Ok(true);
+                }
                 node.timer_at = None;
                 node.replica
                     .handle_timeout(now, &mut node.rng)

@@ -83,7 +83,10 @@ async fn invalid_gossip_is_rejected_and_attributed() {
             2,
             1,
             [0; 32],
-            Body::Ready { epoch: 1 },
+            Body::OprfUsage {
+                epoch: 1,
+                served: vec![],
+            },
         )
         .bytes()
         .to_vec(),
@@ -94,7 +97,10 @@ async fn invalid_gossip_is_rejected_and_attributed() {
         2,
         1,
         [0; 32],
-        Body::Ready { epoch: 1 },
+        Body::OprfUsage {
+            epoch: 1,
+            served: vec![],
+        },
     );
     let mut outbox: Vec<Vec<u8>> = bad.clone();
     outbox.push(good.bytes().to_vec());

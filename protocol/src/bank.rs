@@ -25,6 +25,7 @@ use crate::messages::{Request, Response};
 use crate::record::{
     kind_of_body, Body, EnvelopeError, Hash, Instance, Payload, Record, UncheckedRecord,
 };
+use crate::relay::{self, Received, Relay, RelayStats};
 use crate::setup::{CheckDkg, DkgReject, Setup, SetupOut, MAX_ATTEMPTS};
 use crate::step::{ClientResult, Culprit, Error, Fault, FaultKind, Origin, Status, Step, Wait};
 use crate::time::Time;
@@ -83,11 +84,15 @@ pub struct Bank {
     /// Our latest vote of each instance.
     latest_vote: BTreeMap<Instance, Hash>,
     last_republish: Time,
+    /// Our submissions leave through the onion relay; we relay others' (DESIGN 6).
+    relay: Relay,
+    onion_key: x25519_sphinx::StaticSecret,
 }
 
 impl Bank {
     pub fn new(consortium: Arc<Consortium>, me: MemberIndex, secrets: MemberSecrets) -> Bank {
         let setup = Setup::new(&consortium, me);
+        let onion_key = relay::packet::onion_secret(secrets.x25519());
         Bank {
             consortium,
             me,
@@ -102,7 +107,25 @@ impl Bank {
             own_records: BTreeMap::new(),
             latest_vote: BTreeMap::new(),
             last_republish: Time(0),
+            relay: Relay::new(me),
+            onion_key,
         }
+    }
+
+    /// The relay's counters.
+    pub fn relay_stats(&self) -> RelayStats {
+        self.relay.stats()
+    }
+
+    /// Whether we send onion packets now: the current epoch's submission window is open here
+    /// and the keys are ready. Every member sends then, with or without clients of its own.
+    fn sending(&self) -> bool {
+        let c = &self.consortium;
+        let e = c.epoch_at(self.now);
+        self.head_confirmed
+            && self.setup.keys().is_some()
+            && self.now < c.submit_end(e)
+            && self.epochs.get(&e).is_some_and(Epoch::is_open)
     }
 
     pub fn me(&self) -> MemberIndex {
@@ -253,22 +276,20 @@ impl Bank {
                     )
                 }
             }
-            Body::Ready { epoch } | Body::OprfUsage { epoch, .. } => {
-                match self.epoch_record(now, author, *epoch) {
-                    Judged::Accept(_)
-                        if self
-                            .epochs
-                            .get(epoch)
-                            .is_some_and(|e| e.has_posted(author, body)) =>
-                    {
-                        blame(
-                            FaultKind::Duplicate,
-                            format!("a second {}", kind_of_body(body)),
-                        )
-                    }
-                    other => other,
+            Body::OprfUsage { epoch, .. } => match self.epoch_record(now, author, *epoch) {
+                Judged::Accept(_)
+                    if self
+                        .epochs
+                        .get(epoch)
+                        .is_some_and(|e| e.has_posted(author, body)) =>
+                {
+                    blame(
+                        FaultKind::Duplicate,
+                        format!("a second {}", kind_of_body(body)),
+                    )
                 }
-            }
+                other => other,
+            },
             Body::Report {
                 epoch,
                 part,
@@ -442,7 +463,10 @@ impl Bank {
                 }
                 self.route(i.author, record.hash(), i.prev, &i.body, shares, out);
             }
-            Payload::Submission(s) => self.epoch_mut(s.epoch).apply_submission(record.hash(), s),
+            Payload::Submission(s) => {
+                self.relay.seen(&record.hash());
+                self.epoch_mut(s.epoch).apply_submission(record.hash(), s)
+            }
         }
     }
 
@@ -558,6 +582,14 @@ impl Bank {
                 quota,
             });
         }
+        let privacy = &self.consortium.genesis.privacy;
+        let packets = self.consortium.genesis.timing.submit_ms / privacy.packet_ms.max(1);
+        if scores.len() as u64 > packets {
+            return Err(Error::RelayCapacity {
+                clients: scores.len(),
+                packets,
+            });
+        }
         let e = self.epoch_mut(epoch);
         // A closed epoch is named as closed, whether or not we gave scores for it.
         if !e.is_open() {
@@ -671,6 +703,16 @@ impl Bank {
                 };
                 (response, Step::default())
             }
+            Request::Onion { packet } => {
+                let step = Step::default();
+                match self
+                    .relay
+                    .receive(&self.consortium, now, from, &packet, &self.onion_key, rng)
+                {
+                    Received::Held | Received::Dropped(_) => {}
+                }
+                (Response::Taken, step)
+            }
             Request::Records { .. } | Request::Heads | Request::AuthorRange { .. } => {
                 (refused("served by the store"), Step::default())
             }
@@ -715,7 +757,10 @@ impl Bank {
                     e.submissions_response(&self.consortium, from, after, hashes, more, &mut out);
                 }
             }
-            Response::Refused { .. } | Response::Records { .. } | Response::Heads { .. } => {}
+            Response::Refused { .. }
+            | Response::Records { .. }
+            | Response::Heads { .. }
+            | Response::Taken => {}
         }
         self.progress(rng, out)
     }
@@ -724,6 +769,19 @@ impl Bank {
     pub fn handle_timeout(&mut self, now: Time, rng: &mut (impl RngCore + CryptoRng)) -> Step {
         self.now = self.now.max(now);
         let mut step = self.progress(rng, Out::default());
+        if self.head_confirmed && !self.replaying {
+            let sending = self.sending();
+            let (packets, exits) = self.relay.poll(&self.consortium, self.now, sending, rng);
+            step.requests.extend(packets);
+            step.exits.extend(exits);
+            if self.relay.unconfirmed() > 0 {
+                for (n, e) in &self.epochs {
+                    if !e.is_open() {
+                        self.relay.abandon(*n);
+                    }
+                }
+            }
+        }
         if now.0 >= self.last_republish.0 + REPUBLISH_MS {
             self.last_republish = now;
             step.republish.extend(self.undecided_votes());
@@ -766,6 +824,9 @@ impl Bank {
         next.push(c.epoch_start(current + 1));
         if !self.undecided_votes().is_empty() {
             next.push(self.last_republish.plus(REPUBLISH_MS));
+        }
+        if self.head_confirmed {
+            next.extend(self.relay.next_wake(self.sending()));
         }
         next.into_iter().filter(|t| *t > self.now).min()
     }
@@ -841,10 +902,13 @@ impl Bank {
                 step.publish.push(record);
             }
         }
+        // Our submissions go out through the relay, and enter our log as anyone's do: when an
+        // exit publishes them. Until then nothing of ours names them.
         for s in std::mem::take(&mut out.submissions) {
+            let epoch = s.epoch;
             let record = Record::submission(&self.consortium.id, s);
-            self.apply_record(&record, None, out);
-            step.publish.push(record);
+            self.relay
+                .queue(epoch, record.hash(), record.bytes().to_vec());
         }
         step.local.append(&mut out.local);
         step.erase_local.append(&mut out.erase);

@@ -29,7 +29,36 @@ pub struct Genesis {
     /// OPRF evaluations one member serves another per epoch (DESIGN 4.2 rate limit).
     pub oprf_quota: u32,
     pub timing: Timing,
+    /// The onion relay and traffic shaping (DESIGN 6); defaults if absent.
+    #[serde(default)]
+    pub privacy: Privacy,
     pub members: Vec<MemberInfo>,
+}
+
+/// How submissions travel (DESIGN 6): paths, delays, the constant packet rate and its limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privacy {
+    /// Members on each submission's path, the origin not counted (the last is the exit).
+    pub hops: u8,
+    /// Mean of the exponential delay each hop holds a packet (Loopix), in milliseconds.
+    pub mix_delay_ms: u64,
+    /// While a submission window is open, every member sends one packet this often: its next
+    /// submission if one is queued, a cover packet otherwise.
+    pub packet_ms: u64,
+    /// Packets a second one relay takes from one predecessor; more are dropped and counted.
+    pub relay_rate: u32,
+}
+
+impl Default for Privacy {
+    fn default() -> Privacy {
+        Privacy {
+            hops: 2,
+            mix_delay_ms: 50,
+            packet_ms: 10,
+            relay_rate: 1000,
+        }
+    }
 }
 
 /// Absolute schedule, in milliseconds (DESIGN 8: deadlines are absolute). Fields added after
@@ -151,6 +180,7 @@ impl Genesis {
             score_max: SCORE_MAX,
             oprf_quota: DEFAULT_OPRF_QUOTA,
             timing,
+            privacy: Privacy::default(),
             members,
         }
     }
@@ -196,6 +226,22 @@ impl Genesis {
         }
         if self.oprf_quota == 0 {
             return Err(invalid("oprf_quota must be positive"));
+        }
+        let p = &self.privacy;
+        if p.hops < 2 || usize::from(p.hops) > crate::relay::packet::MAX_HOPS.min(n - 1) {
+            return Err(invalid(format!(
+                "privacy.hops {} must be at least 2 and at most {} (other members, Sphinx limit)",
+                p.hops,
+                crate::relay::packet::MAX_HOPS.min(n - 1)
+            )));
+        }
+        if p.packet_ms == 0 || p.relay_rate == 0 {
+            return Err(invalid(
+                "privacy.packet_ms and privacy.relay_rate must be positive",
+            ));
+        }
+        if p.mix_delay_ms > 60_000 {
+            return Err(invalid("privacy.mix_delay_ms must be at most 60000"));
         }
         let tm = &self.timing;
         if tm.dkg_ms == 0 || tm.submit_ms == 0 || tm.seal_ms == 0 || tm.decrypt_ms == 0 {
@@ -451,6 +497,7 @@ mod tests {
                 clock_skew_ms: 1,
                 ..Timing::new(1, 10, 100, 10, 20, 10)
             },
+            privacy: Privacy::default(),
             members,
         }
     }

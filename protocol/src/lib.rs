@@ -25,6 +25,7 @@ pub mod local;
 pub mod merkle;
 pub mod messages;
 pub mod record;
+pub mod relay;
 pub mod setup;
 pub mod step;
 pub mod time;

@@ -32,6 +32,8 @@ pub enum Request {
     Heads,
     /// Records of one author from `from_seq` on.
     AuthorRange { author: MemberIndex, from_seq: u64 },
+    /// An onion packet to relay (DESIGN 6); every packet has the same size.
+    Onion { packet: Vec<u8> },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,6 +57,8 @@ pub enum Response {
     Heads {
         heads: Vec<(MemberIndex, u64, Hash)>,
     },
+    /// An onion packet was received (whatever becomes of it: the sender learns nothing more).
+    Taken,
     /// The request was refused (rate limit, unknown set, not ready); says why.
     Refused {
         reason: String,
@@ -69,6 +73,7 @@ impl Request {
             Request::Records { .. } => "records",
             Request::Heads => "heads",
             Request::AuthorRange { .. } => "author-range",
+            Request::Onion { .. } => "onion",
         }
     }
 }

@@ -92,8 +92,6 @@ pub enum Body {
         ephemeral: [u8; 32],
         shares: Vec<SealedShare>,
     },
-    /// The author has posted all its submissions for `epoch`.
-    Ready { epoch: u64 },
     /// How many OPRF evaluations the author served each member in `epoch` (DESIGN 4.2).
     OprfUsage {
         epoch: u64,
@@ -478,8 +476,7 @@ pub fn epoch_of_body(body: &Body) -> Option<u64> {
             Instance::Setup { .. } => None,
             Instance::Seal { epoch } => Some(*epoch),
         },
-        Body::Ready { epoch }
-        | Body::OprfUsage { epoch, .. }
+        Body::OprfUsage { epoch, .. }
         | Body::Report { epoch, .. }
         | Body::DecryptionShares { epoch, .. } => Some(*epoch),
     }
@@ -497,7 +494,6 @@ pub fn kind_of_body(body: &Body) -> &'static str {
     match body {
         Body::DkgRound1 { .. } => "dkg-round1",
         Body::DkgRound2 { .. } => "dkg-round2",
-        Body::Ready { .. } => "ready",
         Body::OprfUsage { .. } => "oprf-usage",
         Body::Report { .. } => "report",
         Body::Proposal { .. } => "proposal",

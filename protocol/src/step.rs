@@ -195,6 +195,9 @@ pub struct Step {
     pub republish: Vec<Hash>,
     /// Direct requests to send.
     pub requests: Vec<(MemberIndex, Request)>,
+    /// Records that reached us as the exit of their onion path: the driver checks each as it
+    /// would a received one and publishes it on gossip if it is accepted.
+    pub exits: Vec<Vec<u8>>,
     pub results: Vec<ClientResult>,
     pub faults: Vec<Fault>,
     pub events: Vec<Event>,
@@ -207,6 +210,7 @@ impl Step {
         self.publish.extend(other.publish);
         self.republish.extend(other.republish);
         self.requests.extend(other.requests);
+        self.exits.extend(other.exits);
         self.results.extend(other.results);
         self.faults.extend(other.faults);
         self.events.extend(other.events);
@@ -217,6 +221,7 @@ impl Step {
             && self.publish.is_empty()
             && self.republish.is_empty()
             && self.requests.is_empty()
+            && self.exits.is_empty()
             && self.results.is_empty()
             && self.faults.is_empty()
             && self.events.is_empty()
@@ -232,6 +237,11 @@ pub enum Error {
     EpochClosed(u64),
     #[error("{clients} clients exceed the consortium's OPRF quota of {quota} per bank and epoch")]
     TooManyClients { clients: usize, quota: u32 },
+    #[error(
+        "{clients} clients exceed the {packets} packets a member sends in one submission window \
+         (timing.submit_ms / privacy.packet_ms)"
+    )]
+    RelayCapacity { clients: usize, packets: u64 },
     #[error("scores for epoch {0} were already given")]
     AlreadySubmitted(u64),
 }

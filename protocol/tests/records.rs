@@ -137,7 +137,6 @@ fn samples() -> Vec<(&'static str, Record)> {
                 },
             ),
         ),
-        ("ready", identified(&c, s, 3, Body::Ready { epoch: 1 })),
         (
             "oprf-usage",
             identified(
@@ -373,7 +372,15 @@ fn any_flipped_byte_of_a_signed_record_is_rejected() {
 #[test]
 fn identified_record_relayed_by_another_source_is_rejected() {
     let (c, secrets) = consortium();
-    let record = identified(&c, &secrets[0], 1, Body::Ready { epoch: 1 });
+    let record = identified(
+        &c,
+        &secrets[0],
+        1,
+        Body::OprfUsage {
+            epoch: 1,
+            served: vec![],
+        },
+    );
     let bank = Bank::new(
         Arc::clone(&c),
         3,

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bankmesh_protocol::messages::{Request, Response, SYNC_BATCH_MAX};
-use bankmesh_protocol::record::{DecodeError, Record, UncheckedRecord};
+use bankmesh_protocol::record::{DecodeError, Payload, Record, UncheckedRecord};
 use bankmesh_protocol::{
     Bank, Checked, Culprit, Fault, FaultKind, MemberIndex, Origin, Step, Time, Verdict, Wait,
 };
@@ -663,7 +663,42 @@ impl Replica {
         }
         self.head_check_step(now, rng, &mut step)?;
         self.retry_pending(now, rng, &mut step)?;
-        self.persist(step)
+        let exits = std::mem::take(&mut step.exits);
+        let mut step = self.persist(step)?;
+        if !exits.is_empty() {
+            step.extend(self.exit(now, exits, rng)?);
+        }
+        Ok(step)
+    }
+
+    /// Records we are the exit of (DESIGN 6): each is checked and stored as a received record
+    /// would be, and only those accepted are published, so that an invalid one goes no further
+    /// than here. Only submissions travel the relay; anything else is dropped.
+    fn exit(
+        &mut self,
+        now: Time,
+        records: Vec<Vec<u8>>,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Step, StoreError> {
+        let me = self.bank.me();
+        let items: Vec<(Origin, Vec<u8>)> = records
+            .into_iter()
+            .filter(|bytes| {
+                UncheckedRecord::decode(bytes)
+                    .is_ok_and(|u| matches!(u.envelope().payload, Payload::Submission(_)))
+            })
+            .map(|bytes| (Origin::Gossip { from: me }, bytes))
+            .collect();
+        let bytes: Vec<Vec<u8>> = items.iter().map(|(_, b)| b.clone()).collect();
+        let (verdicts, mut step) = self.ingest(now, items, rng)?;
+        for (verdict, b) in verdicts.into_iter().zip(bytes) {
+            if verdict == Acceptance::Accept {
+                let record = Record::from_trusted_bytes(&b)
+                    .map_err(|e| StoreError::Corrupt(format!("relayed record: {e}")))?;
+                step.publish.push(record);
+            }
+        }
+        Ok(step)
     }
 
     /// Asks the peers that have not answered for our head, and those that claim our chain goes

@@ -134,7 +134,8 @@ struct Own {
     known: BTreeMap<usize, Zeroizing<[u8; 64]>>,
     submitter: Submitter,
     results: Results,
-    ready_posted: bool,
+    /// The `Submitted` event went out (every submission built and queued for the relay).
+    submitted_reported: bool,
     dropped_reported: bool,
     /// Our submissions in the final set, once all are known.
     in_set: Option<usize>,
@@ -158,7 +159,6 @@ pub struct Epoch {
     server: OprfServer,
     own: Option<Own>,
     seal: Seal,
-    ready: BTreeSet<MemberIndex>,
     usage: BTreeMap<MemberIndex, Vec<(MemberIndex, u32)>>,
     usage_posted: bool,
     /// Submissions we posted shares for (met in the log).
@@ -183,7 +183,6 @@ impl Epoch {
             server: OprfServer::default(),
             own: None,
             seal: Seal::new(consortium, me, number),
-            ready: BTreeSet::new(),
             usage: BTreeMap::new(),
             usage_posted: false,
             posted_shares: BTreeSet::new(),
@@ -205,7 +204,7 @@ impl Epoch {
             known: BTreeMap::new(),
             submitter: Submitter::new(number),
             results: Results::default(),
-            ready_posted: false,
+            submitted_reported: false,
             dropped_reported: false,
             in_set: None,
             pseudonym_parts: 0,
@@ -332,10 +331,9 @@ impl Epoch {
         self.seal.accepts(author, body)
     }
 
-    /// Whether `author` already posted its one `Ready` or `OprfUsage` of this epoch.
+    /// Whether `author` already posted its one `OprfUsage` of this epoch.
     pub fn has_posted(&self, author: MemberIndex, body: &Body) -> bool {
         match body {
-            Body::Ready { .. } => self.ready.contains(&author),
             Body::OprfUsage { .. } => self.usage.contains_key(&author),
             _ => false,
         }
@@ -380,21 +378,6 @@ impl Epoch {
     ) {
         let own_record = author == ctx.me;
         match body {
-            Body::Ready { .. } => {
-                if !self.ready.insert(author) {
-                    out.faults.push(Fault::member(
-                        author,
-                        FaultKind::Duplicate,
-                        Some(hash),
-                        "second ready",
-                    ));
-                }
-                if own_record {
-                    if let Some(own) = &mut self.own {
-                        own.ready_posted = true;
-                    }
-                }
-            }
             Body::OprfUsage { served, .. } => {
                 if self.usage.insert(author, served.clone()).is_some() {
                     out.faults.push(Fault::member(
@@ -708,21 +691,20 @@ impl Epoch {
             self.take_seal(s, out);
         }
         match &mut self.stage {
-            Stage::Open => {
-                let all_ready = self.ready.len() == c.n();
-                if now >= c.submit_end(self.number) || all_ready {
-                    let peers = c
-                        .indices()
-                        .filter(|&m| m != ctx.me)
-                        .map(|m| (m, PeerSync::default()))
-                        .collect();
-                    self.stage = Stage::Syncing {
-                        peers,
-                        awaiting: BTreeMap::new(),
-                        asked_at: None,
-                    };
-                    self.advance_sync(ctx, out);
-                }
+            // At the deadline only: an early close would come when the last member's own
+            // submissions are done, a time that depends on its number of clients.
+            Stage::Open if now >= c.submit_end(self.number) => {
+                let peers = c
+                    .indices()
+                    .filter(|&m| m != ctx.me)
+                    .map(|m| (m, PeerSync::default()))
+                    .collect();
+                self.stage = Stage::Syncing {
+                    peers,
+                    awaiting: BTreeMap::new(),
+                    asked_at: None,
+                };
+                self.advance_sync(ctx, out);
             }
             Stage::Syncing { .. } => self.advance_sync(ctx, out),
             Stage::Sealing if self.seal.decision().is_none() && now >= c.seal_end(self.number) => {
@@ -763,7 +745,7 @@ impl Epoch {
         }
     }
 
-    /// Our clients: pseudonyms, then submissions, then `Ready` (DESIGN 4.2, 4.3).
+    /// Our clients: pseudonyms, then submissions, queued for the relay (DESIGN 4.2, 4.3).
     fn own_part(&mut self, ctx: &Ctx<'_>, rng: &mut (impl RngCore + CryptoRng), out: &mut Out) {
         let open = self.is_open();
         let (Some(keys), Some(own)) = (ctx.keys, &mut self.own) else {
@@ -826,13 +808,12 @@ impl Epoch {
             self.fail_own(Phase::Submit, reason, out);
             return;
         }
-        if open && own.complete() && !own.ready_posted {
-            own.ready_posted = true;
+        if open && own.complete() && !own.submitted_reported {
+            own.submitted_reported = true;
             out.events.push(Event::Submitted {
                 epoch: self.number,
                 count: own.submitter.mine().len(),
             });
-            out.bodies.push(Body::Ready { epoch: self.number });
         }
     }
 
@@ -841,7 +822,6 @@ impl Epoch {
         let c = ctx.consortium;
         let now = ctx.now;
         let number = self.number;
-        let all_ready = self.ready.len() == c.n();
         let Stage::Syncing {
             peers,
             awaiting,
@@ -882,10 +862,8 @@ impl Epoch {
                 ));
             }
         }
-        let synced = peers.values().all(|p| p.listed) && awaiting.is_empty();
-        // Early only when every member said it is done and every peer's list is here;
-        // otherwise at the deadline plus the clock-skew allowance.
-        if !(now >= c.report_at(number) || (all_ready && synced)) {
+        // At the deadline plus the clock-skew allowance, never earlier (see the submission window).
+        if now < c.report_at(number) {
             return;
         }
         if ctx.keys.is_none() {
