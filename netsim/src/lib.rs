@@ -80,6 +80,8 @@ pub struct SimConfig {
     pub max_events: u64,
     pub timing: Timing,
     pub privacy: Privacy,
+    /// Members that give at most this many clients' scores (the others as generated).
+    pub clients_of: BTreeMap<MemberIndex, usize>,
 }
 
 impl SimConfig {
@@ -95,6 +97,7 @@ impl SimConfig {
             silent: BTreeSet::new(),
             plan: Vec::new(),
             adversary: None,
+            clients_of: BTreeMap::new(),
             max_events: 2_000_000,
             timing: Timing {
                 dkg_attempt_ms: 20_000,
@@ -104,6 +107,7 @@ impl SimConfig {
             privacy: Privacy {
                 packet_ms: 1_000,
                 mix_delay_ms: 200,
+                client_bucket: 16,
                 ..Privacy::default()
             },
         }
@@ -250,6 +254,11 @@ impl Sim {
             for m in &config.silent {
                 if let Some(rows) = s.get_mut(usize::from(*m) - 1) {
                     rows.clear();
+                }
+            }
+            for (m, most) in &config.clients_of {
+                if let Some(rows) = s.get_mut(usize::from(*m) - 1) {
+                    rows.truncate(*most);
                 }
             }
             scores.insert(e, s);

@@ -30,6 +30,7 @@ pub const ALL: &[&str] = &[
     "censoring-proposer",
     "withholding-dealer",
     "double-submission",
+    "relay-offline",
     "multi-epoch",
 ];
 
@@ -139,6 +140,20 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
                 });
             }
         }
+        "relay-offline" => {
+            // A member that gives no scores goes down just after the setup, while the others'
+            // submissions are on their way, for most of the submission window: the packets
+            // routed through it are lost, and their senders resend them by other paths.
+            c.silent.insert(n);
+            c.plan.push(Plan::Crash {
+                member: n,
+                at_ms: 1_000 + rng.next_u64() % 2_000,
+            });
+            c.plan.push(Plan::Restart {
+                member: n,
+                at_ms: submit_end + 20_000,
+            });
+        }
         "late-start" => {
             c.plan.push(Plan::StartLate {
                 member: n,
@@ -236,6 +251,28 @@ pub fn run(name: &str, seed: u64, size: Size) -> Result<Run, String> {
     summary.push(format!(
         "network: {} messages lost, {} duplicated, {} cut by partitions",
         net.dropped, net.duplicated, net.cut
+    ));
+    let mut relay = bankmesh_protocol::relay::RelayStats::default();
+    for m in sim.members() {
+        if let Some(s) = sim.bank(m).map(|b| b.relay_stats()) {
+            relay.sent_real += s.sent_real;
+            relay.sent_cover += s.sent_cover;
+            relay.resent += s.resent;
+            relay.dropped_replay += s.dropped_replay;
+            relay.dropped_rate += s.dropped_rate;
+            relay.dropped_pool += s.dropped_pool;
+            relay.dropped_invalid += s.dropped_invalid;
+        }
+    }
+    summary.push(format!(
+        "relay: {} real and {} cover packets sent, {} resent; dropped {} replayed, {} over rate, {} pool full, {} invalid",
+        relay.sent_real,
+        relay.sent_cover,
+        relay.resent,
+        relay.dropped_replay,
+        relay.dropped_rate,
+        relay.dropped_pool,
+        relay.dropped_invalid
     ));
     Ok(Run {
         outcome,

@@ -51,6 +51,7 @@ scenarios! {
     censoring_proposer => "censoring-proposer",
     withholding_dealer => "withholding-dealer",
     double_submission => "double-submission",
+    relay_offline => "relay-offline",
     multi_epoch => "multi-epoch",
 }
 

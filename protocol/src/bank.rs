@@ -576,7 +576,8 @@ impl Bank {
             return Err(Error::EpochClosed(epoch));
         }
         let quota = self.consortium.genesis.oprf_quota;
-        if scores.len() > quota as usize {
+        let bucket = self.consortium.genesis.privacy.client_bucket.max(1) as usize;
+        if scores.len().div_ceil(bucket) * bucket > quota as usize {
             return Err(Error::TooManyClients {
                 clients: scores.len(),
                 quota,
@@ -825,10 +826,17 @@ impl Bank {
         if !self.undecided_votes().is_empty() {
             next.push(self.last_republish.plus(REPUBLISH_MS));
         }
-        if self.head_confirmed {
-            next.extend(self.relay.next_wake(self.sending()));
-        }
-        next.into_iter().filter(|t| *t > self.now).min()
+        let next = next.into_iter().filter(|t| *t > self.now).min();
+        // The relay's times are due however late we are: a packet received since the last
+        // timeout may be due already (its delay was 0, or the driver calls late).
+        let relay = if self.head_confirmed {
+            self.relay
+                .next_wake(self.sending())
+                .map(|t| t.max(self.now))
+        } else {
+            None
+        };
+        [next, relay].into_iter().flatten().min()
     }
 
     // --- Progress -------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ pub struct Privacy {
     pub packet_ms: u64,
     /// Packets a second one relay takes from one predecessor; more are dropped and counted.
     pub relay_rate: u32,
+    /// OPRF requests are padded to a multiple of this many elements, so that evaluators learn
+    /// a bank's number of clients only to this bucket (padding counts against `oprf_quota`).
+    pub client_bucket: u32,
 }
 
 impl Default for Privacy {
@@ -57,6 +60,7 @@ impl Default for Privacy {
             mix_delay_ms: 50,
             packet_ms: 10,
             relay_rate: 1000,
+            client_bucket: 256,
         }
     }
 }
@@ -239,6 +243,12 @@ impl Genesis {
             return Err(invalid(
                 "privacy.packet_ms and privacy.relay_rate must be positive",
             ));
+        }
+        if p.client_bucket == 0 || p.client_bucket > self.oprf_quota {
+            return Err(invalid(format!(
+                "privacy.client_bucket {} must be in 1..=oprf_quota ({})",
+                p.client_bucket, self.oprf_quota
+            )));
         }
         if p.mix_delay_ms > 60_000 {
             return Err(invalid("privacy.mix_delay_ms must be at most 60000"));

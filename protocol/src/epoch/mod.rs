@@ -770,6 +770,7 @@ impl Epoch {
                     &oprf_keys,
                     &own.clients,
                     &missing,
+                    ctx.consortium.genesis.privacy.client_bucket as usize,
                     ctx.now,
                     rng,
                 ));

@@ -18,6 +18,9 @@ use crate::MemberIndex;
 
 use super::values::Client;
 
+/// The client position of a padding element (no client has it).
+const PADDING: usize = usize::MAX;
+
 /// Wait before asking members that have not answered a batch again.
 const RETRY_MS: u64 = 500;
 
@@ -76,12 +79,15 @@ impl Pseudonyms {
         self.batches.values().any(|b| !b.done)
     }
 
-    /// Blinds the clients in `missing` and asks every other holder of `k` (DESIGN 4.2).
+    /// Blinds the clients in `missing` and asks every other holder of `k` (DESIGN 4.2). The
+    /// request is padded with random inputs to a multiple of `bucket`, so that what evaluators
+    /// see of our number of clients is its bucket (DESIGN 6).
     pub fn start(
         &mut self,
         keys: &OprfKeys<'_>,
         clients: &[Client],
         missing: &[usize],
+        bucket: usize,
         now: Time,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Lookup {
@@ -92,15 +98,24 @@ impl Pseudonyms {
             return out;
         }
         let base = rng.next_u32();
-        for (i, chunk) in missing.chunks(OPRF_BATCH_MAX).enumerate() {
+        let padded = missing.len().div_ceil(bucket.max(1)) * bucket.max(1);
+        let mut positions = missing.to_vec();
+        positions.resize(padded, PADDING);
+        for (i, chunk) in positions.chunks(OPRF_BATCH_MAX).enumerate() {
             let mut blinds = Vec::new();
             let mut blinded = Vec::new();
             for &i in chunk {
-                let Some(client) = clients.get(i) else {
-                    continue;
+                // A padding element is a random input: its output is never used.
+                let input = match clients.get(i) {
+                    Some(client) => client.id.as_bytes().to_vec(),
+                    None => {
+                        let mut r = [0u8; 32];
+                        rng.fill_bytes(&mut r);
+                        r.to_vec()
+                    }
                 };
                 let blind = Blind::random(rng);
-                match oprf::blind(client.id.as_bytes(), &blind) {
+                match oprf::blind(&input, &blind) {
                     Ok(p) => {
                         blinds.push(blind);
                         blinded.push(p);
@@ -301,7 +316,7 @@ mod tests {
         };
         let clients = clients();
         let mut p = Pseudonyms::new(3);
-        let start = p.start(&keys, &clients, &[0, 1], Time(0), &mut rng);
+        let start = p.start(&keys, &clients, &[0, 1], 1, Time(0), &mut rng);
         assert!(start.ready.is_empty() && start.error.is_none());
         assert_eq!(start.requests.len(), 2, "members 2 and 3 are asked");
         // Member 3 answers with member 2's share: its proof does not hold against K_3.
@@ -342,7 +357,7 @@ mod tests {
         };
         let clients = clients();
         let mut p = Pseudonyms::new(3);
-        let start = p.start(&keys, &clients, &[1], Time(0), &mut rng);
+        let start = p.start(&keys, &clients, &[1], 1, Time(0), &mut rng);
         let mut ready = Vec::new();
         for (m, r) in &start.requests {
             let (batch, evaluated, proof) = answer(r, shares.get(m).unwrap(), &mut rng);
@@ -353,5 +368,38 @@ mod tests {
         }
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].0, 1);
+    }
+
+    #[test]
+    fn requests_are_padded_to_the_bucket_and_padding_yields_no_pseudonym() {
+        let (shares, verifying) = holders();
+        let keys = OprfKeys {
+            me: 1,
+            share: shares.get(&1),
+            verifying: &verifying,
+            threshold: 2,
+        };
+        let clients = clients();
+        let mut sizes = Vec::new();
+        for missing in [vec![0], vec![0, 1]] {
+            let mut rng = ChaCha20Rng::from_seed([6; 32]);
+            let mut p = Pseudonyms::new(3);
+            let start = p.start(&keys, &clients, &missing, 16, Time(0), &mut rng);
+            let mut ready = Vec::new();
+            for (m, r) in &start.requests {
+                let Request::OprfEvaluate { blinded, .. } = r else {
+                    panic!()
+                };
+                sizes.push(blinded.len());
+                let (batch, evaluated, proof) = answer(r, shares.get(m).unwrap(), &mut rng);
+                ready.extend(
+                    p.response(&keys, &clients, *m, batch, evaluated, proof)
+                        .ready,
+                );
+            }
+            let got: Vec<usize> = ready.iter().map(|(c, _)| *c).collect();
+            assert_eq!(got, missing, "outputs for the real clients only");
+        }
+        assert!(sizes.iter().all(|&n| n == 16), "{sizes:?}");
     }
 }
