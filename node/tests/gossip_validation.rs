@@ -35,6 +35,7 @@ async fn invalid_gossip_is_rejected_and_attributed() {
     let mut rng = ChaCha20Rng::from_seed([4; 32]);
     let honest = MemberSecrets::generate(&mut rng);
     let rogue = MemberSecrets::generate(&mut rng);
+    let bystander = MemberSecrets::generate(&mut rng);
     let mut honest_swarm = build_swarm(&honest, 2).unwrap();
     let mut rogue_swarm = build_swarm(&rogue, 2).unwrap();
     let honest_addr = listen(&mut honest_swarm).await;
@@ -44,9 +45,11 @@ async fn invalid_gossip_is_rejected_and_attributed() {
         "validation",
         2,
         Timing::new(now().0 + 3_600_000, 60_000, 600_000, 60_000, 60_000, 60_000),
+        // A third member that never runs: the onion relay needs two others.
         vec![
             honest.member_info(1, "honest", vec![honest_addr.to_string()]),
             rogue.member_info(2, "rogue", vec![rogue_addr.to_string()]),
+            bystander.member_info(3, "bystander", vec![]),
         ],
     );
     let consortium = Arc::new(Consortium::new(genesis).unwrap());

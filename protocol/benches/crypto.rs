@@ -3,6 +3,7 @@
 use bankmesh_protocol::crypto::oprf::{self, Blind};
 use bankmesh_protocol::crypto::ring::{self, RingContext, RingKey};
 use bankmesh_protocol::crypto::{dlog, elgamal, keyswitch, transcript, validity};
+use bankmesh_protocol::relay::packet;
 use criterion::{criterion_group, criterion_main, Criterion};
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
 use curve25519_dalek::scalar::Scalar;
@@ -90,6 +91,30 @@ fn benches(c: &mut Criterion) {
             b.iter(|| ring::verify(&ctx, 100, &members, b"record", &sig))
         });
     }
+    // Onion packets: what a sender pays per packet for a path of 2 and of 4 hops, and what
+    // one hop pays to open one layer.
+    let secrets: Vec<x25519_sphinx::StaticSecret> = (0..4u8)
+        .map(|i| x25519_sphinx::StaticSecret::from([i + 1; 32]))
+        .collect();
+    let hops: Vec<packet::Hop> = secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| packet::Hop {
+            member: i as u16 + 2,
+            key: x25519_sphinx::PublicKey::from(s).to_bytes(),
+        })
+        .collect();
+    let message = packet::Message::Record(vec![7; 1192]);
+    for n in [2usize, 4] {
+        let delays = vec![10; n];
+        c.bench_function(&format!("onion: build, {n} hops"), |b| {
+            b.iter(|| packet::build(&hops[..n], &delays, &message, &mut rng))
+        });
+    }
+    let bytes = packet::build(&hops[..2], &[10, 10], &message, &mut rng).unwrap();
+    c.bench_function("onion: open one layer", |b| {
+        b.iter(|| packet::open(&bytes, &secrets[0]))
+    });
 }
 
 criterion_group! {

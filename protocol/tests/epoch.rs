@@ -15,7 +15,7 @@ const START: u64 = 10_000;
 
 fn consortium(n: usize, t: u16, rng: &mut ChaCha20Rng) -> (Arc<Consortium>, Vec<MemberSecrets>) {
     let secrets: Vec<MemberSecrets> = (0..n).map(|_| MemberSecrets::generate(rng)).collect();
-    let genesis = Genesis::new(
+    let mut genesis = Genesis::new(
         "harness",
         t,
         Timing::new(START, 10_000, 100_000, 50_000, 20_000, 20_000),
@@ -25,12 +25,19 @@ fn consortium(n: usize, t: u16, rng: &mut ChaCha20Rng) -> (Arc<Consortium>, Vec<
             .map(|(i, s)| s.member_info(i as u16 + 1, &format!("b{i}"), vec![]))
             .collect(),
     );
+    // A packet every half second: 100 per member over the 50 s window.
+    genesis.privacy.packet_ms = 500;
     (Arc::new(Consortium::new(genesis).unwrap()), secrets)
 }
 
 enum Msg {
     Record {
         from: u16,
+        bytes: Vec<u8>,
+    },
+    /// A record that reached `at` as the exit of its onion path: checked there, then published.
+    Exit {
+        at: u16,
         bytes: Vec<u8>,
     },
     Request {
@@ -99,6 +106,9 @@ impl Harness {
         for (to, request) in step.requests {
             self.queue.push_back(Msg::Request { from, to, request });
         }
+        for bytes in step.exits {
+            self.queue.push_back(Msg::Exit { at: from, bytes });
+        }
     }
 
     fn deliver_all(&mut self) {
@@ -110,6 +120,29 @@ impl Harness {
                     let n = self.banks.len() as u16;
                     for to in (1..=n).filter(|&i| i != from) {
                         held.push((from, to, bytes.clone()));
+                    }
+                }
+                Msg::Exit { at, bytes } => {
+                    let unchecked = UncheckedRecord::decode(&bytes).unwrap();
+                    if self.applied.contains(&(at, unchecked.hash())) {
+                        continue;
+                    }
+                    match self
+                        .bank(at)
+                        .check(now, Origin::Gossip { from: at }, unchecked)
+                    {
+                        Verdict::Accept(record) => {
+                            self.applied.insert((at, record.record().hash()));
+                            self.logs.entry(at).or_default().push(bytes.clone());
+                            self.published.insert(record.record().hash(), bytes.clone());
+                            let mut rng = self.rng.clone();
+                            let step = self.bank(at).apply(now, record, &mut rng);
+                            self.rng = rng;
+                            self.enqueue(at, step);
+                            self.queue.push_back(Msg::Record { from: at, bytes });
+                        }
+                        Verdict::Ignore(_) => {}
+                        other => panic!("exit {at} did not accept a relayed record: {other:?}"),
                     }
                 }
                 Msg::Request { from, to, request } => {

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 fn consortium() -> (Arc<Consortium>, Vec<MemberSecrets>) {
     let mut rng = ChaCha20Rng::from_seed([5; 32]);
     let secrets: Vec<MemberSecrets> = (0..3).map(|_| MemberSecrets::generate(&mut rng)).collect();
-    let genesis = Genesis {
+    let mut genesis = Genesis {
         oprf_quota: 10,
         ..Genesis::new(
             "snapshot",
@@ -35,6 +35,7 @@ fn consortium() -> (Arc<Consortium>, Vec<MemberSecrets>) {
                 .collect(),
         )
     };
+    genesis.privacy.client_bucket = 10;
     (Arc::new(Consortium::new(genesis).unwrap()), secrets)
 }
 
@@ -244,11 +245,6 @@ const PINNED: &[(&str, usize, &str)] = &[
         "dkg-round2",
         173,
         "da7545da321105d9dd4516d26eb00888fa7e52174163ae1aba7d43e45e146a43",
-    ),
-    (
-        "ready",
-        135,
-        "57567f19f3a1095e69f8fa46564bce78d004ae6ace0e3d99360924b6429c0da7",
     ),
     (
         "oprf-usage",

@@ -43,6 +43,9 @@ fn record() -> Message {
 fn onion_packet_size_is_equal_at_every_hop() {
     let (c, s) = consortium(5, 1);
     let mut rng = ChaCha20Rng::seed_from_u64(2);
+    // A 348-byte header (group element, MAC, routing information for up to 5 hops) and the
+    // 2,048-byte payload.
+    assert_eq!(PACKET_BYTES, 2396);
     for message in [record(), Message::Cover] {
         let mut bytes =
             packet::build(&hops(&c, &[2, 3, 4]), &[5, 6, 7], &message, &mut rng).unwrap();
