@@ -122,6 +122,11 @@ fn submitted(s: &Sim) -> bool {
         .any(|n| n.member == 2 && matches!(n.event, bankmesh_protocol::Event::Submitted { .. }))
 }
 
+/// Member 2's submissions are out: built, and every one back on its log from its exit.
+fn submissions_out(s: &Sim) -> bool {
+    submitted(s) && s.bank(2).is_some_and(|b| b.submissions_unconfirmed() == 0)
+}
+
 fn epoch1(s: &Sim) -> Option<bankmesh_protocol::step::EpochStatus> {
     s.status(2)?.epochs.into_iter().find(|e| e.epoch == 1)
 }
@@ -183,10 +188,10 @@ fn crash_with_results_half_open_resumes() {
 
 #[test]
 fn member_away_past_the_seal_deadline_catches_up() {
-    // Member 2 is down from just after it queued its submissions until after the seal window:
+    // Member 2 is down from just after its submissions are out until after the seal window:
     // the others seal without it (q of n), and when it is back it syncs, adopts the decision it
     // finds on the log and gets its results (those of its submissions that left in time).
-    crash_and_resume(35, 480_000, submitted);
+    crash_and_resume(35, 480_000, submissions_out);
 }
 
 #[test]
@@ -197,7 +202,8 @@ fn a_member_restored_from_an_old_backup_never_reuses_a_sequence_number() {
     let mut config = SimConfig::new(41);
     config.clients_per_bank = 20;
     let mut sim = Sim::new(config).unwrap_or_else(|e| panic!("{e}"));
-    sim.run_until(submitted).unwrap_or_else(|e| panic!("{e}"));
+    sim.run_until(submissions_out)
+        .unwrap_or_else(|e| panic!("{e}"));
     sim.crash(2);
     let backup = tempfile::tempdir().unwrap();
     sim.copy_store(2, &backup.path().join("bank-2")).unwrap();

@@ -116,6 +116,10 @@ impl Bank {
     pub fn relay_stats(&self) -> RelayStats {
         self.relay.stats()
     }
+    /// Our submissions queued or in flight that are not on our log yet.
+    pub fn submissions_unconfirmed(&self) -> usize {
+        self.relay.unconfirmed()
+    }
 
     /// Whether we send onion packets now: the current epoch's submission window is open here
     /// and the keys are ready. Every member sends then, with or without clients of its own.

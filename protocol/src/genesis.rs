@@ -540,7 +540,7 @@ mod tests {
     fn consortium_id_is_pinned() {
         assert_eq!(
             hex::encode(genesis(5).id()),
-            "4453d8a557ca20feedeb3749a4ad3026b53541132fa4614af733cd355489d720"
+            "3f8ee2acdfdee0c69e36734edf5fcf87fb3c8437e9cb6afa447d0a049ce12fef"
         );
     }
 

@@ -239,47 +239,47 @@ const PINNED: &[(&str, usize, &str)] = &[
     (
         "dkg-round1",
         140,
-        "b87db90932ebed05b3ae321a2c27231b571fcbc10bdb7ae2d4a80e303f24fd16",
+        "ec00ae901a33529f8e59019f803dcf3f6dcc36e5f2dd6cfbc8a4d5fcfdaea1f9",
     ),
     (
         "dkg-round2",
         173,
-        "da7545da321105d9dd4516d26eb00888fa7e52174163ae1aba7d43e45e146a43",
+        "4252299d41d049794da4069baeb0ac7f07afc07e84f831763b70658b3cd4fb06",
     ),
     (
         "oprf-usage",
         140,
-        "9c8236ec286abd5080d2c50bf93c8b592fd0cee38143f9d2610a49abe8f98958",
+        "fa00d373cc30047e25b41da1512b6a109a9ce7e38a60775db9707b840a09c2dc",
     ),
     (
         "report",
         202,
-        "0d3c8bd0d31728c2b9a88fa6f055f35ea6e07cd928e16eac27c42710ad0c48d7",
+        "8373b8cc2317c44dcb9c9169347c77598ad7112209289d34b2506e4018892aa9",
     ),
     (
         "proposal",
         206,
-        "c915cd5109564677b23e73a6434f99e3ce99be7096493662735e7157a202302f",
+        "d2e6d18de33fa2869231ab983adc3821669b751e65bad5d6765d3e099bbe37d2",
     ),
     (
         "prevote",
         204,
-        "78cc9912fb83d04987c544fe916131cdbdd2021a5cbad77cec1d6a4aa9c509e5",
+        "804a0501a29b27de672593a218b586621aee83cf0da1c5e972b014f9af02f23d",
     ),
     (
         "precommit",
         143,
-        "9787692c033c26b37b56bcaae4971d6292ab1d881f5e06eb71a4d7567beb3631",
+        "79e22ec6c3d73b6ebeb90f4b3915954849fcacbd114e551b57c6d80b3358c035",
     ),
     (
         "decryption-shares",
         360,
-        "fe0866cdd67293e6beb49e85fb4ae5b4aec7383200b3d0b9d0b31fe7fe2b9c24",
+        "9cad7e9c0534288c67a5c1433777c2ccc2ae46473f099b915719cdab10181ada",
     ),
     (
         "submission",
         1192,
-        "1bfbc01aaf3f0e488d55071c5874f167849b8bbc6192d8fbdabf4bfe38a0568c",
+        "be1c9d86948677596d73fc722301b03213c9802a0d00c815fdfaf184458956b1",
     ),
 ];
 
