@@ -38,6 +38,8 @@ const RETRY_EVERY: Duration = Duration::from_millis(250);
 /// Redial backoff for an unreachable member: doubles from the first to the last.
 const REDIAL_FIRST: Duration = Duration::from_secs(1);
 const REDIAL_MAX: Duration = Duration::from_secs(30);
+/// How long a connected member may show no gossip subscription before we reconnect to it.
+const UNSUBSCRIBED_GRACE: Duration = Duration::from_secs(3);
 /// Most inbound requests awaiting the protocol thread's answer.
 const OPEN_CHANNELS_MAX: usize = 4096;
 
@@ -120,6 +122,8 @@ pub struct Peer {
     next_channel: u64,
     /// Per unreachable member: when to dial it next, and the wait after that.
     redial: HashMap<MemberIndex, (std::time::Instant, Duration)>,
+    /// Connected members that gossipsub does not know to be subscribed, since when.
+    unsubscribed: HashMap<MemberIndex, std::time::Instant>,
     metrics: Arc<Metrics>,
     to_core: SyncSender<ToCore>,
     from_core: mpsc::Receiver<FromCore>,
@@ -166,6 +170,7 @@ impl Peer {
             channels: HashMap::new(),
             next_channel: 0,
             redial: HashMap::new(),
+            unsubscribed: HashMap::new(),
             metrics,
             to_core,
             from_core,
@@ -206,6 +211,43 @@ impl Peer {
                     let _ = self.swarm.dial(addr);
                 }
             }
+        }
+    }
+
+    /// A member that restarted can come back on a new connection before its peer has seen
+    /// the old one close; gossipsub then never sends it the peer's subscription (it does so
+    /// only for a peer's first connection), and our records reach that peer only by sync. A
+    /// connected member that shows no subscription for a while is disconnected, so that both
+    /// sides meet afresh when it is dialled again.
+    fn reconnect_unsubscribed(&mut self) {
+        let now = instant();
+        let subscribed: Vec<libp2p::PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, topics)| !topics.is_empty())
+            .map(|(p, _)| *p)
+            .collect();
+        let mut stale = Vec::new();
+        for (m, peer) in self.members.all() {
+            if m == self.me || !self.swarm.is_connected(&peer) || subscribed.contains(&peer) {
+                self.unsubscribed.remove(&m);
+                continue;
+            }
+            let since = *self.unsubscribed.entry(m).or_insert(now);
+            if now.duration_since(since) >= UNSUBSCRIBED_GRACE {
+                stale.push((m, peer));
+            }
+        }
+        for (m, peer) in stale {
+            tracing::warn!(
+                member = self.me,
+                peer = m,
+                "no gossip subscription from a connected member: reconnecting"
+            );
+            self.unsubscribed.remove(&m);
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
@@ -253,6 +295,7 @@ impl Peer {
                 _ = retry.tick() => self.flush_outbox(),
                 _ = redial.tick() => self.dial_missing(),
                 _ = sync.tick() => {
+                    self.reconnect_unsubscribed();
                     let _ = self.to_core.try_send(ToCore::Sync);
                     self.update_gauges();
                 }
