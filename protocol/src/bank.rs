@@ -25,7 +25,7 @@ use crate::messages::{Request, Response};
 use crate::record::{
     kind_of_body, Body, EnvelopeError, Hash, Instance, Payload, Record, UncheckedRecord,
 };
-use crate::relay::{self, Received, Relay, RelayStats};
+use crate::relay::{self, Relay, RelayStats};
 use crate::setup::{CheckDkg, DkgReject, Setup, SetupOut, MAX_ATTEMPTS};
 use crate::step::{ClientResult, Culprit, Error, Fault, FaultKind, Origin, Status, Step, Wait};
 use crate::time::Time;
@@ -709,14 +709,11 @@ impl Bank {
                 (response, Step::default())
             }
             Request::Onion { packet } => {
-                let step = Step::default();
-                match self
-                    .relay
-                    .receive(&self.consortium, now, from, &packet, &self.onion_key, rng)
-                {
-                    Received::Held | Received::Dropped(_) => {}
-                }
-                (Response::Taken, step)
+                // Held or dropped (and counted), the sender learns the same.
+                let _ =
+                    self.relay
+                        .receive(&self.consortium, now, from, &packet, &self.onion_key, rng);
+                (Response::Taken, Step::default())
             }
             Request::Records { .. } | Request::Heads | Request::AuthorRange { .. } => {
                 (refused("served by the store"), Step::default())
@@ -779,11 +776,9 @@ impl Bank {
             let (packets, exits) = self.relay.poll(&self.consortium, self.now, sending, rng);
             step.requests.extend(packets);
             step.exits.extend(exits);
-            if self.relay.unconfirmed() > 0 {
-                for (n, e) in &self.epochs {
-                    if !e.is_open() {
-                        self.relay.abandon(*n);
-                    }
+            for n in self.relay.unconfirmed_epochs() {
+                if self.epochs.get(&n).is_none_or(|e| !e.is_open()) {
+                    self.relay.abandon(n);
                 }
             }
         }

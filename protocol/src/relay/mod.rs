@@ -10,7 +10,7 @@
 
 pub mod packet;
 
-use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use rand_core::{CryptoRng, RngCore};
 
@@ -76,10 +76,12 @@ struct Held {
     due: Due,
 }
 
-struct Sent {
+/// One of our records that is not on our log yet: queued, or in flight until `resend_at`.
+struct Own {
     epoch: u64,
     record: Vec<u8>,
-    resend_at: Time,
+    resend_at: Option<Time>,
+    /// Exits it was sent by.
     exits: Vec<MemberIndex>,
 }
 
@@ -96,8 +98,15 @@ pub struct Relay {
     pool: BinaryHeap<Held>,
     held_seq: u64,
     buckets: BTreeMap<MemberIndex, Bucket>,
-    outbox: VecDeque<(u64, Hash, Vec<u8>, Vec<MemberIndex>)>,
-    in_flight: BTreeMap<Hash, Sent>,
+    /// Our records not on our log yet, by hash.
+    own: HashMap<Hash, Own>,
+    /// Of those, the ones to send, in order (a hash no longer in `own`, or in flight, is
+    /// skipped).
+    outbox: VecDeque<Hash>,
+    /// Of those, the ones in flight, by when they are sent again.
+    resend: BTreeSet<(Time, Hash)>,
+    /// How many of `own` each epoch has.
+    own_epochs: BTreeMap<u64, usize>,
     next_tick: Option<Time>,
     stats: RelayStats,
 }
@@ -111,8 +120,10 @@ impl Relay {
             pool: BinaryHeap::new(),
             held_seq: 0,
             buckets: BTreeMap::new(),
+            own: HashMap::new(),
             outbox: VecDeque::new(),
-            in_flight: BTreeMap::new(),
+            resend: BTreeSet::new(),
+            own_epochs: BTreeMap::new(),
             next_tick: None,
             stats: RelayStats::default(),
         }
@@ -123,30 +134,65 @@ impl Relay {
     }
     /// Own records not yet seen on the log.
     pub fn unconfirmed(&self) -> usize {
-        self.outbox.len() + self.in_flight.len()
+        self.own.len()
+    }
+    /// The epochs that own records not yet seen belong to.
+    pub fn unconfirmed_epochs(&self) -> Vec<u64> {
+        self.own_epochs.keys().copied().collect()
     }
 
     /// One of our records, to leave at a coming tick. Queued once: a record already queued or
     /// in flight is not queued again.
     pub fn queue(&mut self, epoch: u64, hash: Hash, record: Vec<u8>) {
-        if self.in_flight.contains_key(&hash) || self.outbox.iter().any(|(_, h, ..)| *h == hash) {
+        if self.own.contains_key(&hash) || self.own.len() >= OUTBOX_MAX {
             return;
         }
-        if self.outbox.len() < OUTBOX_MAX {
-            self.outbox.push_back((epoch, hash, record, Vec::new()));
+        self.own.insert(
+            hash,
+            Own {
+                epoch,
+                record,
+                resend_at: None,
+                exits: Vec::new(),
+            },
+        );
+        *self.own_epochs.entry(epoch).or_default() += 1;
+        self.outbox.push_back(hash);
+    }
+
+    /// A submission reached the log: if it is ours, it needs no resending. Called for every
+    /// submission, so it costs one lookup for those of others.
+    pub fn seen(&mut self, hash: &Hash) {
+        if let Some(o) = self.own.remove(hash) {
+            self.forget(hash, &o);
         }
     }
 
-    /// Our record reached the log: it needs no resending.
-    pub fn seen(&mut self, hash: &Hash) {
-        self.in_flight.remove(hash);
-        self.outbox.retain(|(_, h, ..)| h != hash);
+    /// Forgets what we have not got onto the log of `epoch` (its window closed).
+    pub fn abandon(&mut self, epoch: u64) {
+        let gone: Vec<Hash> = self
+            .own
+            .iter()
+            .filter(|(_, o)| o.epoch == epoch)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in gone {
+            if let Some(o) = self.own.remove(&h) {
+                self.forget(&h, &o);
+            }
+        }
     }
 
-    /// Forgets what we have not sent of `epoch` (its window closed).
-    pub fn abandon(&mut self, epoch: u64) {
-        self.outbox.retain(|(e, ..)| *e != epoch);
-        self.in_flight.retain(|_, s| s.epoch != epoch);
+    fn forget(&mut self, hash: &Hash, o: &Own) {
+        if let Some(t) = o.resend_at {
+            self.resend.remove(&(t, *hash));
+        }
+        if let Some(n) = self.own_epochs.get_mut(&o.epoch) {
+            *n -= 1;
+            if *n == 0 {
+                self.own_epochs.remove(&o.epoch);
+            }
+        }
     }
 
     /// A packet from `from`: rate-limited, checked against replays, then held for its delay
@@ -287,18 +333,24 @@ impl Relay {
     /// Records sent but not on the log by their time go back to the front of the queue, to
     /// leave by another exit.
     fn requeue_unseen(&mut self, now: Time) {
-        let due: Vec<Hash> = self
-            .in_flight
-            .iter()
-            .filter(|(_, s)| s.resend_at <= now)
-            .map(|(h, _)| *h)
-            .collect();
-        for h in due {
-            if let Some(s) = self.in_flight.remove(&h) {
+        while let Some(&(t, h)) = self.resend.first().filter(|(t, _)| *t <= now) {
+            self.resend.remove(&(t, h));
+            if let Some(o) = self.own.get_mut(&h) {
+                o.resend_at = None;
                 self.stats.resent += 1;
-                self.outbox.push_front((s.epoch, h, s.record, s.exits));
+                self.outbox.push_front(h);
             }
         }
+    }
+
+    /// The next record to send: the first queued one that is still ours and not in flight.
+    fn next_real(&mut self) -> Option<Hash> {
+        while let Some(h) = self.outbox.pop_front() {
+            if self.own.get(&h).is_some_and(|o| o.resend_at.is_none()) {
+                return Some(h);
+            }
+        }
+        None
     }
 
     fn tick(
@@ -308,35 +360,37 @@ impl Relay {
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Option<(MemberIndex, Request)> {
         let p = &c.genesis.privacy;
-        let real = self.outbox.pop_front();
-        let avoid: &[MemberIndex] = real.as_ref().map_or(&[], |r| r.3.as_slice());
-        let path = choose_path(c, self.me, usize::from(p.hops), avoid, rng)?;
-        let delays: Vec<u64> = path
-            .iter()
-            .map(|_| exponential_ms(p.mix_delay_ms, rng))
-            .collect();
-        let message = match &real {
-            Some((_, _, record, _)) => Message::Record(record.clone()),
+        let real = self.next_real();
+        let own = real.and_then(|h| self.own.get(&h));
+        let avoid: &[MemberIndex] = own.map_or(&[], |o| o.exits.as_slice());
+        let message = match own {
+            Some(o) => Message::Record(o.record.clone()),
             None => Message::Cover,
         };
-        let first = path.first()?.member;
-        let exit = path.last()?.member;
-        let bytes = packet::build(&path, &delays, &message, rng).ok()?;
-        match real {
-            Some((epoch, hash, record, mut exits)) => {
+        let built = choose_path(c, self.me, usize::from(p.hops), avoid, rng).and_then(|path| {
+            let delays: Vec<u64> = path
+                .iter()
+                .map(|_| exponential_ms(p.mix_delay_ms, rng))
+                .collect();
+            let bytes = packet::build(&path, &delays, &message, rng).ok()?;
+            Some((path.first()?.member, path.last()?.member, bytes))
+        });
+        let Some((first, exit, bytes)) = built else {
+            // Kept for the next tick (this cannot happen with a valid genesis).
+            if let Some(h) = real {
+                self.outbox.push_front(h);
+            }
+            return None;
+        };
+        match real.and_then(|h| Some((h, self.own.get_mut(&h)?))) {
+            Some((hash, o)) => {
                 self.stats.sent_real += 1;
-                exits.push(exit);
+                o.exits.push(exit);
                 // The longest a path can take, then a margin for the network and the log.
                 let worst = p.mix_delay_ms * DELAY_CAP_MEANS * u64::from(p.hops);
-                self.in_flight.insert(
-                    hash,
-                    Sent {
-                        epoch,
-                        record,
-                        resend_at: now.plus(worst + RESEND_MARGIN_MS),
-                        exits,
-                    },
-                );
+                let at = now.plus(worst + RESEND_MARGIN_MS);
+                o.resend_at = Some(at);
+                self.resend.insert((at, hash));
             }
             None => self.stats.sent_cover += 1,
         }
@@ -346,7 +400,7 @@ impl Relay {
     /// When [`Relay::poll`] has something to do.
     pub fn next_wake(&self, sending: bool) -> Option<Time> {
         let held = self.pool.peek().map(|h| h.release.0);
-        let resend = self.in_flight.values().map(|s| s.resend_at).min();
+        let resend = self.resend.first().map(|(t, _)| *t);
         let tick = if sending {
             Some(self.next_tick.unwrap_or(Time(0)))
         } else {
