@@ -12,7 +12,7 @@ use bankmesh_protocol::genesis::Consortium;
 use bankmesh_protocol::messages::Response;
 use bankmesh_protocol::record::{Body, Instance, Payload, Record, Submission, Value};
 use bankmesh_protocol::relay::{self, packet};
-use bankmesh_protocol::{Hash, MemberIndex, MemberSecrets, Time};
+use bankmesh_protocol::{Bank, Hash, MemberIndex, MemberSecrets, Time};
 use bankmesh_store::Store;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
@@ -39,6 +39,8 @@ pub struct Ctx<'a> {
     pub consortium: &'a Consortium,
     pub secrets: &'a MemberSecrets,
     pub store: &'a Store,
+    /// The member's own state machine, read-only (its epoch keys, for instance).
+    pub bank: &'a Bank,
     pub rng: &'a mut ChaCha20Rng,
 }
 
@@ -404,19 +406,11 @@ impl DoubleSubmitter {
             epoch: s.epoch,
             tag: &tag,
         };
-        let signer = usize::from(ctx.me).checked_sub(1)?;
-        let key = RingKey::from_scalar(*ctx.secrets.ring());
+        let keys = ctx.bank.epoch_keys(s.epoch)?;
+        let (signer, secret) = keys.ring_secret.as_ref()?;
+        let key = RingKey::from_scalar(**secret);
         let message = s.ring_signed_bytes();
-        s.ring = ring::sign(
-            &context,
-            slot,
-            ctx.consortium.ring_keys(),
-            signer,
-            &key,
-            &message,
-            ctx.rng,
-        )
-        .ok()?;
+        s.ring = ring::sign(&context, slot, &keys.ring, *signer, &key, &message, ctx.rng).ok()?;
         Some(Record::submission(&ctx.consortium.id, s))
     }
 
@@ -424,6 +418,13 @@ impl DoubleSubmitter {
     fn own_submissions(ctx: &Ctx<'_>) -> Vec<(Hash, Submission)> {
         let epoch = ctx.consortium.epoch_at(ctx.now);
         let Ok(hashes) = ctx.store.epoch_hashes(epoch) else {
+            return Vec::new();
+        };
+        let Some((_, secret)) = ctx
+            .bank
+            .epoch_keys(epoch)
+            .and_then(|k| k.ring_secret.as_ref())
+        else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -439,7 +440,7 @@ impl DoubleSubmitter {
             };
             if let Payload::Submission(s) = record.payload() {
                 let tag = s.tag.compress().to_bytes();
-                let ours = ring::link_base(&ctx.consortium.id, s.epoch, &tag) * ctx.secrets.ring();
+                let ours = ring::link_base(&ctx.consortium.id, s.epoch, &tag) * **secret;
                 if ours.compress() == s.ring.link {
                     out.push((h, (**s).clone()));
                 }

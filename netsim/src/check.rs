@@ -178,7 +178,7 @@ pub fn check(sim: &Sim, expect: Expect) -> Outcome {
         }
         // Exact results over the final set.
         let scores = sim.scores.get(&epoch).cloned().unwrap_or_default();
-        let mut truth: BTreeMap<String, (u64, u32)> = BTreeMap::new();
+        let mut truth: BTreeMap<String, (Option<u64>, u32)> = BTreeMap::new();
         for m in sim.members() {
             let Some(bank) = sim.bank(m) else { continue };
             let rows = scores.get(usize::from(m) - 1).cloned().unwrap_or_default();
@@ -190,20 +190,41 @@ pub fn check(sim: &Sim, expect: Expect) -> Outcome {
                     .iter()
                     .find(|(id, _)| *id == client)
                     .map_or(0, |(_, s)| u64::from(*s));
-                let t = truth.entry(client).or_default();
-                t.0 += score;
+                let t = truth.entry(client).or_insert((Some(0), 0));
+                t.0 = t.0.map(|sum| sum + score);
                 t.1 += 1;
+            }
+        }
+        // Output control: below the genesis min_count a result is withheld.
+        let min_count = sim.consortium().min_count();
+        for t in truth.values_mut() {
+            if t.1 < min_count {
+                t.0 = None;
             }
         }
         for &m in &honest {
             let Some(bank) = sim.bank(m) else { continue };
-            let results: BTreeMap<String, (u64, u32)> = bank
+            let results: BTreeMap<String, (Option<u64>, u32)> = bank
                 .results(epoch)
                 .into_iter()
                 .map(|r| (r.client_id, (r.sum, r.count)))
                 .collect();
             let own = bank.own_submissions(epoch);
-            let rows = scores.get(usize::from(m) - 1).map_or(0, Vec::len);
+            // A member outside the epoch's ring (it missed the epoch's setup) posts nothing in
+            // it: it takes part again from the next epoch's setup. Every honest member knows
+            // the ring (from the log) once the run is over.
+            let ring = bank.ring_members(epoch);
+            if expect.termination && ring.is_none() {
+                out.violations.push(format!(
+                    "epoch {epoch}: member {m} does not know the epoch's keys"
+                ));
+            }
+            let in_ring = ring.is_some_and(|r| r.contains(&m));
+            let rows = if in_ring {
+                scores.get(usize::from(m) - 1).map_or(0, Vec::len)
+            } else {
+                0
+            };
             if expect.termination && own.len() != rows {
                 out.violations.push(format!(
                     "epoch {epoch}: member {m} submitted {} of its {rows} clients",

@@ -542,6 +542,12 @@ impl Sim {
         self.nodes.get(&me).map(|n| n.replica.store())
     }
 
+    /// Member `me`'s long-term secret keys, as its key file holds them (for the tests of what
+    /// a thief of them could open).
+    pub fn member_secrets(&self, me: MemberIndex) -> Option<MemberSecrets> {
+        MemberSecrets::from_bytes(&self.durable.get(&me)?.secrets)
+    }
+
     /// The records `author` wrote, in order, as member `me`'s log holds them.
     pub fn records_by(&self, me: MemberIndex, author: MemberIndex) -> Vec<Record> {
         let Some(store) = self.store(me) else {
@@ -702,6 +708,7 @@ impl Sim {
             consortium: &self.consortium,
             secrets: &secrets,
             store: node.replica.store(),
+            bank: node.replica.bank(),
             rng: &mut self.adv_rng,
         };
         Some(f(adv.as_mut(), &mut ctx))
@@ -930,6 +937,7 @@ impl Sim {
             consortium: &self.consortium,
             secrets: &secrets,
             store: node.replica.store(),
+            bank: node.replica.bank(),
             rng: &mut self.adv_rng,
         };
         adv.on_response(&mut ctx, to, response)
@@ -979,12 +987,18 @@ impl Sim {
     /// [`check::check`], which compares with the truth over the final set.)
     pub fn check_against_truth(&self) -> Result<usize, SimError> {
         let rows = self.scores.get(&1).cloned().unwrap_or_default();
-        let mut truth: BTreeMap<&str, (u64, u32)> = BTreeMap::new();
+        let mut truth: BTreeMap<&str, (Option<u64>, u32)> = BTreeMap::new();
         for bank in &rows {
             for (id, score) in bank {
-                let e = truth.entry(id.as_str()).or_default();
-                e.0 += u64::from(*score);
+                let e = truth.entry(id.as_str()).or_insert((Some(0), 0));
+                e.0 = e.0.map(|sum| sum + u64::from(*score));
                 e.1 += 1;
+            }
+        }
+        let min_count = self.consortium.min_count();
+        for t in truth.values_mut() {
+            if t.1 < min_count {
+                t.0 = None;
             }
         }
         let mut checked = 0;

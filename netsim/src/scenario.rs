@@ -274,6 +274,7 @@ pub fn run(name: &str, seed: u64, size: Size) -> Result<Run, String> {
         relay.dropped_pool,
         relay.dropped_invalid
     ));
+    summary.push(log_bytes(&sim));
     Ok(Run {
         outcome,
         digest: sim.event_digest(),
@@ -281,4 +282,32 @@ pub fn run(name: &str, seed: u64, size: Size) -> Result<Run, String> {
         virtual_ms: sim.now().0.saturating_sub(START),
         summary,
     })
+}
+
+/// What the first member's log holds, by record kind: records and bytes (what each kind costs
+/// every member to store and sync).
+fn log_bytes(sim: &Sim) -> String {
+    let Some(store) = sim.members().first().and_then(|&m| sim.store(m)) else {
+        return "log: no member up".into();
+    };
+    let mut kinds: std::collections::BTreeMap<&'static str, (u64, u64)> = Default::default();
+    let mut from = 0;
+    while let Ok(batch) = store.read_from(from, 1_000) {
+        if batch.is_empty() {
+            break;
+        }
+        from += batch.len() as u64;
+        for (_, _, bytes) in batch {
+            if let Ok(r) = bankmesh_protocol::Record::from_trusted_bytes(&bytes) {
+                let slot = kinds.entry(r.kind()).or_default();
+                slot.0 += 1;
+                slot.1 += bytes.len() as u64;
+            }
+        }
+    }
+    let parts: Vec<String> = kinds
+        .iter()
+        .map(|(k, (n, b))| format!("{k} {n} ({b} B)"))
+        .collect();
+    format!("log: {}", parts.join(", "))
 }

@@ -240,3 +240,51 @@ fn a_member_restored_from_an_old_backup_never_reuses_a_sequence_number() {
         "member 2 got its chain back"
     );
 }
+
+/// Keys are per epoch: a member down through epoch 2's setup is outside its ring (it posts
+/// nothing in it), comes back with epoch 1's keys erased but their public part rebuilt from the
+/// log, and takes part in epoch 3 with exact results.
+#[test]
+fn a_member_down_through_a_setup_sits_that_epoch_out_and_rejoins_the_next() {
+    use bankmesh_netsim::check::{check, Expect};
+    use bankmesh_netsim::Plan;
+    let seed = 12;
+    let mut config = SimConfig::new(seed);
+    config.epochs = 3;
+    let (dkg, epoch) = (config.timing.dkg_ms, config.timing.epoch_ms);
+    // Epoch 2's setup starts at `epoch` after the start; epoch 2 itself at `dkg + epoch`.
+    config.plan.push(Plan::Crash {
+        member: 4,
+        at_ms: epoch - 1_000,
+    });
+    config.plan.push(Plan::Restart {
+        member: 4,
+        at_ms: dkg + epoch + 60_000,
+    });
+    let mut sim = Sim::new(config).unwrap_or_else(|e| panic!("{e}"));
+    sim.run().unwrap_or_else(|e| panic!("{e}"));
+    let outcome = check(&sim, Expect { termination: true });
+    assert!(
+        outcome.violations.is_empty(),
+        "seed {seed}: {:?}",
+        outcome.violations
+    );
+    let ring = |m: u16, e: u64| sim.bank(m).unwrap().ring_members(e).unwrap();
+    assert_eq!(ring(1, 2), vec![1, 2, 3, 5], "seed {seed}");
+    assert_eq!(ring(1, 3), vec![1, 2, 3, 4, 5], "seed {seed}");
+    assert_eq!(
+        ring(4, 1),
+        ring(1, 1),
+        "epoch 1's ring rebuilt after the restart"
+    );
+    assert!(sim.bank(4).unwrap().own_submissions(2).is_empty());
+    assert!(!sim.results_of(4, 3).is_empty());
+    // Every epoch's keys go, the last one's in the step after it finished.
+    let erased = |s: &Sim| {
+        s.members()
+            .iter()
+            .all(|&m| (1..=3).all(|e| s.bank(m).is_some_and(|b| b.epoch_keys_erased(e))))
+    };
+    sim.run_until(erased)
+        .unwrap_or_else(|e| panic!("seed {seed}: some epoch's secrets are still held: {e}"));
+}

@@ -189,6 +189,7 @@ async fn status(State(state): State<Shared>) -> Response {
         "phase": phase,
         "submit_epoch": default_epoch(c, p),
         "setup": {
+            "epoch": p.setup_epoch,
             "attempt": p.setup_attempt,
             "participants": p.setup_participants,
             "failed": p.setup_failed,
@@ -241,7 +242,7 @@ async fn submit(
     }
     match answer.await {
         Ok(Ok(())) => Json(json!({ "epoch": epoch, "clients": clients })).into_response(),
-        Ok(Err(e @ (Error::EpochClosed(_) | Error::AlreadySubmitted(_)))) => {
+        Ok(Err(e @ (Error::EpochClosed(_) | Error::AlreadySubmitted(_) | Error::NotInRing(_)))) => {
             error(StatusCode::CONFLICT, e.to_string())
         }
         Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
@@ -279,7 +280,7 @@ async fn results(State(state): State<Shared>, Query(q): Query<EpochQuery>) -> Re
     let rows: Vec<Value> = answer
         .rows
         .iter()
-        .map(|r| json!({ "client_id": r.client_id, "average": r.average_2dp(), "count": r.count }))
+        .map(|r| json!({ "client_id": r.client_id, "average": r.average_2dp(), "count": r.count, "withheld": r.sum.is_none() }))
         .collect();
     Json(json!({
         "epoch": epoch,

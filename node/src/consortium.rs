@@ -14,6 +14,8 @@ pub struct AssembleArgs {
     pub name: String,
     pub threshold: u16,
     pub quorum: Option<u16>,
+    /// Fewest holders for a result to be disclosed (genesis `privacy.min_count`).
+    pub min_count: u16,
     pub epoch_seconds: u64,
     /// When setup starts (default: two minutes from now).
     pub start: Option<SystemTime>,
@@ -51,10 +53,18 @@ fn timing(args: &AssembleArgs, start_ms: u64, n: usize) -> Result<Timing> {
     let seal_needs = t.clock_skew_ms + rounds;
     t.seal_ms = seal_needs.max(epoch_ms / 4);
     t.decrypt_ms = (epoch_ms / 4).max(seal_needs);
+    // Every epoch has its own setup, in the time before it starts: at most an epoch.
     t.dkg_ms = match args.setup_seconds {
         Some(s) => s.checked_mul(1000).context("--setup-seconds too large")?,
-        None => epoch_ms.max(120_000),
+        None => epoch_ms,
     };
+    if t.dkg_ms > epoch_ms {
+        bail!(
+            "--setup-seconds {} exceeds --epoch-seconds {}: each epoch's setup runs during the epoch before",
+            t.dkg_ms / 1000,
+            args.epoch_seconds
+        );
+    }
     if t.submit_ms < 1000 {
         bail!("--epoch-seconds {} is too short", args.epoch_seconds);
     }
@@ -124,6 +134,12 @@ pub fn assemble(args: &AssembleArgs) -> Result<Genesis> {
             n - f
         );
     }
+    if args.min_count == 0 || usize::from(args.min_count) > n {
+        bail!(
+            "--min-count {} must be in 1..={n} (a result is withheld when fewer banks hold the client)",
+            args.min_count
+        );
+    }
     let start = match args.start {
         Some(s) => s,
         None => wall_clock() + Duration::from_secs(120),
@@ -141,6 +157,7 @@ pub fn assemble(args: &AssembleArgs) -> Result<Genesis> {
         members,
     );
     genesis.seal_quorum = u16::try_from(q)?;
+    genesis.privacy.min_count = args.min_count;
     genesis.validate()?;
     Ok(genesis)
 }
@@ -172,7 +189,7 @@ pub fn describe(c: &Consortium) -> String {
     let g = &c.genesis;
     let t = &g.timing;
     let mut s = format!(
-        "consortium {:?}\nid:         {}\nversion:    {}\nmembers:    {} (tolerates f = {} faulty)\nthreshold:  {}\nquorum:     {}\noprf quota: {} per member and epoch\n",
+        "consortium {:?}\nid:         {}\nversion:    {}\nmembers:    {} (tolerates f = {} faulty)\nthreshold:  {}\nquorum:     {}\noprf quota: {} per member and epoch\nmin count:  {} (results of clients held by fewer banks are withheld)\n",
         g.name,
         hex::encode(c.id),
         g.version,
@@ -180,7 +197,8 @@ pub fn describe(c: &Consortium) -> String {
         c.faulty(),
         g.threshold,
         g.seal_quorum,
-        g.oprf_quota
+        g.oprf_quota,
+        g.privacy.min_count
     );
     s.push_str(&format!(
         "setup:      {} to {}\nepoch 1:    starts {}; every {} s: submit {} s, seal {} s, decrypt {} s\nrounds:     {} ms, clock skew bound {} ms\n",
@@ -235,6 +253,7 @@ mod tests {
             name: "c".into(),
             threshold,
             quorum: None,
+            min_count: 1,
             epoch_seconds: 60,
             start: None,
             setup_seconds: None,
@@ -270,11 +289,26 @@ mod tests {
         let mut a = args(ms.clone(), 2);
         a.quorum = Some(4);
         assert!(assemble(&a).unwrap_err().to_string().contains("--quorum"));
+        for bad in [0, 5] {
+            let mut a = args(ms.clone(), 2);
+            a.min_count = bad;
+            let e = assemble(&a).unwrap_err().to_string();
+            assert!(e.contains("--min-count") && e.contains("1..=4"), "{e}");
+        }
+        let mut a = args(ms.clone(), 2);
+        a.min_count = 3;
+        assert_eq!(assemble(&a).unwrap().privacy.min_count, 3);
         let mut a = args(
             vec![ms[0].clone(), ms[0].clone(), ms[1].clone(), ms[2].clone()],
             2,
         );
         assert!(assemble(&a).unwrap_err().to_string().contains("same keys"));
+        a = args(ms.clone(), 2);
+        a.setup_seconds = Some(61);
+        assert!(assemble(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("--setup-seconds 61"));
         a = args(ms.clone(), 2);
         a.epoch_seconds = 8;
         assert!(assemble(&a).unwrap_err().to_string().contains("cannot fit"));

@@ -192,11 +192,16 @@ async fn log_events(
 fn log_protocol_event(e: &Event) {
     match e {
         Event::SetupDecided {
+            epoch,
             attempt,
             participants,
-        } => tracing::info!(attempt, ?participants, "consortium keys decided"),
-        Event::SetupRetry { attempt, next } => {
-            tracing::warn!(attempt, ?next, "setup attempt abandoned; retrying")
+        } => tracing::info!(epoch, attempt, ?participants, "epoch keys decided"),
+        Event::SetupRetry {
+            epoch,
+            attempt,
+            next,
+        } => {
+            tracing::warn!(epoch, attempt, ?next, "setup attempt abandoned; retrying")
         }
         Event::PseudonymsReady { epoch, clients } => {
             tracing::info!(epoch, clients, "pseudonyms ready")

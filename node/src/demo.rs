@@ -314,13 +314,14 @@ pub fn print_summary(report: &DemoReport, out: &Path) {
     );
     for (i, res) in report.results.iter().enumerate() {
         let shared = res.iter().filter(|r| r.count > 1).count();
-        let mean = if res.is_empty() {
+        let averages: Vec<f64> = res
+            .iter()
+            .filter_map(|r| Some(r.sum? as f64 / f64::from(r.count.max(1))))
+            .collect();
+        let mean = if averages.is_empty() {
             0.0
         } else {
-            res.iter()
-                .map(|r| r.sum as f64 / f64::from(r.count))
-                .sum::<f64>()
-                / res.len() as f64
+            averages.iter().sum::<f64>() / averages.len() as f64
         };
         let clients = report.scores.get(i).map_or(0, Vec::len);
         println!(

@@ -139,12 +139,15 @@ pub fn write_scores(path: &Path, rows: &Scores) -> std::io::Result<()> {
     w.flush()
 }
 
-/// Writes `client_id,average,count`, one row per client in `order`.
+/// Writes `client_id,average,count`, one row per client in `order`; the average of a result
+/// withheld below the consortium's `min_count` is written `withheld`.
 pub fn write_results(path: &Path, order: &Scores, results: &[ClientResult]) -> std::io::Result<()> {
+    let by_id: std::collections::HashMap<&str, &ClientResult> =
+        results.iter().map(|r| (r.client_id.as_str(), r)).collect();
     let mut w = csv::Writer::from_path(path)?;
     w.write_record(["client_id", "average", "count"])?;
     for (id, _) in order {
-        if let Some(r) = results.iter().find(|r| &r.client_id == id) {
+        if let Some(r) = by_id.get(id.as_str()) {
             w.write_record([id.as_str(), &r.average_2dp(), &r.count.to_string()])?;
         }
     }

@@ -125,12 +125,17 @@ enum ConsortiumCommand {
         /// Seal quorum (default: floor(2n/3) + 1).
         #[arg(long)]
         quorum: Option<u16>,
+        /// Fewest banks that must hold a client for its average to be disclosed; below it the
+        /// result is withheld (default 1; with 3 no bank alone reads a co-holder's score off a
+        /// two-holder average).
+        #[arg(long, default_value_t = 1)]
+        min_count: u16,
         #[arg(long)]
         epoch_seconds: u64,
         /// When setup starts, RFC 3339 (default: two minutes from now).
         #[arg(long)]
         start: Option<String>,
-        /// Length of setup (default: max(epoch, 120 s)).
+        /// Length of each epoch's setup, before the epoch starts (default and most: an epoch).
         #[arg(long)]
         setup_seconds: Option<u64>,
         /// Base timeout of one agreement round in ms (default 2000).
@@ -241,6 +246,7 @@ fn dispatch(command: Commands) -> Result<()> {
             name,
             threshold,
             quorum,
+            min_count,
             epoch_seconds,
             start,
             setup_seconds,
@@ -262,6 +268,7 @@ fn dispatch(command: Commands) -> Result<()> {
                 name,
                 threshold,
                 quorum,
+                min_count,
                 epoch_seconds,
                 start,
                 setup_seconds,

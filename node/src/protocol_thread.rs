@@ -317,7 +317,7 @@ impl Core {
     fn observe_phase(&self, event: &Event) {
         let c = &self.consortium;
         let (phase, started) = match event {
-            Event::SetupDecided { .. } => ("setup", c.start()),
+            Event::SetupDecided { epoch, .. } => ("setup", c.setup_start(*epoch)),
             Event::Sealed { epoch, .. } => ("seal", c.submit_end(*epoch)),
             Event::EpochDone { epoch, .. } => ("decrypt", c.seal_end(*epoch)),
             _ => return,

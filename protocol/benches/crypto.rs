@@ -115,6 +115,53 @@ fn benches(c: &mut Criterion) {
     c.bench_function("onion: open one layer", |b| {
         b.iter(|| packet::open(&bytes, &secrets[0]))
     });
+
+    // Keys per epoch: every epoch runs two such DKG runs; a member's share of the work is
+    // about 1/n of one run's total.
+    for n in [5u16, 16] {
+        let t = n / 2 + 1;
+        c.bench_function(&format!("setup: one FROST DKG run, all {n} members"), |b| {
+            b.iter(|| dkg_run(n, t, &mut rng))
+        });
+    }
+}
+
+/// One FROST DKG run among `n` members with threshold `t`, every member's three parts.
+fn dkg_run(n: u16, t: u16, rng: &mut ChaCha20Rng) {
+    use frost_ristretto255::keys::dkg;
+    use frost_ristretto255::Identifier;
+    use std::collections::BTreeMap;
+    let ids: Vec<Identifier> = (1..=n).map(|i| Identifier::try_from(i).unwrap()).collect();
+    let mut secrets1 = BTreeMap::new();
+    let mut packages1 = BTreeMap::new();
+    for &id in &ids {
+        let (secret, package) = dkg::part1(id, n, t, &mut *rng).unwrap();
+        secrets1.insert(id, secret);
+        packages1.insert(id, package);
+    }
+    let mut secrets2 = BTreeMap::new();
+    let mut sent: BTreeMap<Identifier, BTreeMap<Identifier, dkg::round2::Package>> =
+        BTreeMap::new();
+    for &id in &ids {
+        let others: BTreeMap<_, _> = packages1
+            .iter()
+            .filter(|(k, _)| **k != id)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let (secret, packages) = dkg::part2(secrets1.remove(&id).unwrap(), &others).unwrap();
+        secrets2.insert(id, secret);
+        for (to, p) in packages {
+            sent.entry(to).or_default().insert(id, p);
+        }
+    }
+    for &id in &ids {
+        let others: BTreeMap<_, _> = packages1
+            .iter()
+            .filter(|(k, _)| **k != id)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        dkg::part3(&secrets2[&id], &others, &sent[&id]).unwrap();
+    }
 }
 
 criterion_group! {

@@ -30,7 +30,9 @@ impl Agreement {
     pub fn new(consortium: &Consortium, me: MemberIndex, instance: Instance) -> Agreement {
         let n = consortium.n();
         let first = match instance {
-            Instance::Setup { attempt } => attempt as usize,
+            Instance::Setup { epoch, attempt } => {
+                usize::try_from(epoch % n as u64).unwrap_or(0) + attempt as usize
+            }
             Instance::Seal { epoch } => usize::try_from(epoch % n as u64).unwrap_or(0),
         };
         let config = consensus::Config {

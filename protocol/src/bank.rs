@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use curve25519_dalek::ristretto::RistrettoPoint;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::agreement::{well_formed, Agreement, MAX_ROUNDS};
@@ -19,14 +20,14 @@ use crate::epoch::decrypt::VerifiedShares;
 use crate::epoch::submit::verify_submission;
 use crate::epoch::{Ctx, Epoch, Out, ShareCheck};
 use crate::genesis::Consortium;
-use crate::keys::MemberSecrets;
+use crate::keys::{EpochSecret, MemberSecrets};
 use crate::local::{LocalEntry, LocalWrite, Restored};
 use crate::messages::{Request, Response};
 use crate::record::{
     kind_of_body, Body, EnvelopeError, Hash, Instance, Payload, Record, UncheckedRecord,
 };
 use crate::relay::{self, Relay, RelayStats};
-use crate::setup::{CheckDkg, DkgReject, Setup, SetupOut, MAX_ATTEMPTS};
+use crate::setup::{CheckDkg, DkgReject, Setup, SetupKeys, SetupOut, MAX_ATTEMPTS};
 use crate::step::{ClientResult, Culprit, Error, Fault, FaultKind, Origin, Status, Step, Wait};
 use crate::time::Time;
 use crate::{MemberIndex, CLIENT_ID_MAX, SCORE_MAX};
@@ -72,14 +73,20 @@ pub struct Bank {
     secrets: MemberSecrets,
     head: (u64, Hash),
     head_confirmed: bool,
-    setup: Setup,
+    /// Each epoch's setup (its own DKG runs and fresh keys), by epoch.
+    setups: BTreeMap<u64, Setup>,
     epochs: BTreeMap<u64, Epoch>,
     now: Time,
     /// Replaying the log after a restart: state only, effects are not sent.
     replaying: bool,
     /// Local writes made while replaying (a decision re-derived from the log), stored at resume.
     replay_local: Vec<LocalWrite>,
-    /// Our own records per epoch (setup: `None`), to publish again after a restart.
+    /// Epochs seen over here whose setup secret is still to be erased, with the step that saw
+    /// them over (they are erased in a later one).
+    over_seen: BTreeMap<u64, u64>,
+    /// Steps taken (inputs that ran the protocol), to tell one step from the next.
+    steps: u64,
+    /// Our own records per epoch, to publish again after a restart.
     own_records: BTreeMap<Option<u64>, Vec<Hash>>,
     /// Our latest vote of each instance.
     latest_vote: BTreeMap<Instance, Hash>,
@@ -91,7 +98,6 @@ pub struct Bank {
 
 impl Bank {
     pub fn new(consortium: Arc<Consortium>, me: MemberIndex, secrets: MemberSecrets) -> Bank {
-        let setup = Setup::new(&consortium, me);
         let onion_key = relay::packet::onion_secret(secrets.x25519());
         Bank {
             consortium,
@@ -99,11 +105,13 @@ impl Bank {
             secrets,
             head: (0, [0; 32]),
             head_confirmed: false,
-            setup,
+            setups: BTreeMap::new(),
             epochs: BTreeMap::new(),
             now: Time(0),
             replaying: false,
             replay_local: Vec::new(),
+            over_seen: BTreeMap::new(),
+            steps: 0,
             own_records: BTreeMap::new(),
             latest_vote: BTreeMap::new(),
             last_republish: Time(0),
@@ -127,7 +135,7 @@ impl Bank {
         let c = &self.consortium;
         let e = c.epoch_at(self.now);
         self.head_confirmed
-            && self.setup.keys().is_some()
+            && self.keys(e).is_some()
             && self.now < c.submit_end(e)
             && self.epochs.get(&e).is_some_and(Epoch::is_open)
     }
@@ -142,19 +150,36 @@ impl Bank {
     pub fn head(&self) -> (u64, Hash) {
         self.head
     }
-    /// Group decryption key `X`, once setup is decided.
-    pub fn group_key(&self) -> Option<curve25519_dalek::ristretto::RistrettoPoint> {
-        self.setup.keys().map(|k| k.x.group)
+    /// Epoch `epoch`'s group decryption key `X`, once its setup is decided.
+    pub fn group_key(&self, epoch: u64) -> Option<curve25519_dalek::ristretto::RistrettoPoint> {
+        self.keys(epoch).map(|k| k.x.group)
     }
 
-    fn ctx(&self, now: Time) -> Ctx<'_> {
+    /// Epoch `epoch`'s keys, once its setup is decided here.
+    fn keys(&self, epoch: u64) -> Option<&SetupKeys> {
+        self.setups.get(&epoch).and_then(Setup::keys)
+    }
+    /// Epoch `epoch`'s keys as this member holds them (its shares and ring key until the
+    /// epoch is over), once its setup is decided here.
+    pub fn epoch_keys(&self, epoch: u64) -> Option<&SetupKeys> {
+        self.keys(epoch)
+    }
+
+    fn ctx(&self, now: Time, epoch: u64) -> Ctx<'_> {
         Ctx {
             consortium: &self.consortium,
             me: self.me,
             secrets: &self.secrets,
-            keys: self.setup.keys(),
+            keys: self.keys(epoch),
             now,
         }
+    }
+
+    fn setup_mut(&mut self, epoch: u64) -> &mut Setup {
+        let (c, me) = (&self.consortium, self.me);
+        self.setups
+            .entry(epoch)
+            .or_insert_with(|| Setup::new(c, me, epoch))
     }
 
     /// Epochs whose records are accepted: up to two after the current (a member whose clock
@@ -218,24 +243,39 @@ impl Bank {
         let blame =
             |kind, detail: String| Judged::Reject(Fault::member(author, kind, Some(hash), detail));
         match body {
-            Body::DkgRound1 { .. } | Body::DkgRound2 { .. } => match self
-                .setup
-                .check_dkg(author, body)
-            {
-                Ok(()) => Judged::Accept(None),
-                Err(CheckDkg::Wait(w)) => Judged::Wait(w),
-                Err(CheckDkg::Reject(r)) => {
-                    let (kind, detail) = match r {
-                        DkgReject::Duplicate => (FaultKind::Duplicate, "second DKG package".into()),
-                        DkgReject::NotExpected => (
-                            FaultKind::UnexpectedRecord,
-                            "DKG package from a non-participant or for another attempt".into(),
-                        ),
-                        DkgReject::Invalid(why) => (FaultKind::BadDkgPackage, why),
-                    };
-                    blame(kind, detail)
+            Body::DkgRound1 { epoch, attempt, .. } | Body::DkgRound2 { epoch, attempt, .. } => {
+                if let Judged::Reject(f) = self.epoch_record(now, author, *epoch) {
+                    return Judged::Reject(f);
                 }
-            },
+                let fresh;
+                let setup = match self.setups.get(epoch) {
+                    Some(s) => s,
+                    // A setup that started but that this member has not met yet (it was down,
+                    // or catches up from an empty store): judged as it begins, with attempt 0.
+                    None if now.max(self.now) >= self.consortium.setup_start(*epoch) => {
+                        fresh = Setup::new(&self.consortium, self.me, *epoch);
+                        &fresh
+                    }
+                    None => return Judged::Wait(Wait::Attempt(*epoch, *attempt)),
+                };
+                match setup.check_dkg(&self.consortium, author, body) {
+                    Ok(()) => Judged::Accept(None),
+                    Err(CheckDkg::Wait(w)) => Judged::Wait(w),
+                    Err(CheckDkg::Reject(r)) => {
+                        let (kind, detail) = match r {
+                            DkgReject::Duplicate => {
+                                (FaultKind::Duplicate, "second DKG package".into())
+                            }
+                            DkgReject::NotExpected => (
+                                FaultKind::UnexpectedRecord,
+                                "DKG package from a non-participant or for another attempt".into(),
+                            ),
+                            DkgReject::Invalid(why) => (FaultKind::BadDkgPackage, why),
+                        };
+                        blame(kind, detail)
+                    }
+                }
+            }
             Body::Proposal { .. } | Body::Vote { .. } => {
                 let Some((instance, msg, value)) = Agreement::message_of(body) else {
                     return Judged::Ignore("not an agreement message");
@@ -253,16 +293,25 @@ impl Bank {
                     );
                 }
                 let counted = match instance {
-                    Instance::Setup { attempt } if attempt >= MAX_ATTEMPTS => {
+                    Instance::Setup { attempt, .. } if attempt >= MAX_ATTEMPTS => {
                         return blame(
                             FaultKind::BadAgreementMessage,
                             format!("setup attempt {attempt} beyond the bound"),
                         );
                     }
-                    Instance::Setup { attempt } if !self.setup.knows_attempt(attempt) => {
-                        return Judged::Wait(Wait::Attempt(attempt));
+                    Instance::Setup { epoch, attempt } => {
+                        if let Judged::Reject(f) = self.epoch_record(now, author, epoch) {
+                            return Judged::Reject(f);
+                        }
+                        let started = now.max(self.now) >= self.consortium.setup_start(epoch);
+                        match self.setups.get(&epoch) {
+                            Some(s) if s.knows_attempt(attempt) => s.accepts(author, body),
+                            None if started && attempt == 0 => {
+                                Setup::new(&self.consortium, self.me, epoch).accepts(author, body)
+                            }
+                            _ => return Judged::Wait(Wait::Attempt(epoch, attempt)),
+                        }
                     }
-                    Instance::Setup { .. } => self.setup.accepts(author, body),
                     Instance::Seal { epoch } => match self.epoch_record(now, author, epoch) {
                         Judged::Accept(_) => self
                             .epochs
@@ -330,7 +379,7 @@ impl Bank {
                 let Some(e) = self.epochs.get(epoch) else {
                     return Judged::Wait(Wait::FinalSet(*epoch));
                 };
-                match e.check_shares(&self.ctx(now), author, root, shares) {
+                match e.check_shares(&self.ctx(now, *epoch), author, root, shares) {
                     ShareCheck::Verified(v) => Judged::Accept(Some(v)),
                     ShareCheck::Unchecked => Judged::Accept(None),
                     ShareCheck::Wait(w) => Judged::Wait(w),
@@ -357,9 +406,6 @@ impl Bank {
         if !self.epoch_acceptable(now, s.epoch) {
             return Judged::Ignore("submission for an epoch that is not open");
         }
-        let Some(keys) = self.setup.keys() else {
-            return Judged::Wait(Wait::Keys);
-        };
         if let Some(why) = self
             .epochs
             .get(&s.epoch)
@@ -367,7 +413,10 @@ impl Bank {
         {
             return Judged::Ignore(why);
         }
-        match verify_submission(&self.consortium, &keys.x.group, s) {
+        let Some(keys) = self.keys(s.epoch) else {
+            return Judged::Wait(Wait::Keys(s.epoch));
+        };
+        match verify_submission(&self.consortium, keys, s) {
             Ok(_) => Judged::Accept(None),
             Err(e) => Judged::Reject(Fault {
                 culprit: Culprit::Submission(hash),
@@ -381,7 +430,13 @@ impl Bank {
     /// Whether a record deferred for `wait` must still wait (cheap; no cryptography).
     pub fn still_waiting(&self, wait: Wait) -> bool {
         match wait {
-            Wait::Keys | Wait::Attempt(_) => self.setup.still_waiting(wait),
+            Wait::Keys(e) => self.setups.get(&e).is_none_or(|s| s.still_waiting(wait)),
+            // A setup not met yet is judged as it begins once it started (attempt 0; later
+            // attempts wait until its records made it here).
+            Wait::Attempt(e, a) => match self.setups.get(&e) {
+                Some(s) => s.still_waiting(wait),
+                None => a > 0 || self.now < self.consortium.setup_start(e),
+            },
             Wait::FinalSet(e) => self
                 .epochs
                 .get(&e)
@@ -486,32 +541,22 @@ impl Bank {
         let now = self.now;
         let mut setup_out = SetupOut::default();
         match body {
-            Body::DkgRound1 { .. } | Body::DkgRound2 { .. } => {
-                self.setup.apply_dkg(
-                    &self.consortium,
-                    &self.secrets,
-                    author,
-                    hash,
-                    body,
-                    &mut setup_out,
-                );
+            Body::DkgRound1 { epoch, .. } | Body::DkgRound2 { epoch, .. } => {
+                let c = Arc::clone(&self.consortium);
+                self.setup_mut(*epoch)
+                    .apply_dkg(&c, author, hash, body, &mut setup_out);
             }
             Body::Proposal {
-                instance: Instance::Setup { .. },
+                instance: Instance::Setup { epoch, .. },
                 ..
             }
             | Body::Vote {
-                instance: Instance::Setup { .. },
+                instance: Instance::Setup { epoch, .. },
                 ..
             } => {
-                self.setup.apply_agreement(
-                    &self.consortium,
-                    now,
-                    author,
-                    hash,
-                    body,
-                    &mut setup_out,
-                );
+                let c = Arc::clone(&self.consortium);
+                self.setup_mut(*epoch)
+                    .apply_agreement(&c, now, author, hash, body, &mut setup_out);
             }
             _ => {
                 let Some(epoch) = crate::record::epoch_of_body(body) else {
@@ -522,7 +567,7 @@ impl Bank {
                     consortium: &self.consortium,
                     me: self.me,
                     secrets: &self.secrets,
-                    keys: self.setup.keys(),
+                    keys: self.setups.get(&epoch).and_then(Setup::keys),
                     now,
                 };
                 if let Some(e) = self.epochs.get_mut(&epoch) {
@@ -536,6 +581,7 @@ impl Bank {
     fn take_setup(s: SetupOut, out: &mut Out) {
         out.bodies.extend(s.bodies);
         out.local.extend(s.local);
+        out.erase.extend(s.erase);
         out.events.extend(s.events);
         out.faults.extend(s.faults);
     }
@@ -595,6 +641,9 @@ impl Bank {
                 packets,
             });
         }
+        if self.keys(epoch).is_some_and(|k| k.ring_secret.is_none()) {
+            return Err(Error::NotInRing(epoch));
+        }
         let e = self.epoch_mut(epoch);
         // A closed epoch is named as closed, whether or not we gave scores for it.
         if !e.is_open() {
@@ -605,7 +654,7 @@ impl Bank {
         }
         // The operator's input is made durable before anything is done with it (DESIGN 8).
         let mut out = Out::default();
-        e.set_scores(scores, &mut out);
+        e.set_scores(scores, EpochSecret::generate(rng), &mut out);
         Ok(self.progress(rng, out))
     }
 
@@ -613,8 +662,12 @@ impl Bank {
     /// decisions are acted on again, never re-derived.
     pub fn restore(&mut self, entries: &[LocalEntry]) -> Result<(), String> {
         let restored = Restored::parse(entries)?;
-        for (attempt, value) in restored.setup {
-            self.setup.restore(attempt, value);
+        for (epoch, r) in restored.setup {
+            let setup = self.setup_mut(epoch);
+            for (attempt, value) in r.decisions {
+                setup.restore(attempt, value);
+            }
+            setup.restore_secret(r.secret, r.erased);
         }
         for (epoch, r) in restored.epochs {
             self.epoch_mut(epoch).restore(r);
@@ -630,10 +683,10 @@ impl Bank {
         out.local.append(&mut self.replay_local);
         let mut again = Vec::new();
         for (scope, hashes) in &self.own_records {
-            let unfinished = match scope {
-                None => self.setup.keys().is_none(),
-                Some(e) => self.epochs.get(e).is_some_and(|ep| !ep.is_done()),
-            };
+            let unfinished = scope.is_some_and(|e| {
+                self.epochs.get(&e).is_none_or(|ep| !ep.is_done())
+                    && self.setups.get(&e).is_none_or(|s| !s.is_erased())
+            });
             if unfinished {
                 again.extend(hashes.iter().copied());
             }
@@ -685,7 +738,7 @@ impl Bank {
                     consortium: &self.consortium,
                     me: self.me,
                     secrets: &self.secrets,
-                    keys: self.setup.keys(),
+                    keys: self.setups.get(&epoch).and_then(Setup::keys),
                     now,
                 };
                 let Some(e) = self.epochs.get_mut(&epoch) else {
@@ -742,7 +795,7 @@ impl Bank {
                     consortium: &self.consortium,
                     me: self.me,
                     secrets: &self.secrets,
-                    keys: self.setup.keys(),
+                    keys: self.setups.get(&epoch).and_then(Setup::keys),
                     now: self.now,
                 };
                 if let Some(e) = self.epochs.get_mut(&epoch) {
@@ -794,7 +847,10 @@ impl Bank {
         self.latest_vote
             .iter()
             .filter(|(instance, _)| match instance {
-                Instance::Setup { .. } => self.setup.keys().is_none(),
+                Instance::Setup { epoch, .. } => self
+                    .setups
+                    .get(epoch)
+                    .is_some_and(|s| s.keys().is_none() && s.failed().is_none()),
                 Instance::Seal { epoch } => self
                     .epochs
                     .get(epoch)
@@ -810,20 +866,35 @@ impl Bank {
         if self.now < c.start() {
             return Some(c.start());
         }
-        let keys_ready = self.setup.keys().is_some();
-        if self.head_confirmed && self.epochs.values().any(|e| e.has_work(keys_ready)) {
+        if self.head_confirmed
+            && self
+                .epochs
+                .iter()
+                .any(|(n, e)| e.has_work(self.keys(*n).is_some()))
+        {
             return Some(self.now);
         }
         let mut next: Vec<Time> = Vec::new();
-        next.extend(self.setup.next_timeout(c));
+        for s in self.setups.values().filter(|s| !s.is_erased()) {
+            next.extend(s.next_timeout(c));
+        }
         for e in self.epochs.values() {
             next.extend(e.next_deadline(c, self.now));
         }
-        // The next epoch's window opens.
+        // The next epoch's setup starts, and its window opens.
         let current = c.epoch_at(self.now);
+        next.push(c.setup_start(current + 1));
         next.push(c.epoch_start(current + 1));
         if !self.undecided_votes().is_empty() {
             next.push(self.last_republish.plus(REPUBLISH_MS));
+        }
+        // An epoch seen over: its keys are erased at the next step.
+        if self
+            .setups
+            .iter()
+            .any(|(n, s)| !s.is_erased() && self.over_seen.contains_key(n))
+        {
+            next.push(self.now.plus(1));
         }
         let next = next.into_iter().filter(|t| *t > self.now).min();
         // The relay's times are due however late we are: a packet received since the last
@@ -848,6 +919,7 @@ impl Bank {
         if self.replaying {
             return step;
         }
+        self.steps += 1;
         if !self.head_confirmed {
             out.bodies.clear();
             out.submissions.clear();
@@ -870,22 +942,46 @@ impl Bank {
     fn progress_once(&mut self, rng: &mut (impl RngCore + CryptoRng), out: &mut Out) {
         let now = self.now;
         let c = Arc::clone(&self.consortium);
+        // Every member takes part in the setup of the current epoch and, once it starts, of
+        // the next, with or without scores of its own.
+        let current = c.epoch_at(now);
+        for e in [current, current + 1] {
+            if now >= c.setup_start(e) {
+                self.setup_mut(e);
+            }
+        }
+        // An epoch that is over here takes its keys with it (forward secrecy): our secret of
+        // its setup and our key shares are erased. Only in a step after the one that saw it
+        // over, so that the records that step made (our last decryption shares) are durable
+        // before the keys that made them are gone; and nothing is posted for it meanwhile.
         let mut setup_out = SetupOut::default();
-        self.setup.progress(&c, &self.secrets, now, &mut setup_out);
-        self.setup.settle(&c, now, &mut setup_out);
+        for (&n, s) in self.setups.iter_mut().filter(|(_, s)| !s.is_erased()) {
+            let over = self.epochs.get(&n).is_some_and(Epoch::is_done) || now >= c.decrypt_end(n);
+            if over && *self.over_seen.entry(n).or_insert(self.steps) < self.steps {
+                s.erase(&mut setup_out);
+            }
+        }
+        for s in self.setups.values_mut() {
+            if s.is_erased() {
+                s.finish_public(&c, now, &mut setup_out);
+            } else if !self.over_seen.contains_key(&s.epoch()) {
+                s.progress(&c, now, rng, &mut setup_out);
+                s.settle(&c, now, &mut setup_out);
+            }
+        }
         Self::take_setup(setup_out, out);
         if now >= c.start() {
             // Every member takes part in the current epoch, with or without scores of its own.
-            self.epoch_mut(c.epoch_at(now));
+            self.epoch_mut(current);
         }
-        let ctx = Ctx {
-            consortium: &c,
-            me: self.me,
-            secrets: &self.secrets,
-            keys: self.setup.keys(),
-            now,
-        };
-        for e in self.epochs.values_mut() {
+        for (&n, e) in self.epochs.iter_mut() {
+            let ctx = Ctx {
+                consortium: &c,
+                me: self.me,
+                secrets: &self.secrets,
+                keys: self.setups.get(&n).and_then(Setup::keys),
+                now,
+            };
             e.advance(&ctx, rng, out);
         }
     }
@@ -928,14 +1024,17 @@ impl Bank {
     // --- Status -------------------------------------------------------------------------------
 
     pub fn status(&self) -> Status {
-        let (setup_attempt, setup_participants) = self.setup.current();
+        // The latest setup that started: the current epoch's, or the next one's once it runs.
+        let setup = self.setups.values().next_back();
+        let (setup_attempt, setup_participants) = setup.map(Setup::current).unwrap_or_default();
         Status {
             me: self.me,
-            keys_ready: self.setup.keys().is_some(),
+            keys_ready: self.keys(self.consortium.epoch_at(self.now)).is_some(),
             head_confirmed: self.head_confirmed,
+            setup_epoch: setup.map_or(0, Setup::epoch),
             setup_attempt,
             setup_participants,
-            setup_failed: self.setup.failed().map(str::to_string),
+            setup_failed: setup.and_then(Setup::failed).map(str::to_string),
             epochs: self.epochs.values().map(Epoch::status).collect(),
         }
     }
@@ -983,6 +1082,29 @@ impl Bank {
     pub fn excluded(&self, epoch: u64) -> Option<Vec<Hash>> {
         self.epochs.get(&epoch)?.excluded()
     }
+    /// The members of `epoch`'s ring (the participants of its decided setup), once decided.
+    pub fn ring_members(&self, epoch: u64) -> Option<Vec<MemberIndex>> {
+        self.keys(epoch).map(|k| k.ring_members.clone())
+    }
+    /// `epoch`'s verifying shares of both runs (`X_i`, `K_i`), once its setup is decided.
+    pub fn verifying_shares(&self, epoch: u64) -> Option<Vec<RistrettoPoint>> {
+        let k = self.keys(epoch)?;
+        Some(
+            k.x.verifying
+                .values()
+                .chain(k.k.verifying.values())
+                .copied()
+                .collect(),
+        )
+    }
+    /// Whether our secret of `epoch`'s setup and our key shares are erased, on disk and in
+    /// memory.
+    pub fn epoch_keys_erased(&self, epoch: u64) -> bool {
+        self.setups
+            .get(&epoch)
+            .is_some_and(|s| s.is_erased() && !s.holds_secrets())
+    }
+
     /// Whether the operator's scores for `epoch` were given (and are stored).
     pub fn has_scores(&self, epoch: u64) -> bool {
         self.epochs.get(&epoch).is_some_and(Epoch::has_scores)

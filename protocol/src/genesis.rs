@@ -51,6 +51,11 @@ pub struct Privacy {
     /// OPRF requests are padded to a multiple of this many elements, so that evaluators learn
     /// a bank's number of clients only to this bucket (padding counts against `oprf_quota`).
     pub client_bucket: u32,
+    /// Output control (DESIGN 6): no decryption share is produced for a tag with fewer
+    /// submissions than this, and its holders see the result as withheld, with its count.
+    /// With 3, a bank alone never reads another's score off a two-holder average; a holder
+    /// with `min_count - 2` accomplices that probe the OPRF and post known scores still can.
+    pub min_count: u16,
 }
 
 impl Default for Privacy {
@@ -61,6 +66,7 @@ impl Default for Privacy {
             packet_ms: 10,
             relay_rate: 1000,
             client_bucket: 256,
+            min_count: 1,
         }
     }
 }
@@ -72,8 +78,9 @@ impl Default for Privacy {
 pub struct Timing {
     /// Unix time (ms) at which the DKG starts.
     pub start_ms: u64,
-    /// Setup (both DKG runs, retried without absent members if need be) must finish within
-    /// this long after `start_ms`; epoch 1 begins when it ends.
+    /// Each epoch's setup (both DKG runs, fresh keys, retried without absent members if need
+    /// be) runs in the `dkg_ms` before the epoch starts: epoch 1's from `start_ms`, each later
+    /// one during the epoch before. At most `epoch_ms`.
     pub dkg_ms: u64,
     /// Time between the starts of two epochs. An epoch's seal and decryption may overlap the
     /// next epoch's submission window.
@@ -250,6 +257,12 @@ impl Genesis {
                 p.client_bucket, self.oprf_quota
             )));
         }
+        if p.min_count == 0 || usize::from(p.min_count) > n {
+            return Err(invalid(format!(
+                "privacy.min_count {} must be in 1..={n}",
+                p.min_count
+            )));
+        }
         if p.mix_delay_ms > 60_000 {
             return Err(invalid("privacy.mix_delay_ms must be at most 60000"));
         }
@@ -262,6 +275,11 @@ impl Genesis {
         }
         if tm.round_ms == 0 {
             return Err(invalid("round_ms must be positive"));
+        }
+        if tm.dkg_ms > tm.epoch_ms {
+            return Err(invalid(
+                "dkg_ms exceeds epoch_ms (each epoch's setup runs during the epoch before)",
+            ));
         }
         if tm.dkg_attempt_ms > tm.dkg_ms {
             return Err(invalid("dkg_attempt_ms exceeds dkg_ms"));
@@ -377,6 +395,10 @@ impl Consortium {
     pub fn quorum(&self) -> usize {
         usize::from(self.genesis.seal_quorum)
     }
+    /// Fewest submissions a tag needs for its result to be disclosed.
+    pub fn min_count(&self) -> u32 {
+        u32::from(self.genesis.privacy.min_count)
+    }
     /// Faulty members tolerated: `f = floor((n-1)/3)`.
     pub fn faulty(&self) -> usize {
         faulty(self.n())
@@ -418,6 +440,15 @@ impl Consortium {
     }
     pub fn start(&self) -> Time {
         Time(self.genesis.timing.start_ms)
+    }
+    /// When epoch `e`'s setup (its DKG runs, fresh keys per epoch) starts: `dkg_ms` before the
+    /// epoch, so epoch 1's at `start_ms`, and each later one during the epoch before.
+    pub fn setup_start(&self, epoch: u64) -> Time {
+        Time(
+            self.epoch_start(epoch)
+                .0
+                .saturating_sub(self.genesis.timing.dkg_ms),
+        )
     }
     /// Start of epoch `e` (epochs count from 1).
     pub fn epoch_start(&self, epoch: u64) -> Time {
@@ -540,7 +571,7 @@ mod tests {
     fn consortium_id_is_pinned() {
         assert_eq!(
             hex::encode(genesis(5).id()),
-            "3f8ee2acdfdee0c69e36734edf5fcf87fb3c8437e9cb6afa447d0a049ce12fef"
+            "5b3f80c1e470c7b0cef7c5e248f025bffa3019bee9a397c927cb5b5e59983c88"
         );
     }
 
@@ -575,6 +606,11 @@ mod tests {
                 Box::new(|g| g.members[3].ring = g.members[0].ring),
             ),
             ("indices", Box::new(|g| g.members[4].index = 9)),
+            ("min_count 0", Box::new(|g| g.privacy.min_count = 0)),
+            (
+                "min_count 6 must be in 1..=5",
+                Box::new(|g| g.privacy.min_count = 6),
+            ),
         ];
         for (expected, mutate) in cases {
             let mut g = genesis(5);

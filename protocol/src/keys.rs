@@ -1,4 +1,5 @@
-//! A member's long-term secret keys (DESIGN 2): ed25519 identity, x25519, ristretto255 ring key.
+//! A member's long-term secret keys (DESIGN 2: ed25519 identity, x25519, and the ristretto255
+//! key the genesis lists), and the fresh secret of one epoch that its per-epoch keys derive from.
 
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
 use curve25519_dalek::scalar::Scalar;
@@ -97,12 +98,35 @@ impl MemberSecrets {
             addrs,
         }
     }
+}
 
-    /// A 32-byte secret derived for one purpose (HKDF-SHA256 over the identity seed), used where
-    /// a value must be recomputable after a crash (DKG polynomials, one-time keys) instead of
-    /// being stored.
+/// A fresh secret of one epoch, drawn from the caller's randomness, stored in the local area and
+/// erased with the epoch's working state once its results are stored (forward secrecy: nothing
+/// that survives the epoch can recompute what was derived from it). Zeroized on drop.
+pub struct EpochSecret(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for EpochSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EpochSecret(<redacted>)")
+    }
+}
+
+impl EpochSecret {
+    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(bytes.as_mut());
+        EpochSecret(bytes)
+    }
+    pub fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
+        EpochSecret(bytes)
+    }
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+    /// A 32-byte secret for one purpose (HKDF-SHA256), recomputable after a crash for as long
+    /// as the epoch secret is kept.
     pub fn derive(&self, label: &[u8], context: &[u8]) -> Zeroizing<[u8; 32]> {
-        let hk = Hkdf::<Sha256>::new(Some(label), &self.identity.to_bytes());
+        let hk = Hkdf::<Sha256>::new(Some(label), self.0.as_ref());
         let mut out = Zeroizing::new([0u8; 32]);
         // 32 bytes is always a valid HKDF-SHA256 output length.
         let _ = hk.expand(context, out.as_mut());
@@ -130,11 +154,14 @@ mod tests {
     }
 
     #[test]
-    fn derived_secrets_differ_by_context() {
+    fn epoch_secrets_are_fresh_and_derive_by_purpose() {
         let mut rng = rand_chacha::ChaCha20Rng::from_seed([2; 32]);
-        let s = MemberSecrets::generate(&mut rng);
+        let s = EpochSecret::generate(&mut rng);
         assert_ne!(*s.derive(b"a", b"1"), *s.derive(b"a", b"2"));
         assert_ne!(*s.derive(b"a", b"1"), *s.derive(b"b", b"1"));
         assert_eq!(*s.derive(b"a", b"1"), *s.derive(b"a", b"1"));
+        let other = EpochSecret::generate(&mut rng);
+        assert_ne!(*s.derive(b"a", b"1"), *other.derive(b"a", b"1"));
+        assert_eq!(format!("{s:?}"), "EpochSecret(<redacted>)");
     }
 }

@@ -36,6 +36,7 @@ pub use keys::MemberSecrets;
 pub use record::{Hash, Record, UncheckedRecord};
 pub use step::{
     ClientResult, Culprit, Error, Event, Fault, FaultKind, Origin, Phase, Status, Step, Wait,
+    WITHHELD,
 };
 pub use time::Time;
 

@@ -67,6 +67,12 @@ pub(crate) fn scores(epoch: u64, scores: &[(String, u16)]) -> Vec<LocalWrite> {
         .collect()
 }
 
+/// The epoch's fresh secret from which our submissions' one-time keys, encryption randomness
+/// and ring slots are derived; written with the scores, erased with them.
+pub(crate) fn submission_secret(epoch: u64, secret: &[u8; 32]) -> LocalWrite {
+    write(format!("epoch/{epoch:020}/secrets/submissions"), secret)
+}
+
 /// OPRF outputs that became known together (one batch), as entry `part`.
 pub(crate) fn pseudonyms(epoch: u64, part: u32, list: &[(usize, [u8; 64])]) -> LocalWrite {
     let list: Vec<Pseudonym> = list
@@ -95,7 +101,8 @@ pub(crate) fn failed(epoch: u64, phase: Phase, reason: &str) -> LocalWrite {
     write(format!("epoch/{epoch:020}/failed"), &(phase, reason))
 }
 
-pub(crate) fn result(epoch: u64, client: usize, sum: u64, count: u32) -> LocalWrite {
+/// One result (`sum` is `None` when it is withheld below the genesis `min_count`).
+pub(crate) fn result(epoch: u64, client: usize, sum: Option<u64>, count: u32) -> LocalWrite {
     write(
         format!("epoch/{epoch:020}/result/{client:010}"),
         &(sum, count),
@@ -110,8 +117,8 @@ pub struct Finished {
     pub given: bool,
     /// Our submissions: client id and record hash.
     pub submissions: Vec<(String, [u8; 32])>,
-    /// Our results: client id, sum, count.
-    pub results: Vec<(String, u64, u32)>,
+    /// Our results: client id, sum (`None`: withheld), count.
+    pub results: Vec<(String, Option<u64>, u32)>,
 }
 
 /// Rows per entry of a finished epoch (ids of 128 bytes and a hash: about 1.8 MB).
@@ -127,7 +134,7 @@ pub(crate) fn finished(epoch: u64, f: &Finished) -> (Vec<LocalWrite>, Vec<String
     for (i, chunk) in f.results.chunks(FINISHED_PER_ENTRY).enumerate() {
         writes.push(write(format!("epoch/{epoch:020}/final/{i:010}"), &chunk));
     }
-    let erase = ["scores", "pseudonyms", "result"]
+    let erase = ["scores", "secrets", "pseudonyms", "result"]
         .iter()
         .map(|what| format!("epoch/{epoch:020}/{what}/"))
         .collect();
@@ -137,34 +144,59 @@ pub(crate) fn finished(epoch: u64, f: &Finished) -> (Vec<LocalWrite>, Vec<String
 /// An epoch past the results' retention: a marker, and the prefixes to erase (its results and
 /// submissions, and the working state of an epoch that never finished).
 pub(crate) fn expired(epoch: u64) -> (LocalWrite, Vec<String>) {
-    let erase = ["scores", "pseudonyms", "result", "own", "final"]
+    let erase = ["scores", "secrets", "pseudonyms", "result", "own", "final"]
         .iter()
         .map(|what| format!("epoch/{epoch:020}/{what}/"))
         .collect();
     (write(format!("epoch/{epoch:020}/expired"), &true), erase)
 }
 
-pub(crate) fn setup_decision(attempt: u32, value: &Value) -> LocalWrite {
-    write(format!("setup/decision/{attempt:010}"), value)
+pub(crate) fn setup_decision(epoch: u64, attempt: u32, value: &Value) -> LocalWrite {
+    write(format!("setup/{epoch:020}/decision/{attempt:010}"), value)
+}
+
+/// Our fresh secret of an epoch's setup (its DKG polynomials, seal keys and ring key derive
+/// from it), stored before anything derived from it is posted.
+pub(crate) fn setup_secret(epoch: u64, secret: &[u8; 32]) -> LocalWrite {
+    write(format!("setup/{epoch:020}/secret"), secret)
+}
+
+/// The mark that an epoch's setup secret was erased, and the prefix to erase, in one batch (a
+/// restart must never draw a new secret for an epoch whose records are out).
+pub(crate) fn setup_erased(epoch: u64) -> (LocalWrite, Vec<String>) {
+    (
+        write(format!("setup/{epoch:020}/erased"), &true),
+        vec![format!("setup/{epoch:020}/secret")],
+    )
 }
 
 /// Everything read back from the local area.
 #[derive(Default)]
 pub struct Restored {
-    pub setup: BTreeMap<u32, Value>,
+    pub setup: BTreeMap<u64, RestoredSetup>,
     pub epochs: BTreeMap<u64, RestoredEpoch>,
+}
+
+/// What the local area held of one epoch's setup.
+#[derive(Default)]
+pub struct RestoredSetup {
+    pub decisions: BTreeMap<u32, Value>,
+    pub secret: Option<Zeroizing<[u8; 32]>>,
+    pub erased: bool,
 }
 
 #[derive(Default)]
 pub struct RestoredEpoch {
     pub scores: Option<Vec<(String, u16)>>,
+    /// The secret our submissions derive from (present whenever `scores` is).
+    pub submission_secret: Option<Zeroizing<[u8; 32]>>,
     pub pseudonyms: Vec<(usize, [u8; 64])>,
     /// How many pseudonym entries were stored (the next one gets this number).
     pub pseudonym_parts: u32,
     pub served: Served,
     pub decision: Option<(u32, Value)>,
     pub failed: Option<(Phase, String)>,
-    pub results: BTreeMap<usize, (u64, u32)>,
+    pub results: BTreeMap<usize, (Option<u64>, u32)>,
     /// Set once the results are stored and the working state erased.
     pub finished: Option<Finished>,
     /// The results' retention is over: they are erased.
@@ -183,9 +215,18 @@ impl Restored {
         for (key, bytes) in entries {
             let parts: Vec<&str> = key.split('/').collect();
             match parts.as_slice() {
-                ["setup", "decision", a] => {
-                    let a: u32 = a.parse().map_err(|_| format!("bad local key {key}"))?;
-                    out.setup.insert(a, decode(key, bytes)?);
+                ["setup", e, rest @ ..] => {
+                    let e: u64 = e.parse().map_err(|_| format!("bad local key {key}"))?;
+                    let slot = out.setup.entry(e).or_default();
+                    match rest {
+                        ["decision", a] => {
+                            let a: u32 = a.parse().map_err(|_| format!("bad local key {key}"))?;
+                            slot.decisions.insert(a, decode(key, bytes)?);
+                        }
+                        ["secret"] => slot.secret = Some(Zeroizing::new(decode(key, bytes)?)),
+                        ["erased"] => slot.erased = decode(key, bytes)?,
+                        _ => return Err(format!("unknown local key {key}")),
+                    }
                 }
                 ["epoch", e, rest @ ..] => {
                     let e: u64 = e.parse().map_err(|_| format!("bad local key {key}"))?;
@@ -211,6 +252,9 @@ impl Restored {
                             slot.pseudonyms.extend(list);
                             slot.pseudonym_parts += 1;
                         }
+                        ["secrets", "submissions"] => {
+                            slot.submission_secret = Some(Zeroizing::new(decode(key, bytes)?));
+                        }
                         ["served"] => slot.served = decode(key, bytes)?,
                         ["decision"] => slot.decision = Some(decode(key, bytes)?),
                         ["failed"] => slot.failed = Some(decode(key, bytes)?),
@@ -226,7 +270,7 @@ impl Restored {
                                 .extend(rows);
                         }
                         ["final", _] => {
-                            let rows: Vec<(String, u64, u32)> = decode(key, bytes)?;
+                            let rows: Vec<(String, Option<u64>, u32)> = decode(key, bytes)?;
                             slot.finished
                                 .get_or_insert_with(Finished::default)
                                 .results
@@ -241,6 +285,13 @@ impl Restored {
                     }
                 }
                 _ => return Err(format!("unknown local key {key}")),
+            }
+        }
+        for (e, slot) in &out.epochs {
+            if slot.scores.is_some() && slot.submission_secret.is_none() {
+                return Err(format!(
+                    "local store: epoch {e} has scores but no submission secret"
+                ));
             }
         }
         Ok(out)
@@ -265,24 +316,38 @@ mod tests {
         counts.insert(2, (40, BTreeSet::from([[9; 32]])));
         let mut entries: Vec<_> = scores(7, &s).into_iter().map(entry).collect();
         entries.extend([
+            entry(submission_secret(7, &[3; 32])),
             entry(pseudonyms(7, 0, &[(4, [7u8; 64])])),
             entry(pseudonyms(7, 1, &[(5, [8u8; 64])])),
             entry(served(7, &counts)),
             entry(seal_decision(7, 2, &value)),
             entry(failed(7, Phase::Seal, "late")),
-            entry(result(7, 11, 900, 2)),
-            entry(setup_decision(1, &value)),
+            entry(result(7, 11, Some(900), 2)),
+            entry(result(7, 12, None, 2)),
+            entry(setup_decision(7, 1, &value)),
+            entry(setup_secret(7, &[5; 32])),
+            entry(setup_erased(8).0),
         ]);
         let r = Restored::parse(&entries).unwrap();
-        assert_eq!(r.setup.get(&1), Some(&value));
+        let setup = r.setup.get(&7).unwrap();
+        assert_eq!(setup.decisions.get(&1), Some(&value));
+        assert_eq!(setup.secret.as_deref(), Some(&[5u8; 32]));
+        assert!(!setup.erased && r.setup.get(&8).unwrap().erased);
+        let secret = setup_secret(7, &[5; 32]);
+        assert!(setup_erased(7)
+            .1
+            .iter()
+            .any(|p| secret.key.starts_with(p.as_str())));
         let e = r.epochs.get(&7).unwrap();
         assert_eq!(e.scores.as_ref(), Some(&s));
+        assert_eq!(e.submission_secret.as_deref(), Some(&[3u8; 32]));
         assert_eq!(e.pseudonyms, vec![(4, [7u8; 64]), (5, [8u8; 64])]);
         assert_eq!(e.pseudonym_parts, 2);
         assert_eq!(e.served.get(&2).map(|s| s.0), Some(40));
         assert_eq!(e.decision, Some((2, value)));
         assert_eq!(e.failed, Some((Phase::Seal, "late".to_string())));
-        assert_eq!(e.results.get(&11), Some(&(900, 2)));
+        assert_eq!(e.results.get(&11), Some(&(Some(900), 2)));
+        assert_eq!(e.results.get(&12), Some(&(None, 2)));
     }
 
     #[test]
@@ -291,12 +356,30 @@ mod tests {
         let writes = scores(1, &rows);
         assert_eq!(writes.len(), 10);
         assert!(writes.iter().all(|w| w.value.len() < 4 * 1024 * 1024));
-        let entries: Vec<_> = writes.into_iter().map(entry).collect();
+        let mut entries: Vec<_> = writes.into_iter().map(entry).collect();
+        let without_secret = Restored::parse(&entries).err().unwrap();
+        assert!(
+            without_secret.contains("no submission secret"),
+            "{without_secret}"
+        );
+        entries.push(entry(submission_secret(1, &[1; 32])));
         let back = Restored::parse(&entries).unwrap();
         assert_eq!(
             back.epochs.get(&1).and_then(|e| e.scores.clone()),
             Some(rows)
         );
+    }
+
+    #[test]
+    fn finishing_an_epoch_erases_its_secrets_with_its_scores() {
+        let (_, erase) = finished(4, &Finished::default());
+        let secret = submission_secret(4, &[9; 32]);
+        assert!(erase.iter().any(|p| secret.key.starts_with(p.as_str())));
+        let (_, erase) = expired(4);
+        assert!(erase.iter().any(|p| secret.key.starts_with(p.as_str())));
+        for w in scores(4, &[("a".into(), 1)]) {
+            assert!(erase.iter().any(|p| w.key.starts_with(p.as_str())));
+        }
     }
 
     #[test]

@@ -79,14 +79,22 @@ impl Run {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
-    /// FROST DKG round 1 package (broadcast): commitments and proof of knowledge.
+    /// FROST DKG round 1 package (broadcast) of one epoch's setup: commitments and proof of
+    /// knowledge, and the author's fresh keys for the epoch.
     DkgRound1 {
+        epoch: u64,
         run: Run,
         attempt: u32,
         package: Vec<u8>,
+        /// x25519 key the other dealers seal this member's round-2 shares of the run to; fresh
+        /// for the epoch and erased after it, so the sealed shares on the log open for nobody.
+        seal_key: [u8; 32],
+        /// Decryption run only: the author's ring key for the epoch's submissions.
+        ring: Option<Box<RingKeyAnnouncement>>,
     },
-    /// FROST DKG round 2 packages, each encrypted to its recipient's x25519 key.
+    /// FROST DKG round 2 packages, each encrypted to its recipient's `seal_key`.
     DkgRound2 {
+        epoch: u64,
         run: Run,
         attempt: u32,
         ephemeral: [u8; 32],
@@ -129,11 +137,29 @@ pub enum Body {
     },
 }
 
-/// An agreement instance: one per setup attempt and one per epoch's seal.
+/// A member's ring key for one epoch (DESIGN 3: ring keys are per epoch, so that a later theft
+/// links none of a bank's past submissions), with a Schnorr proof that the author knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RingKeyAnnouncement {
+    pub key: RistrettoPoint,
+    pub proof: schnorr::Signature,
+}
+impl Eq for RingKeyAnnouncement {}
+
+/// An agreement instance: one per setup attempt of an epoch and one per epoch's seal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Instance {
-    Setup { attempt: u32 },
+    Setup { epoch: u64, attempt: u32 },
     Seal { epoch: u64 },
+}
+
+impl Instance {
+    /// The epoch the instance belongs to.
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Instance::Setup { epoch, .. } | Instance::Seal { epoch } => *epoch,
+        }
+    }
 }
 
 /// What an agreement instance decides.
@@ -450,7 +476,8 @@ impl Record {
             Payload::Submission(_) => None,
         }
     }
-    /// The epoch a record belongs to, if any (setup records belong to none).
+    /// The epoch a record belongs to, if any (every record belongs to one; setup records to
+    /// the epoch whose keys they make).
     pub fn epoch(&self) -> Option<u64> {
         epoch_of(&self.envelope.payload)
     }
@@ -471,11 +498,8 @@ pub fn epoch_of(payload: &Payload) -> Option<u64> {
 /// The epoch an identified record's body belongs to, if any.
 pub fn epoch_of_body(body: &Body) -> Option<u64> {
     match body {
-        Body::DkgRound1 { .. } | Body::DkgRound2 { .. } => None,
-        Body::Proposal { instance, .. } | Body::Vote { instance, .. } => match instance {
-            Instance::Setup { .. } => None,
-            Instance::Seal { epoch } => Some(*epoch),
-        },
+        Body::DkgRound1 { epoch, .. } | Body::DkgRound2 { epoch, .. } => Some(*epoch),
+        Body::Proposal { instance, .. } | Body::Vote { instance, .. } => Some(instance.epoch()),
         Body::OprfUsage { epoch, .. }
         | Body::Report { epoch, .. }
         | Body::DecryptionShares { epoch, .. } => Some(*epoch),

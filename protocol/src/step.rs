@@ -28,10 +28,10 @@ impl Origin {
 /// [`crate::Bank::still_waiting`] says the wait is over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Wait {
-    /// The consortium keys (setup not decided yet).
-    Keys,
-    /// A setup attempt that has not started here yet.
-    Attempt(u32),
+    /// An epoch's keys (its setup not decided yet).
+    Keys(u64),
+    /// A setup attempt of an epoch that has not started here yet.
+    Attempt(u64, u32),
     /// The final set of an epoch (shares cannot be judged before it).
     FinalSet(u64),
 }
@@ -116,11 +116,13 @@ pub enum Phase {
 pub enum Event {
     /// Both DKG runs of a setup attempt are decided and their keys in use.
     SetupDecided {
+        epoch: u64,
         attempt: u32,
         participants: Vec<MemberIndex>,
     },
     /// A setup attempt was abandoned; the next runs with these participants.
     SetupRetry {
+        epoch: u64,
         attempt: u32,
         next: Vec<MemberIndex>,
     },
@@ -165,17 +167,25 @@ pub enum Event {
 pub struct ClientResult {
     pub epoch: u64,
     pub client_id: String,
-    /// Sum of the scores of every bank that holds the client.
-    pub sum: u64,
+    /// Sum of the scores of every bank that holds the client; `None` when the result is
+    /// withheld because fewer banks than the genesis `min_count` hold it.
+    pub sum: Option<u64>,
     /// Number of banks that hold the client.
     pub count: u32,
 }
 
+/// How a withheld result is written where an average would be.
+pub const WITHHELD: &str = "withheld";
+
 impl ClientResult {
-    /// The average with two decimals, rounded half up, computed exactly in integers.
+    /// The average with two decimals, rounded half up, computed exactly in integers; or
+    /// [`WITHHELD`].
     pub fn average_2dp(&self) -> String {
+        let Some(sum) = self.sum else {
+            return WITHHELD.to_string();
+        };
         let count = u64::from(self.count.max(1));
-        let hundredths = (self.sum * 200 + count) / (2 * count);
+        let hundredths = (sum * 200 + count) / (2 * count);
         format!("{}.{:02}", hundredths / 100, hundredths % 100)
     }
 }
@@ -244,6 +254,10 @@ pub enum Error {
     RelayCapacity { clients: usize, packets: u64 },
     #[error("scores for epoch {0} were already given")]
     AlreadySubmitted(u64),
+    #[error(
+        "this member is not in epoch {0}'s ring: it missed the epoch's setup, so it can submit from the next epoch on"
+    )]
+    NotInRing(u64),
 }
 
 /// A status snapshot (DESIGN 8: readiness separate from liveness).
@@ -254,7 +268,9 @@ pub struct Status {
     pub keys_ready: bool,
     /// This member may sign: its own chain's head was confirmed by peers since it started.
     pub head_confirmed: bool,
-    /// The setup attempt under way (or decided), its participants, and a failure if any.
+    /// The latest setup that started (the current epoch's, or the next's once it runs): its
+    /// epoch, the attempt under way (or decided), its participants, and a failure if any.
+    pub setup_epoch: u64,
     pub setup_attempt: u32,
     pub setup_participants: Vec<MemberIndex>,
     pub setup_failed: Option<String>,

@@ -6,7 +6,8 @@ use bankmesh_protocol::consensus::VoteKind;
 use bankmesh_protocol::crypto::{elgamal, keyswitch, ring, schnorr, transcript, validity};
 use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::record::{
-    Body, Instance, Record, Run, SealedShare, ShareEntry, Submission, UncheckedRecord, Value,
+    Body, Instance, Record, RingKeyAnnouncement, Run, SealedShare, ShareEntry, Submission,
+    UncheckedRecord, Value,
 };
 use bankmesh_protocol::{Bank, MemberSecrets, Origin, Time, Verdict};
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
@@ -115,9 +116,18 @@ fn samples() -> Vec<(&'static str, Record)> {
                 s,
                 1,
                 Body::DkgRound1 {
+                    epoch: 1,
                     run: Run::Decryption,
                     attempt: 0,
                     package: vec![1, 2, 3],
+                    seal_key: [7; 32],
+                    ring: Some(Box::new(RingKeyAnnouncement {
+                        key: Scalar::from(8u64) * G,
+                        proof: schnorr::Signature {
+                            r: (Scalar::from(9u64) * G).compress(),
+                            s: Scalar::from(10u64),
+                        },
+                    })),
                 },
             ),
         ),
@@ -128,6 +138,7 @@ fn samples() -> Vec<(&'static str, Record)> {
                 s,
                 2,
                 Body::DkgRound2 {
+                    epoch: 1,
                     run: Run::Pseudonym,
                     attempt: 0,
                     ephemeral: [4; 32],
@@ -187,7 +198,10 @@ fn samples() -> Vec<(&'static str, Record)> {
                 s,
                 8,
                 Body::Vote {
-                    instance: Instance::Setup { attempt: 1 },
+                    instance: Instance::Setup {
+                        epoch: 1,
+                        attempt: 1,
+                    },
                     kind: VoteKind::Prevote,
                     round: 2,
                     value: Some(Value::SetupKeys {
@@ -203,7 +217,10 @@ fn samples() -> Vec<(&'static str, Record)> {
                 s,
                 9,
                 Body::Vote {
-                    instance: Instance::Setup { attempt: 0 },
+                    instance: Instance::Setup {
+                        epoch: 1,
+                        attempt: 0,
+                    },
                     kind: VoteKind::Precommit,
                     round: 1,
                     value: Some(Value::SetupRetry { next: vec![1, 2] }),
@@ -238,48 +255,48 @@ fn samples() -> Vec<(&'static str, Record)> {
 const PINNED: &[(&str, usize, &str)] = &[
     (
         "dkg-round1",
-        140,
-        "ec00ae901a33529f8e59019f803dcf3f6dcc36e5f2dd6cfbc8a4d5fcfdaea1f9",
+        270,
+        "46018b87939f8615dfe934cd55db00b4f372b3424c52ae0c6a79739838db8bc8",
     ),
     (
         "dkg-round2",
-        173,
-        "4252299d41d049794da4069baeb0ac7f07afc07e84f831763b70658b3cd4fb06",
+        174,
+        "a1c28a727d75d476822936cd760285b07c8630f601ded3cf4a2e3b6b2513c242",
     ),
     (
         "oprf-usage",
         140,
-        "fa00d373cc30047e25b41da1512b6a109a9ce7e38a60775db9707b840a09c2dc",
+        "bf7dd3eb5bb7d7c7944bc2b10726c980d7d5e32f08bf21e39400c88f02df679d",
     ),
     (
         "report",
         202,
-        "8373b8cc2317c44dcb9c9169347c77598ad7112209289d34b2506e4018892aa9",
+        "8a75fbba7e38e2bd18d3fcfa79c2e1fa0bbd1ddc1f39a7cde8d6eb1fc8c4a3f3",
     ),
     (
         "proposal",
         206,
-        "d2e6d18de33fa2869231ab983adc3821669b751e65bad5d6765d3e099bbe37d2",
+        "738433121b561698770cf044b92d2d5a8f6e785598cde017ef24dd3b068fad8b",
     ),
     (
         "prevote",
-        204,
-        "804a0501a29b27de672593a218b586621aee83cf0da1c5e972b014f9af02f23d",
+        205,
+        "414d2efc37b9ea2156c59fb8de044fda2c4264f1e64a71d834284c68dabbffdd",
     ),
     (
         "precommit",
-        143,
-        "79e22ec6c3d73b6ebeb90f4b3915954849fcacbd114e551b57c6d80b3358c035",
+        144,
+        "790b9b8ddd8c9da169b0464acf3d205681774805ad0fff2782b0833bc68401af",
     ),
     (
         "decryption-shares",
         360,
-        "9cad7e9c0534288c67a5c1433777c2ccc2ae46473f099b915719cdab10181ada",
+        "68b26e2eada4874aff100fbfe2a49600318ea5ad4a6b4c0032f65d10b9220814",
     ),
     (
         "submission",
         1192,
-        "be1c9d86948677596d73fc722301b03213c9802a0d00c815fdfaf184458956b1",
+        "ae19109d4f5640d1f8e8e382ac54502085387e4666f0eb37c6426a11d4641347",
     ),
 ];
 

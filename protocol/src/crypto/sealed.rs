@@ -11,9 +11,11 @@ use zeroize::Zeroizing;
 
 use super::error::CryptoError;
 
-/// Everything a sealed share is bound to: consortium, run, attempt, sender and recipient.
+/// Everything a sealed share is bound to: consortium, epoch, run, attempt, sender and
+/// recipient.
 pub struct ShareContext<'a> {
     pub consortium: &'a [u8; 32],
+    pub epoch: u64,
     pub run: &'a [u8],
     pub attempt: u32,
     pub sender: u16,
@@ -22,8 +24,9 @@ pub struct ShareContext<'a> {
 
 impl ShareContext<'_> {
     fn info(&self, ephemeral: &[u8; 32], recipient_key: &[u8; 32]) -> Vec<u8> {
-        let mut info = b"bankmesh.dkg-share.v1".to_vec();
+        let mut info = b"bankmesh.dkg-share.v2".to_vec();
         info.extend_from_slice(self.consortium);
+        info.extend_from_slice(&self.epoch.to_be_bytes());
         info.extend_from_slice(&(self.run.len() as u64).to_be_bytes());
         info.extend_from_slice(self.run);
         info.extend_from_slice(&self.attempt.to_be_bytes());
@@ -98,6 +101,7 @@ mod tests {
     fn ctx(recipient: u16) -> ShareContext<'static> {
         ShareContext {
             consortium: &[9; 32],
+            epoch: 4,
             run: b"x",
             attempt: 0,
             sender: 1,
@@ -119,6 +123,8 @@ mod tests {
         );
         assert!(open(&ctx(2), &eph_pub, &eve, &sealed).is_err());
         assert!(open(&ctx(3), &eph_pub, &bob, &sealed).is_err());
+        let other_epoch = ShareContext { epoch: 5, ..ctx(2) };
+        assert!(open(&other_epoch, &eph_pub, &bob, &sealed).is_err());
         let mut tampered = sealed.clone();
         tampered[0] ^= 1;
         assert!(open(&ctx(2), &eph_pub, &bob, &tampered).is_err());

@@ -71,9 +71,16 @@ pub fn verify(
     submission: &Hash,
     share: &KeySwitchShare,
 ) -> Result<VerifiedShare, String> {
-    let (entry, aggregate, _) = set
+    let (entry, aggregate, count) = set
         .lookup(submission)
         .ok_or("share for a submission outside the final set")?;
+    if count < set.min_count {
+        return Err(format!(
+            "share for {}, whose tag has {count} submissions, below min_count {}: its result is withheld",
+            hex::encode(&submission[..8]),
+            set.min_count
+        ));
+    }
     let mut t = share_transcript(c, epoch, &set.root, submission);
     keyswitch::verify(&mut t, verifying, aggregate, &entry.one_time, share)
         .map_err(|e| format!("share for {}: {e}", hex::encode(&submission[..8])))?;
@@ -136,14 +143,14 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Every submission of the set except those we already posted shares for (met in the log
-    /// after a restart).
+    /// Every submission of the set whose result is disclosed, except those we already posted
+    /// shares for (met in the log after a restart). A tag below `min_count` gets no share.
     pub fn new(set: &FinalSet, posted: &BTreeSet<Hash>) -> Producer {
         Producer {
             queue: set
                 .entries
                 .keys()
-                .filter(|h| !posted.contains(*h))
+                .filter(|h| !posted.contains(*h) && set.disclosed(h))
                 .copied()
                 .collect(),
         }

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::oprf::DleqProof;
 use crate::genesis::Consortium;
-use crate::keys::MemberSecrets;
+use crate::keys::{EpochSecret, MemberSecrets};
 use crate::local::{self, Finished, LocalWrite, RestoredEpoch};
 use crate::messages::{Request, Response, SUBMISSIONS_PAGE, SYNC_BATCH_MAX};
 use crate::record::{Body, Hash, ShareEntry, Submission};
@@ -124,12 +124,17 @@ enum Stage {
         root: Hash,
         hashes: Vec<Hash>,
         excluded: Vec<Hash>,
+        /// Submissions whose tag is below `min_count`: no share may name them.
+        withheld: Vec<Hash>,
     },
 }
 
 /// Our own clients' part of the epoch.
 struct Own {
     clients: Vec<Client>,
+    /// Fresh for the epoch: our one-time keys, encryption randomness and ring slots derive
+    /// from it, and it is erased with the scores (DESIGN 3: never from a long-term key).
+    secret: EpochSecret,
     pseudonyms: Pseudonyms,
     known: BTreeMap<usize, Zeroizing<[u8; 64]>>,
     submitter: Submitter,
@@ -194,12 +199,13 @@ impl Epoch {
         }
     }
 
-    fn own_from(number: u64, scores: Vec<(String, u16)>) -> Own {
+    fn own_from(number: u64, scores: Vec<(String, u16)>, secret: EpochSecret) -> Own {
         Own {
             clients: scores
                 .into_iter()
                 .map(|(id, score)| Client { id, score })
                 .collect(),
+            secret,
             pseudonyms: Pseudonyms::new(number),
             known: BTreeMap::new(),
             submitter: Submitter::new(number),
@@ -216,8 +222,8 @@ impl Epoch {
         self.expired = r.expired;
         if let Some(f) = r.finished {
             self.finished = Some(f);
-        } else if let Some(scores) = r.scores {
-            let mut own = Self::own_from(self.number, scores);
+        } else if let (Some(scores), Some(secret)) = (r.scores, r.submission_secret) {
+            let mut own = Self::own_from(self.number, scores, EpochSecret::from_bytes(secret));
             for (client, y) in r.pseudonyms {
                 if client < own.clients.len() {
                     own.known.insert(client, Zeroizing::new(y));
@@ -244,10 +250,13 @@ impl Epoch {
         matches!(self.stage, Stage::Open) && !self.seal.reported()
     }
 
-    /// The operator's scores (checked by the bank); stored before anything uses them.
-    pub fn set_scores(&mut self, scores: Vec<(String, u16)>, out: &mut Out) {
+    /// The operator's scores (checked by the bank) and a fresh secret for our submissions;
+    /// both stored before anything uses them.
+    pub fn set_scores(&mut self, scores: Vec<(String, u16)>, secret: EpochSecret, out: &mut Out) {
         out.local.extend(local::scores(self.number, &scores));
-        self.own = Some(Self::own_from(self.number, scores));
+        out.local
+            .push(local::submission_secret(self.number, secret.as_bytes()));
+        self.own = Some(Self::own_from(self.number, scores, secret));
     }
 
     // --- Checks: functions of the record and read-only state --------------------------------
@@ -311,7 +320,18 @@ impl Epoch {
                     Err(why) => ShareCheck::Reject(why),
                 }
             }
-            Stage::Done { .. } => ShareCheck::Unchecked,
+            Stage::Done { withheld, .. } => {
+                if shares
+                    .iter()
+                    .any(|e| withheld.binary_search(&e.submission).is_ok())
+                {
+                    ShareCheck::Reject(
+                        "a share for a submission whose tag is below min_count (withheld)".into(),
+                    )
+                } else {
+                    ShareCheck::Unchecked
+                }
+            }
             _ if self.failed.is_some() || ctx.now >= ctx.consortium.decrypt_end(self.number) => {
                 ShareCheck::Unchecked
             }
@@ -788,9 +808,8 @@ impl Epoch {
         let before = budget;
         let made = own.submitter.step(
             ctx.consortium,
-            ctx.me,
-            ctx.secrets,
-            &keys.x.group,
+            &own.secret,
+            keys,
             &own.clients,
             &self.pool,
             open,
@@ -933,7 +952,12 @@ impl Epoch {
         let Some(entries) = self.pool.take(hashes) else {
             return;
         };
-        let set = FinalSet::new(round, entries, ctx.consortium.n());
+        let set = FinalSet::new(
+            round,
+            entries,
+            ctx.consortium.n(),
+            ctx.consortium.min_count(),
+        );
         for &hash in &set.excluded {
             out.faults.push(Fault {
                 culprit: Culprit::Submission(hash),
@@ -1017,6 +1041,8 @@ impl Epoch {
                         .filter(|h| set.entries.contains_key(*h))
                         .count(),
                 );
+                let withheld = own.results.withhold(set, own.submitter.mine());
+                record_results(number, &own.clients, withheld, out);
             }
             // Shares met without a check are verified before use (on every path).
             for (hash, author, share) in own.results.to_verify(own.submitter.mine(), t) {
@@ -1040,17 +1066,7 @@ impl Epoch {
                 }
             }
             let (opened, errors) = own.results.open(set, own.submitter.mine(), t);
-            for (client, sum, count) in opened {
-                out.local.push(local::result(number, client, sum, count));
-                if let Some(cl) = own.clients.get(client) {
-                    out.results.push(ClientResult {
-                        epoch: number,
-                        client_id: cl.id.clone(),
-                        sum,
-                        count,
-                    });
-                }
-            }
+            record_results(number, &own.clients, opened, out);
             failure = errors.into_iter().next();
             results_done = self.own_failure.is_some()
                 || failure.is_some()
@@ -1074,6 +1090,7 @@ impl Epoch {
                 root: set.root,
                 hashes: set.entries.keys().copied().collect(),
                 excluded: set.excluded.clone(),
+                withheld: set.withheld(),
             };
             self.stage = done;
             self.finish(out);
@@ -1284,6 +1301,21 @@ impl Epoch {
                 .as_ref()
                 .or(self.own_failure.as_ref())
                 .map(|(p, r)| format!("{p:?}: {r}")),
+        }
+    }
+}
+
+/// Stores our new results before they are reported (DESIGN 8) and reports them.
+fn record_results(epoch: u64, clients: &[Client], results: Vec<results::Opened>, out: &mut Out) {
+    for (client, sum, count) in results {
+        out.local.push(local::result(epoch, client, sum, count));
+        if let Some(cl) = clients.get(client) {
+            out.results.push(ClientResult {
+                epoch,
+                client_id: cl.id.clone(),
+                sum,
+                count,
+            });
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Results (DESIGN 4.7): for each of our submissions in the final set, `t` verified shares
 //! stripped with its one-time key, combined, and the sum looked up; the count is the tag's
-//! number of submissions. Each submission is opened once.
+//! number of submissions. Each submission is opened once. A submission whose tag is below the
+//! genesis `min_count` gets no shares: its result is withheld, with its count.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,8 +15,8 @@ use crate::MemberIndex;
 use super::decrypt::{VerifiedShare, VerifiedShares};
 use super::values::{FinalSet, Mine};
 
-/// One of our results: client position, sum, count.
-pub type Opened = (usize, u64, u32);
+/// One of our results: client position, sum (`None`: withheld below `min_count`), count.
+pub type Opened = (usize, Option<u64>, u32);
 
 #[derive(Default)]
 pub struct Results {
@@ -23,7 +24,7 @@ pub struct Results {
     /// Shares met in the log without a check (replayed after a restart, or accepted while the
     /// epoch could not be judged): verified before they are used.
     unverified: BTreeMap<Hash, BTreeMap<MemberIndex, KeySwitchShare>>,
-    opened: BTreeMap<usize, (u64, u32)>,
+    opened: BTreeMap<usize, (Option<u64>, u32)>,
     /// Submissions whose shares changed since they were last looked at: only these are
     /// looked at again (the work per share record stays constant).
     dirty: BTreeSet<Hash>,
@@ -31,14 +32,14 @@ pub struct Results {
 
 impl Results {
     /// Results read back after a restart.
-    pub fn restore(opened: BTreeMap<usize, (u64, u32)>) -> Results {
+    pub fn restore(opened: BTreeMap<usize, (Option<u64>, u32)>) -> Results {
         Results {
             opened,
             ..Results::default()
         }
     }
 
-    pub fn opened(&self) -> &BTreeMap<usize, (u64, u32)> {
+    pub fn opened(&self) -> &BTreeMap<usize, (Option<u64>, u32)> {
         &self.opened
     }
 
@@ -128,6 +129,22 @@ impl Results {
         self.dirty.extend(touched);
     }
 
+    /// Our submissions of the set whose tag is below `min_count` and that have no result yet:
+    /// their results are withheld (no member posts shares for them), with their count.
+    pub fn withhold(&mut self, set: &FinalSet, mine: &BTreeMap<Hash, Mine>) -> Vec<Opened> {
+        let mut out = Vec::new();
+        for (hash, m) in mine {
+            let Some((_, _, count)) = set.lookup(hash) else {
+                continue;
+            };
+            if count < set.min_count && !self.opened.contains_key(&m.client) {
+                self.opened.insert(m.client, (None, count));
+                out.push((m.client, None, count));
+            }
+        }
+        out
+    }
+
     /// Opens every submission of ours that has `t` verified shares and no result yet.
     pub fn open(
         &mut self,
@@ -158,7 +175,7 @@ impl Results {
                 .map(|v| (v.author(), keyswitch::strip(v.share(), &m.one_time)))
                 .collect();
             match keyswitch::combine(aggregate, &parts, t).and_then(|p| dlog::small_dlog(&p)) {
-                Ok(sum) => opened.push((m.client, u64::from(sum), count)),
+                Ok(sum) => opened.push((m.client, Some(u64::from(sum)), count)),
                 Err(e) => errors.push(format!("decrypting a result: {e}")),
             }
         }

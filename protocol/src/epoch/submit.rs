@@ -15,9 +15,9 @@ use zeroize::Zeroizing;
 use crate::crypto::ring::{self, Linked, RingContext, RingKey};
 use crate::crypto::{schnorr, tag, transcript, validity, CryptoError};
 use crate::genesis::Consortium;
-use crate::keys::MemberSecrets;
+use crate::keys::EpochSecret;
 use crate::record::{Hash, Record, Submission};
-use crate::MemberIndex;
+use crate::setup::SetupKeys;
 
 use super::values::{Client, ClientKeys, Mine, Pool};
 
@@ -34,22 +34,22 @@ fn validity_transcript(
     t
 }
 
-/// Verifies a submission's validity proof, holder signature and ring signature (DESIGN 3);
-/// returns its link and slot tags.
+/// Verifies a submission's validity proof, holder signature and ring signature (DESIGN 3)
+/// against its epoch's keys and ring; returns its link and slot tags.
 pub fn verify_submission(
     c: &Consortium,
-    x: &RistrettoPoint,
+    keys: &SetupKeys,
     s: &Submission,
 ) -> Result<Linked, CryptoError> {
     let mut t = validity_transcript(c, s.epoch, &s.tag, &s.one_time);
-    validity::verify(&mut t, x, &s.ciphertext, &s.validity)?;
+    validity::verify(&mut t, &keys.x.group, &s.ciphertext, &s.validity)?;
     let mut t = transcript(&c.id, s.epoch, b"holder");
     schnorr::verify(&mut t, &s.tag, &s.signed_bytes(), &s.holder)?;
     let tag = s.tag.compress().to_bytes();
     ring::verify(
         &ring_context(c, s.epoch, &tag),
         c.genesis.oprf_quota,
-        c.ring_keys(),
+        &keys.ring,
         &s.ring_signed_bytes(),
         &s.ring,
     )
@@ -99,19 +99,21 @@ pub fn slot_for(key: &[u8; 32], quota: u32, index: u32) -> Option<u32> {
     }
 }
 
-/// The key of our slot permutation for `epoch`.
-fn slot_key(c: &Consortium, secrets: &MemberSecrets, epoch: u64) -> Zeroizing<[u8; 32]> {
+/// The key of our slot permutation for `epoch` (from the epoch's fresh secret: whoever could
+/// recompute it would know which slots, and so which submissions, were ours).
+fn slot_key(c: &Consortium, secret: &EpochSecret, epoch: u64) -> Zeroizing<[u8; 32]> {
     let mut context = c.id.to_vec();
     context.extend_from_slice(&epoch.to_be_bytes());
-    secrets.derive(b"bankmesh.ring-slots.v1", &context)
+    secret.derive(b"bankmesh.ring-slots.v1", &context)
 }
 
 /// A client's keys for `epoch`: its tag key `sk_T = H2(consortium, epoch, id, y)` and tag, and
-/// its one-time key. The one-time key is derived, not drawn, so a restarted bank can still
-/// recognize and open its results.
+/// its one-time key. The one-time key is derived from the epoch's fresh secret (kept until our
+/// results are stored, then erased), so a restarted bank can still recognize and open its
+/// results, and nobody can once the secret is gone.
 pub fn client_keys(
     c: &Consortium,
-    secrets: &MemberSecrets,
+    secret: &EpochSecret,
     epoch: u64,
     client: usize,
     id: &str,
@@ -122,7 +124,7 @@ pub fn client_keys(
     let mut context = c.id.to_vec();
     context.extend_from_slice(&epoch.to_be_bytes());
     context.extend_from_slice(tag.compress().as_bytes());
-    let seed = secrets.derive(b"bankmesh.one-time-key.v1", &context);
+    let seed = secret.derive(b"bankmesh.one-time-key.v1", &context);
     let o = Zeroizing::new(Scalar::from_bytes_mod_order(*seed));
     ClientKeys {
         client,
@@ -133,10 +135,12 @@ pub fn client_keys(
     }
 }
 
-/// Who signs a submission in the ring, and in which slot.
+/// Who signs a submission in the epoch's ring, and in which slot.
 pub struct Poster<'a> {
-    pub me: MemberIndex,
-    pub secrets: &'a MemberSecrets,
+    pub ring: &'a [RistrettoPoint],
+    /// Our position in the ring and our ring key for the epoch.
+    pub position: usize,
+    pub key: &'a Scalar,
     pub slot: u32,
 }
 
@@ -174,15 +178,12 @@ pub fn build_submission(
     let mut t = transcript(&c.id, epoch, b"holder");
     s.holder = schnorr::sign(&mut t, &keys.tag_key, &s.signed_bytes(), rng);
     let tag = keys.tag.compress().to_bytes();
-    let signer = usize::from(poster.me)
-        .checked_sub(1)
-        .ok_or(CryptoError::BadInput)?;
     s.ring = ring::sign(
         &ring_context(c, epoch, &tag),
         poster.slot,
-        c.ring_keys(),
-        signer,
-        &RingKey::from_scalar(*poster.secrets.ring()),
+        poster.ring,
+        poster.position,
+        &RingKey::from_scalar(*poster.key),
         &s.ring_signed_bytes(),
         rng,
     )?;
@@ -228,27 +229,27 @@ impl Submitter {
 
     /// Builds up to `budget` submissions (each costs a range proof), recognizing those already
     /// in the pool. While `open` is false nothing new is built: what is left fails. The
-    /// encryption and proof randomness is derived from our key, the epoch and the tag (like the
+    /// encryption and proof randomness is derived from the epoch's secret and the tag (like the
     /// one-time key), so that a submission built again is the same record.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         c: &Consortium,
-        me: MemberIndex,
-        secrets: &MemberSecrets,
-        x: &RistrettoPoint,
+        secret: &EpochSecret,
+        epoch_keys: &SetupKeys,
         clients: &[Client],
         pool: &Pool,
         open: bool,
         budget: &mut usize,
     ) -> Submitted {
         let mut out = Submitted::default();
-        let slots = slot_key(c, secrets, self.epoch);
+        let slots = slot_key(c, secret, self.epoch);
+        let x = &epoch_keys.x.group;
         while let Some((client, y)) = self.queue.pop_front() {
             let Some(cl) = clients.get(client) else {
                 continue;
             };
-            let keys = client_keys(c, secrets, self.epoch, client, &cl.id, &y);
+            let keys = client_keys(c, secret, self.epoch, client, &cl.id, &y);
             let tag = keys.tag.compress().to_bytes();
             if let Some(hash) = pool.find(&tag, &keys.one_time_public) {
                 // Posted before a restart: take it back, do not post it twice.
@@ -265,13 +266,13 @@ impl Submitter {
                 break;
             }
             *budget -= 1;
-            // Randomness derived from our key, the epoch and the tag: built again (after a
-            // restore from a backup that lost the record), it is the same record, never a
-            // second submission for the client.
+            // Randomness derived from the epoch's secret and the tag: built again (after a
+            // crash, or a restore from a backup that lost the record), it is the same record,
+            // never a second submission for the client.
             let mut context = c.id.to_vec();
             context.extend_from_slice(&self.epoch.to_be_bytes());
             context.extend_from_slice(&tag);
-            let seed = secrets.derive(b"bankmesh.submission-randomness.v1", &context);
+            let seed = secret.derive(b"bankmesh.submission-randomness.v1", &context);
             let mut derived = rand_chacha::ChaCha20Rng::from_seed(*seed);
             let Some(slot) = u32::try_from(client)
                 .ok()
@@ -281,7 +282,20 @@ impl Submitter {
                 out.error = Some("more clients than the submission quota".into());
                 return out;
             };
-            let poster = Poster { me, secrets, slot };
+            let Some((position, key)) = &epoch_keys.ring_secret else {
+                self.queue.clear();
+                out.error = Some(
+                    "we are not in this epoch's ring (not a participant of its decided setup)"
+                        .into(),
+                );
+                return out;
+            };
+            let poster = Poster {
+                ring: &epoch_keys.ring,
+                position: *position,
+                key,
+                slot,
+            };
             match build_submission(c, x, self.epoch, cl.score, &keys, &poster, &mut derived) {
                 Ok(s) => {
                     let hash = Record::submission(&c.id, s.clone()).hash();

@@ -130,6 +130,8 @@ pub struct FinalSet {
     /// Submissions of the decided set left out, ascending: their link tag or slot tag occurs
     /// twice in it.
     pub excluded: Vec<Hash>,
+    /// Fewest submissions a tag needs for its result to be disclosed (genesis `min_count`).
+    pub min_count: u32,
 }
 
 impl FinalSet {
@@ -140,7 +142,7 @@ impl FinalSet {
     /// records whatever arrived first. Then each tag has at most one submission per member, so
     /// at most `n`, and its sum stays within the lookup table; a tag with more (impossible
     /// unless ring keys repeat, which the genesis refuses) is left out too.
-    pub fn new(round: u32, entries: BTreeMap<Hash, Entry>, n: usize) -> FinalSet {
+    pub fn new(round: u32, entries: BTreeMap<Hash, Entry>, n: usize, min_count: u32) -> FinalSet {
         let mut links: HashMap<[u8; 32], u32> = HashMap::new();
         let mut slots: HashMap<[u8; 32], u32> = HashMap::new();
         for e in entries.values() {
@@ -173,7 +175,22 @@ impl FinalSet {
             entries,
             aggregates,
             excluded,
+            min_count,
         }
+    }
+    /// Whether the result of a submission's tag may be decrypted: its tag has at least
+    /// `min_count` submissions (DESIGN 6, output control). False outside the set.
+    pub fn disclosed(&self, hash: &Hash) -> bool {
+        self.lookup(hash)
+            .is_some_and(|(_, _, count)| count >= self.min_count)
+    }
+    /// The submissions whose results are withheld (their tag is below `min_count`), ascending.
+    pub fn withheld(&self) -> Vec<Hash> {
+        self.entries
+            .keys()
+            .filter(|h| !self.disclosed(h))
+            .copied()
+            .collect()
     }
     /// The entry and its tag's aggregate for a submission of the set.
     pub fn lookup(&self, hash: &Hash) -> Option<(&Entry, &Ciphertext, u32)> {
@@ -213,7 +230,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let set = FinalSet::new(0, entries, 5);
+        let set = FinalSet::new(0, entries, 5, 1);
         assert_eq!(set.excluded, vec![[3; 32], [4; 32], [5; 32], [6; 32]]);
         assert_eq!(set.entries.len(), 3);
         assert_eq!(set.aggregates.get(&[1; 32]).map(|a| a.1), Some(2));
@@ -224,10 +241,34 @@ mod tests {
     #[test]
     fn a_tag_with_more_submissions_than_members_is_left_out() {
         let entries: BTreeMap<Hash, Entry> = (0..4u8).map(|i| ([i; 32], entry(1, i, i))).collect();
-        let set = FinalSet::new(0, entries.clone(), 4);
+        let set = FinalSet::new(0, entries.clone(), 4, 1);
         assert!(set.excluded.is_empty());
-        let set = FinalSet::new(0, entries, 3);
+        let set = FinalSet::new(0, entries, 3, 1);
         assert_eq!(set.excluded.len(), 4);
         assert!(set.aggregates.is_empty());
+    }
+
+    #[test]
+    fn a_tag_below_min_count_is_withheld() {
+        // Tag 1 has three submissions, tag 2 two, tag 3 one.
+        let entries: BTreeMap<Hash, Entry> = [
+            ([1; 32], entry(1, 1, 1)),
+            ([2; 32], entry(1, 2, 2)),
+            ([3; 32], entry(1, 3, 3)),
+            ([4; 32], entry(2, 4, 4)),
+            ([5; 32], entry(2, 5, 5)),
+            ([6; 32], entry(3, 6, 6)),
+        ]
+        .into_iter()
+        .collect();
+        let set = FinalSet::new(0, entries.clone(), 5, 3);
+        assert_eq!(set.withheld(), vec![[4; 32], [5; 32], [6; 32]]);
+        assert!(set.disclosed(&[1; 32]) && !set.disclosed(&[4; 32]));
+        assert!(!set.disclosed(&[9; 32]), "outside the set");
+        // The limits: 1 discloses everything, n = 5 withholds every tag here.
+        assert!(FinalSet::new(0, entries.clone(), 5, 1)
+            .withheld()
+            .is_empty());
+        assert_eq!(FinalSet::new(0, entries, 5, 5).withheld().len(), 6);
     }
 }

@@ -1,9 +1,10 @@
 //! One FROST DKG run (DESIGN 3, 4.1) over the log: round-1 packages are broadcast records,
 //! round-2 packages are sealed to each recipient and posted as one record per dealer.
 //!
-//! The dealer's polynomial comes from a seed derived from the member's identity key, run and
-//! attempt, so a member that crashes mid-DKG recomputes exactly what it already posted
-//! (resuming from the log never equivocates). Which attempt's keys are used is not decided
+//! The dealer's polynomial comes from a seed derived from the member's fresh secret of the
+//! epoch ([`super::epoch_keys`]), run and attempt, so a member that crashes mid-DKG recomputes
+//! exactly what it already posted (resuming from the log never equivocates). Round-2 shares
+//! are sealed to the keys the recipients announced in their round-1 records for the epoch. Which attempt's keys are used is not decided
 //! here but by the setup's agreement (`super`), on the transcript this run computes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,8 +19,10 @@ use zeroize::Zeroizing;
 
 use crate::crypto::sealed::{self, ShareContext};
 use crate::genesis::Consortium;
-use crate::keys::MemberSecrets;
-use crate::record::{Body, Hash, Run, SealedShare};
+use crate::keys::EpochSecret;
+use crate::record::{Body, Hash, RingKeyAnnouncement, Run, SealedShare};
+
+use super::epoch_keys;
 use crate::MemberIndex;
 
 /// The public outcome of a run, and this member's share if it took part.
@@ -31,6 +34,16 @@ pub struct RunKeys {
     pub verifying: BTreeMap<MemberIndex, RistrettoPoint>,
     /// This member's secret share, if it was a participant.
     pub share: Option<Zeroizing<Scalar>>,
+}
+
+/// The fields of a round-1 record that its check needs.
+#[derive(Clone, Copy)]
+pub struct Round1<'a> {
+    pub epoch: u64,
+    pub attempt: u32,
+    pub package: &'a [u8],
+    pub seal_key: &'a [u8; 32],
+    pub ring: Option<&'a RingKeyAnnouncement>,
 }
 
 /// Why a DKG record is refused; names the fault for the culprit.
@@ -45,11 +58,16 @@ pub enum DkgReject {
 }
 
 pub struct DkgRun {
+    epoch: u64,
     run: Run,
     attempt: u32,
     participants: Vec<MemberIndex>,
     threshold: u16,
     round1: BTreeMap<MemberIndex, round1::Package>,
+    /// Each participant's key for sealing its round-2 shares, from its round-1 record.
+    seal_keys: BTreeMap<MemberIndex, [u8; 32]>,
+    /// Each participant's ring key for the epoch (decryption run only).
+    ring_keys: BTreeMap<MemberIndex, RistrettoPoint>,
     round2_from: BTreeSet<MemberIndex>,
     my_round2: BTreeMap<frost::Identifier, round2::Package>,
     secret1: Option<round1::SecretPackage>,
@@ -84,16 +102,20 @@ fn point(bytes: &[u8]) -> Option<RistrettoPoint> {
 impl DkgRun {
     pub fn new(
         consortium: &Consortium,
+        epoch: u64,
         run: Run,
         attempt: u32,
         participants: Vec<MemberIndex>,
     ) -> Self {
         DkgRun {
+            epoch,
             run,
             attempt,
             participants,
             threshold: consortium.genesis.threshold,
             round1: BTreeMap::new(),
+            seal_keys: BTreeMap::new(),
+            ring_keys: BTreeMap::new(),
             round2_from: BTreeSet::new(),
             my_round2: BTreeMap::new(),
             secret1: None,
@@ -109,6 +131,37 @@ impl DkgRun {
     /// The keys and transcript computed here, if every participant's records are in.
     pub fn computed(&self) -> Option<&(RunKeys, Hash)> {
         self.computed.as_ref()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Drops every secret of the run: the FROST secret packages, the shares sealed to us as
+    /// opened, and our computed key share (the public keys stay).
+    pub fn forget_secrets(&mut self) {
+        self.secret1 = None;
+        self.secret2 = None;
+        self.my_round2.clear();
+        if let Some((keys, _)) = &mut self.computed {
+            keys.share = None;
+        }
+    }
+
+    /// Whether the run still holds a secret (see [`DkgRun::forget_secrets`]).
+    pub fn holds_secrets(&self) -> bool {
+        self.secret1.is_some()
+            || self.secret2.is_some()
+            || !self.my_round2.is_empty()
+            || self
+                .computed
+                .as_ref()
+                .is_some_and(|(k, _)| k.share.is_some())
+    }
+
+    /// The ring keys the participants announced for the epoch (decryption run).
+    pub fn ring_keys(&self) -> &BTreeMap<MemberIndex, RistrettoPoint> {
+        &self.ring_keys
     }
 
     /// Whether `member` posted its round-1 package in this run.
@@ -143,6 +196,7 @@ impl DkgRun {
         let mut h = Sha256::new();
         h.update(b"bankmesh.dkg-transcript.v1");
         h.update(consortium_id);
+        h.update(self.epoch.to_be_bytes());
         h.update(self.run.label());
         h.update(self.attempt.to_be_bytes());
         for p in &self.participants {
@@ -170,13 +224,6 @@ impl DkgRun {
         )
     }
 
-    fn context(&self, consortium: &Consortium) -> Vec<u8> {
-        let mut c = consortium.id.to_vec();
-        c.extend_from_slice(self.run.label());
-        c.extend_from_slice(&self.attempt.to_be_bytes());
-        c
-    }
-
     fn max_signers(&self) -> u16 {
         u16::try_from(self.participants.len()).unwrap_or(u16::MAX)
     }
@@ -186,23 +233,30 @@ impl DkgRun {
         &mut self,
         consortium: &Consortium,
         me: MemberIndex,
-        secrets: &MemberSecrets,
+        secret: &EpochSecret,
     ) -> Option<Body> {
         if self.posted1 || self.failed.is_some() || !self.participants.contains(&me) {
             return None;
         }
-        let seed = secrets.derive(b"bankmesh.dkg-polynomial.v1", &self.context(consortium));
+        let (epoch, run, attempt) = (self.epoch, self.run, self.attempt);
+        let seed = epoch_keys::polynomial_seed(secret, consortium, epoch, run, attempt);
         let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
         let id = identifier(me)?;
         match frost::keys::dkg::part1(id, self.max_signers(), self.threshold, &mut rng) {
-            Ok((secret, package)) => {
-                self.secret1 = Some(secret);
+            Ok((secret1, package)) => {
+                self.secret1 = Some(secret1);
                 self.posted1 = true;
                 let package = package.serialize().ok()?;
+                let seal = epoch_keys::seal_secret(secret, consortium, epoch, run);
+                let ring = (run == Run::Decryption)
+                    .then(|| Box::new(epoch_keys::announce_ring(secret, consortium, epoch, me)));
                 Some(Body::DkgRound1 {
-                    run: self.run,
-                    attempt: self.attempt,
+                    epoch,
+                    run,
+                    attempt,
                     package,
+                    seal_key: x25519_dalek::PublicKey::from(&seal).to_bytes(),
+                    ring,
                 })
             }
             Err(e) => {
@@ -218,10 +272,10 @@ impl DkgRun {
         &mut self,
         consortium: &Consortium,
         me: MemberIndex,
-        secrets: &MemberSecrets,
+        secret: &EpochSecret,
     ) {
         if !self.posted1 {
-            let _ = self.round1_body(consortium, me, secrets);
+            let _ = self.round1_body(consortium, me, secret);
         }
     }
 
@@ -230,27 +284,50 @@ impl DkgRun {
         &mut self,
         consortium: &Consortium,
         me: MemberIndex,
-        secrets: &MemberSecrets,
+        secret: &EpochSecret,
     ) {
         if !self.posted2 {
-            let _ = self.round2_body(consortium, me, secrets);
+            let _ = self.round2_body(consortium, me, secret);
         }
     }
 
-    /// Verifies a round-1 record: attempt, participant, proof of knowledge, threshold.
+    /// Verifies a round-1 record: epoch, attempt, participant, proof of knowledge, threshold,
+    /// and the author's keys for the epoch (a seal key of full order; a proven ring key in the
+    /// decryption run, none in the other).
     pub fn check_round1(
         &self,
+        consortium: &Consortium,
         author: MemberIndex,
-        attempt: u32,
-        package: &[u8],
+        round1: Round1<'_>,
     ) -> Result<round1::Package, DkgReject> {
-        if attempt != self.attempt || !self.participants.contains(&author) {
+        let Round1 {
+            epoch,
+            attempt,
+            package,
+            seal_key,
+            ring,
+        } = round1;
+        if epoch != self.epoch || attempt != self.attempt || !self.participants.contains(&author) {
             return Err(DkgReject::NotExpected);
+        }
+        epoch_keys::check_seal_key(seal_key).map_err(DkgReject::Invalid)?;
+        match (self.run, ring) {
+            (Run::Decryption, Some(a)) => {
+                epoch_keys::check_ring(consortium, epoch, author, a).map_err(DkgReject::Invalid)?
+            }
+            (Run::Pseudonym, None) => {}
+            _ => {
+                return Err(DkgReject::Invalid(
+                    "a ring key belongs in the decryption run's round 1, and only there".into(),
+                ))
+            }
         }
         let pkg =
             round1::Package::deserialize(package).map_err(|e| DkgReject::Invalid(e.to_string()))?;
         if let Some(existing) = self.round1.get(&author) {
-            return if existing == &pkg {
+            let same_keys = self.seal_keys.get(&author) == Some(seal_key)
+                && self.ring_keys.get(&author) == ring.map(|a| &a.key);
+            return if existing == &pkg && same_keys {
                 Ok(pkg)
             } else {
                 Err(DkgReject::Duplicate)
@@ -271,8 +348,21 @@ impl DkgRun {
         Ok(pkg)
     }
 
-    pub fn apply_round1(&mut self, author: MemberIndex, package: round1::Package) {
-        self.round1.entry(author).or_insert(package);
+    pub fn apply_round1(
+        &mut self,
+        author: MemberIndex,
+        package: round1::Package,
+        seal_key: [u8; 32],
+        ring: Option<&RingKeyAnnouncement>,
+    ) {
+        if self.round1.contains_key(&author) {
+            return;
+        }
+        self.round1.insert(author, package);
+        self.seal_keys.insert(author, seal_key);
+        if let Some(a) = ring {
+            self.ring_keys.insert(author, a.key);
+        }
     }
 
     /// Round 2: once every participant's round-1 package is in, our sealed shares.
@@ -280,7 +370,7 @@ impl DkgRun {
         &mut self,
         consortium: &Consortium,
         me: MemberIndex,
-        secrets: &MemberSecrets,
+        secret: &EpochSecret,
     ) -> Option<Body> {
         if self.posted2 || self.failed.is_some() || self.round1.len() != self.participants.len() {
             return None;
@@ -299,21 +389,22 @@ impl DkgRun {
                 return None;
             }
         };
-        let eph_seed = secrets.derive(b"bankmesh.dkg-ephemeral.v1", &self.context(consortium));
-        let ephemeral = x25519_dalek::StaticSecret::from(*eph_seed);
+        let ephemeral =
+            epoch_keys::ephemeral(secret, consortium, self.epoch, self.run, self.attempt);
         let mut shares = Vec::new();
         for &recipient in self.participants.iter().filter(|&&i| i != me) {
             let package = packages.get(&identifier(recipient)?)?;
             let plain = Zeroizing::new(package.serialize().ok()?);
             let ctx = ShareContext {
                 consortium: &consortium.id,
+                epoch: self.epoch,
                 run: self.run.label(),
                 attempt: self.attempt,
                 sender: me,
                 recipient,
             };
-            let key = consortium.x25519(recipient)?;
-            let ciphertext = sealed::seal(&ctx, &ephemeral, key, &plain).ok()?;
+            let key = x25519_dalek::PublicKey::from(*self.seal_keys.get(&recipient)?);
+            let ciphertext = sealed::seal(&ctx, &ephemeral, &key, &plain).ok()?;
             shares.push(SealedShare {
                 recipient,
                 ciphertext,
@@ -323,6 +414,7 @@ impl DkgRun {
         self.posted2 = true;
         let ephemeral = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
         Some(Body::DkgRound2 {
+            epoch: self.epoch,
             run: self.run,
             attempt: self.attempt,
             ephemeral,
@@ -334,10 +426,11 @@ impl DkgRun {
     pub fn check_round2(
         &self,
         author: MemberIndex,
+        epoch: u64,
         attempt: u32,
         shares: &[SealedShare],
     ) -> Result<(), DkgReject> {
-        if attempt != self.attempt || !self.participants.contains(&author) {
+        if epoch != self.epoch || attempt != self.attempt || !self.participants.contains(&author) {
             return Err(DkgReject::NotExpected);
         }
         if self.round2_from.contains(&author) {
@@ -358,12 +451,13 @@ impl DkgRun {
         Ok(())
     }
 
-    /// Records a round-2 record; opens the share addressed to us.
+    /// Records a round-2 record; opens the share addressed to us, if we still hold the
+    /// epoch's secret (after it is erased, nothing opens it).
     pub fn apply_round2(
         &mut self,
         consortium: &Consortium,
         me: MemberIndex,
-        secrets: &MemberSecrets,
+        secret: Option<&EpochSecret>,
         author: MemberIndex,
         ephemeral: &[u8; 32],
         shares: &[SealedShare],
@@ -372,14 +466,19 @@ impl DkgRun {
         let Some(mine) = shares.iter().find(|s| s.recipient == me) else {
             return Ok(());
         };
+        let Some(secret) = secret else {
+            return Ok(());
+        };
         let ctx = ShareContext {
             consortium: &consortium.id,
+            epoch: self.epoch,
             run: self.run.label(),
             attempt: self.attempt,
             sender: author,
             recipient: me,
         };
-        let plain = sealed::open(&ctx, ephemeral, secrets.x25519(), &mine.ciphertext)
+        let seal = epoch_keys::seal_secret(secret, consortium, self.epoch, self.run);
+        let plain = sealed::open(&ctx, ephemeral, &seal, &mine.ciphertext)
             .map_err(|_| format!("member {author}'s sealed share to us does not open"))?;
         let package = round2::Package::deserialize(&plain)
             .map_err(|e| format!("member {author}'s share: {e}"))?;
@@ -468,5 +567,130 @@ impl DkgRun {
             transcript,
         ));
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+    use super::*;
+    use crate::genesis::{Genesis, Timing};
+    use crate::keys::MemberSecrets;
+
+    fn consortium() -> Consortium {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([7; 32]);
+        let members = (1..=4)
+            .map(|i| MemberSecrets::generate(&mut rng).member_info(i, &format!("m{i}"), vec![]))
+            .collect();
+        let timing = Timing::new(0, 30_000, 60_000, 20_000, 30_000, 10_000);
+        Consortium::new(Genesis::new("t", 2, timing, members)).unwrap()
+    }
+
+    fn run(c: &Consortium, run: Run) -> DkgRun {
+        DkgRun::new(c, 2, run, 0, vec![1, 2, 3, 4])
+    }
+
+    struct Fields {
+        epoch: u64,
+        attempt: u32,
+        package: Vec<u8>,
+        seal_key: [u8; 32],
+        ring: Option<Box<RingKeyAnnouncement>>,
+    }
+
+    fn round1(c: &Consortium, which: Run, secret: &EpochSecret) -> Fields {
+        match run(c, which).round1_body(c, 1, secret) {
+            Some(Body::DkgRound1 {
+                epoch,
+                attempt,
+                package,
+                seal_key,
+                ring,
+                ..
+            }) => Fields {
+                epoch,
+                attempt,
+                package,
+                seal_key,
+                ring,
+            },
+            other => panic!("not a round-1 body: {other:?}"),
+        }
+    }
+
+    fn check(c: &Consortium, which: Run, author: MemberIndex, f: &Fields) -> bool {
+        let r = Round1 {
+            epoch: f.epoch,
+            attempt: f.attempt,
+            package: &f.package,
+            seal_key: &f.seal_key,
+            ring: f.ring.as_deref(),
+        };
+        run(c, which).check_round1(c, author, r).is_ok()
+    }
+
+    #[test]
+    fn round1_keys_of_the_epoch_are_checked_and_tampering_fails() {
+        let c = consortium();
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([1; 32]);
+        let secret = EpochSecret::generate(&mut rng);
+        let x = round1(&c, Run::Decryption, &secret);
+        let k = round1(&c, Run::Pseudonym, &secret);
+        assert!(check(&c, Run::Decryption, 1, &x) && check(&c, Run::Pseudonym, 1, &k));
+        assert!(x.ring.is_some() && k.ring.is_none());
+        assert_ne!(x.seal_key, k.seal_key, "a seal key per run");
+        // Another author claiming it.
+        assert!(!check(&c, Run::Decryption, 2, &x));
+        // A ring key proven for another epoch, or another member's.
+        let mut other_epoch = round1(&c, Run::Decryption, &secret);
+        other_epoch.ring = Some(Box::new(epoch_keys::announce_ring(&secret, &c, 3, 1)));
+        assert!(!check(&c, Run::Decryption, 1, &other_epoch));
+        let mut stolen = round1(&c, Run::Decryption, &secret);
+        stolen.ring = Some(Box::new(epoch_keys::announce_ring(&secret, &c, 2, 2)));
+        assert!(!check(&c, Run::Decryption, 1, &stolen));
+        // A ring key missing from the decryption run, or present in the pseudonym run.
+        let mut missing = round1(&c, Run::Decryption, &secret);
+        missing.ring = None;
+        assert!(!check(&c, Run::Decryption, 1, &missing));
+        let mut extra = round1(&c, Run::Pseudonym, &secret);
+        extra.ring = x.ring.clone();
+        assert!(!check(&c, Run::Pseudonym, 1, &extra));
+        // A seal key of low order, and a record of another epoch.
+        let mut weak = round1(&c, Run::Decryption, &secret);
+        weak.seal_key = [0; 32];
+        assert!(!check(&c, Run::Decryption, 1, &weak));
+        let mut late = round1(&c, Run::Decryption, &secret);
+        late.epoch = 3;
+        assert!(!check(&c, Run::Decryption, 1, &late));
+    }
+
+    #[test]
+    fn a_restart_rebuilds_the_same_round1_and_a_new_secret_another() {
+        let c = consortium();
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([2; 32]);
+        let secret = EpochSecret::generate(&mut rng);
+        let a = run(&c, Run::Decryption).round1_body(&c, 1, &secret);
+        let b = run(&c, Run::Decryption).round1_body(&c, 1, &secret);
+        assert_eq!(a, b, "the same secret gives the same record");
+        let other = EpochSecret::generate(&mut rng);
+        assert_ne!(a, run(&c, Run::Decryption).round1_body(&c, 1, &other));
+    }
+
+    #[test]
+    fn a_round2_for_another_epoch_is_not_expected() {
+        let c = consortium();
+        let dkg = run(&c, Run::Decryption);
+        let shares: Vec<SealedShare> = [2, 3, 4]
+            .iter()
+            .map(|&recipient| SealedShare {
+                recipient,
+                ciphertext: vec![0; 8],
+            })
+            .collect();
+        assert!(dkg.check_round2(1, 2, 0, &shares).is_ok());
+        assert_eq!(
+            dkg.check_round2(1, 3, 0, &shares),
+            Err(DkgReject::NotExpected)
+        );
     }
 }

@@ -1,5 +1,9 @@
-//! Setup (DESIGN 4.1): the two FROST DKG runs (`x` for decryption, `k` for pseudonyms), in
-//! numbered attempts that do not wait for every member.
+//! Setup (DESIGN 4.1): the two FROST DKG runs (`x` for decryption, `k` for pseudonyms) of one
+//! epoch, in numbered attempts that do not wait for every member. Every epoch has its own
+//! setup, in the `dkg_ms` before the epoch starts, with fresh keys ([`epoch_keys`]): its
+//! decryption and OPRF keys, the keys its round-2 shares are sealed to, and the ring keys its
+//! submissions are signed with. Once the epoch is over the member erases its secret of the
+//! epoch ([`Setup::erase`]), and with it everything that could open those shares again.
 //!
 //! Attempt 0 runs with every member. Each attempt ends with an agreement instance
 //! ([`crate::agreement`]) that decides either `SetupKeys` (the transcripts of both runs: their
@@ -12,13 +16,19 @@
 //! whatever a quorum precommitted.
 
 pub mod dkg;
+pub mod epoch_keys;
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+use curve25519_dalek::scalar::Scalar;
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
 
 use crate::agreement::Agreement;
 use crate::consensus::{Action, Receipt, Validity};
 use crate::genesis::Consortium;
-use crate::keys::MemberSecrets;
+use crate::keys::EpochSecret;
 use crate::local::{self, LocalWrite};
 use crate::record::{Body, Hash, Instance, Run, Value};
 use crate::step::{Event, Fault, FaultKind, Phase, Wait};
@@ -26,19 +36,41 @@ use crate::time::Time;
 use crate::MemberIndex;
 
 use dkg::DkgRun;
-pub use dkg::{DkgReject, RunKeys};
+pub use dkg::{DkgReject, Round1, RunKeys};
 
 /// Attempts before setup gives up (each is bounded by the agreement's rounds too).
 pub const MAX_ATTEMPTS: u32 = 8;
 
-/// The consortium keys in use: both runs of the decided attempt.
-#[derive(Clone, Debug)]
+/// An epoch's keys: both runs of its decided attempt, and the ring its submissions are signed in.
+#[derive(Clone)]
 pub struct SetupKeys {
     pub attempt: u32,
     /// Decryption key `X`, its verifying shares and our share of `x`.
     pub x: RunKeys,
     /// Pseudonym key `K`, its verifying shares and our share of `k`.
     pub k: RunKeys,
+    /// The epoch's ring: the decided attempt's participants and the ring keys they announced,
+    /// in member order.
+    pub ring_members: Vec<MemberIndex>,
+    pub ring: Vec<RistrettoPoint>,
+    /// Our ring key for the epoch and our position in the ring, if we are in it and still
+    /// hold the epoch's secret.
+    pub ring_secret: Option<(usize, Zeroizing<Scalar>)>,
+}
+
+impl std::fmt::Debug for SetupKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetupKeys")
+            .field("attempt", &self.attempt)
+            .field("x", &self.x)
+            .field("k", &self.k)
+            .field("ring_members", &self.ring_members)
+            .field(
+                "ring_secret",
+                &self.ring_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 struct Attempt {
@@ -74,13 +106,20 @@ impl Attempt {
 pub struct SetupOut {
     pub bodies: Vec<Body>,
     pub local: Vec<LocalWrite>,
+    /// Prefixes of local keys to erase after `local` is written.
+    pub erase: Vec<String>,
     pub events: Vec<Event>,
     pub faults: Vec<Fault>,
 }
 
 pub struct Setup {
+    epoch: u64,
     me: MemberIndex,
     attempts: Vec<Attempt>,
+    /// Our fresh secret of the epoch (stored before anything derived from it is posted).
+    secret: Option<EpochSecret>,
+    /// The secret was erased after the epoch: nothing is posted or opened any more.
+    erased: bool,
     keys: Option<SetupKeys>,
     /// Each attempt's decision, stored before it is acted on (or read back after a restart).
     decisions: BTreeMap<u32, Value>,
@@ -88,10 +127,13 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn new(consortium: &Consortium, me: MemberIndex) -> Setup {
+    pub fn new(consortium: &Consortium, me: MemberIndex, epoch: u64) -> Setup {
         let mut setup = Setup {
+            epoch,
             me,
             attempts: Vec::new(),
+            secret: None,
+            erased: false,
             keys: None,
             decisions: BTreeMap::new(),
             failed: None,
@@ -100,9 +142,13 @@ impl Setup {
             consortium,
             0,
             consortium.indices().collect(),
-            consortium.start(),
+            consortium.setup_start(epoch),
         );
         setup
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     fn begin(
@@ -112,13 +158,18 @@ impl Setup {
         participants: Vec<MemberIndex>,
         began: Time,
     ) {
+        let epoch = self.epoch;
         let runs = [Run::Decryption, Run::Pseudonym]
-            .map(|run| DkgRun::new(consortium, run, number, participants.clone()));
+            .map(|run| DkgRun::new(consortium, epoch, run, number, participants.clone()));
+        let instance = Instance::Setup {
+            epoch,
+            attempt: number,
+        };
         self.attempts.push(Attempt {
             number,
             participants,
             runs,
-            agreement: Agreement::new(consortium, self.me, Instance::Setup { attempt: number }),
+            agreement: Agreement::new(consortium, self.me, instance),
             began,
         });
     }
@@ -149,10 +200,79 @@ impl Setup {
         self.decisions.insert(attempt, value);
     }
 
+    /// Our secret of the epoch read back from the local store, or the mark that it was erased.
+    pub fn restore_secret(&mut self, secret: Option<Zeroizing<[u8; 32]>>, erased: bool) {
+        self.erased = erased;
+        self.secret = if erased {
+            None
+        } else {
+            secret.map(EpochSecret::from_bytes)
+        };
+    }
+
+    pub fn is_erased(&self) -> bool {
+        self.erased
+    }
+
+    /// Whether any secret of the epoch is still held in memory: the setup secret, a key share
+    /// or ring key, or a DKG run's secret state.
+    pub fn holds_secrets(&self) -> bool {
+        let in_keys = self
+            .keys
+            .as_ref()
+            .is_some_and(|k| k.x.share.is_some() || k.k.share.is_some() || k.ring_secret.is_some());
+        let in_runs = self
+            .attempts
+            .iter()
+            .any(|a| a.runs.iter().any(DkgRun::holds_secrets));
+        self.secret.is_some() || in_keys || in_runs
+    }
+
+    /// After the epoch's secret is erased (after a restart, say): the public keys are still
+    /// computed from the log and the stored decision followed, so the epoch's ring and
+    /// verifying shares stay known; nothing is posted.
+    pub fn finish_public(&mut self, consortium: &Consortium, now: Time, out: &mut SetupOut) {
+        let me = self.me;
+        for a in &mut self.attempts {
+            for dkg in &mut a.runs {
+                let _ = dkg.try_finish(&consortium.id, me);
+            }
+        }
+        let numbers: Vec<u32> = self.attempts.iter().map(|a| a.number).collect();
+        for number in numbers {
+            self.adopt(consortium, now, number, out);
+        }
+    }
+
+    /// The epoch is over here: our secret of the epoch and our key shares are erased, on disk
+    /// (in the step's durable batch, with a mark so that a restart never draws a new one) and
+    /// in memory. From then on the sealed shares on the log open for nobody, and our ring key
+    /// for the epoch cannot be recomputed.
+    pub fn erase(&mut self, out: &mut SetupOut) {
+        if self.erased {
+            return;
+        }
+        self.erased = true;
+        self.secret = None;
+        if let Some(k) = &mut self.keys {
+            k.x.share = None;
+            k.k.share = None;
+            k.ring_secret = None;
+        }
+        for a in &mut self.attempts {
+            for dkg in &mut a.runs {
+                dkg.forget_secrets();
+            }
+        }
+        let (mark, erase) = local::setup_erased(self.epoch);
+        out.local.push(mark);
+        out.erase.extend(erase);
+    }
+
     /// Whether a setup `Proposal` or `Vote` by `author` would be counted.
     pub fn accepts(&self, author: MemberIndex, body: &Body) -> bool {
         match Agreement::message_of(body) {
-            Some((Instance::Setup { attempt }, _, _)) => self
+            Some((Instance::Setup { attempt, .. }, _, _)) => self
                 .attempt(attempt)
                 .is_some_and(|a| a.agreement.accepts(author, body)),
             _ => false,
@@ -167,7 +287,7 @@ impl Setup {
     /// The deadline of an attempt at this member: its slot in the absolute schedule, and never
     /// less than one attempt's length after the member learned of it.
     fn deadline(consortium: &Consortium, a: &Attempt) -> Time {
-        let slot = consortium.start().plus(
+        let slot = consortium.setup_start(a.runs[0].epoch()).plus(
             consortium
                 .attempt_ms()
                 .saturating_mul(u64::from(a.number) + 1),
@@ -175,19 +295,36 @@ impl Setup {
         slot.max(a.began.plus(consortium.attempt_ms()))
     }
 
-    /// Checks a DKG record that needs no other record (STYLE 5): attempt, participant, package.
-    pub fn check_dkg(&self, author: MemberIndex, body: &Body) -> Result<(), CheckDkg> {
+    /// Checks a DKG record that needs no other record (STYLE 5): epoch, attempt, participant,
+    /// package, the author's keys for the epoch.
+    pub fn check_dkg(
+        &self,
+        consortium: &Consortium,
+        author: MemberIndex,
+        body: &Body,
+    ) -> Result<(), CheckDkg> {
+        let epoch = self.epoch;
         match body {
             Body::DkgRound1 {
                 run,
                 attempt,
                 package,
+                seal_key,
+                ring,
+                ..
             } => {
                 let a = self
                     .attempt(*attempt)
-                    .ok_or(CheckDkg::Wait(Wait::Attempt(*attempt)))?;
+                    .ok_or(CheckDkg::Wait(Wait::Attempt(epoch, *attempt)))?;
+                let round1 = Round1 {
+                    epoch,
+                    attempt: *attempt,
+                    package,
+                    seal_key,
+                    ring: ring.as_deref(),
+                };
                 a.run(*run)
-                    .check_round1(author, *attempt, package)
+                    .check_round1(consortium, author, round1)
                     .map(|_| ())
                     .map_err(CheckDkg::Reject)
             }
@@ -199,9 +336,9 @@ impl Setup {
             } => {
                 let a = self
                     .attempt(*attempt)
-                    .ok_or(CheckDkg::Wait(Wait::Attempt(*attempt)))?;
+                    .ok_or(CheckDkg::Wait(Wait::Attempt(epoch, *attempt)))?;
                 a.run(*run)
-                    .check_round2(author, *attempt, shares)
+                    .check_round2(author, epoch, *attempt, shares)
                     .map_err(CheckDkg::Reject)
             }
             _ => Ok(()),
@@ -212,25 +349,41 @@ impl Setup {
     pub fn apply_dkg(
         &mut self,
         consortium: &Consortium,
-        secrets: &MemberSecrets,
         author: MemberIndex,
         hash: Hash,
         body: &Body,
         out: &mut SetupOut,
     ) {
         let me = self.me;
+        let epoch = self.epoch;
+        let secret = self.secret.as_ref();
+        let Some(attempt) = (match body {
+            Body::DkgRound1 { attempt, .. } | Body::DkgRound2 { attempt, .. } => Some(*attempt),
+            _ => None,
+        }) else {
+            return;
+        };
+        let Some(a) = self.attempts.get_mut(attempt as usize) else {
+            return;
+        };
         match body {
             Body::DkgRound1 {
                 run,
-                attempt,
                 package,
+                seal_key,
+                ring,
+                ..
             } => {
-                let Some(a) = self.attempt_mut(*attempt) else {
-                    return;
-                };
                 let dkg = a.run_mut(*run);
-                match dkg.check_round1(author, *attempt, package) {
-                    Ok(pkg) => dkg.apply_round1(author, pkg),
+                let round1 = Round1 {
+                    epoch,
+                    attempt,
+                    package,
+                    seal_key,
+                    ring: ring.as_deref(),
+                };
+                match dkg.check_round1(consortium, author, round1) {
+                    Ok(pkg) => dkg.apply_round1(author, pkg, *seal_key, ring.as_deref()),
                     Err(DkgReject::Duplicate) => out.faults.push(Fault::member(
                         author,
                         FaultKind::Duplicate,
@@ -240,24 +393,21 @@ impl Setup {
                     Err(_) => {}
                 }
                 dkg.note_record(author, 0, hash);
-                if author == me {
+                if let (true, Some(secret)) = (author == me, secret) {
                     // Replaying our own record after a restart: recompute its secret.
-                    dkg.resume_round1(consortium, me, secrets);
+                    dkg.resume_round1(consortium, me, secret);
                 }
             }
             Body::DkgRound2 {
                 run,
-                attempt,
                 ephemeral,
                 shares,
+                ..
             } => {
-                let Some(a) = self.attempt_mut(*attempt) else {
-                    return;
-                };
                 let dkg = a.run_mut(*run);
                 dkg.note_record(author, 1, hash);
                 if let Err(why) =
-                    dkg.apply_round2(consortium, me, secrets, author, ephemeral, shares)
+                    dkg.apply_round2(consortium, me, secret, author, ephemeral, shares)
                 {
                     out.faults.push(Fault::member(
                         author,
@@ -266,8 +416,8 @@ impl Setup {
                         why,
                     ));
                 }
-                if author == me {
-                    dkg.resume_round2(consortium, me, secrets);
+                if let (true, Some(secret)) = (author == me, secret) {
+                    dkg.resume_round2(consortium, me, secret);
                 }
             }
             _ => {}
@@ -284,7 +434,7 @@ impl Setup {
         body: &Body,
         out: &mut SetupOut,
     ) {
-        let Some((Instance::Setup { attempt }, _, _)) = Agreement::message_of(body) else {
+        let Some((Instance::Setup { attempt, .. }, _, _)) = Agreement::message_of(body) else {
             return;
         };
         let Some(a) = self.attempt_mut(attempt) else {
@@ -310,24 +460,52 @@ impl Setup {
     pub fn progress(
         &mut self,
         consortium: &Consortium,
-        secrets: &MemberSecrets,
         now: Time,
+        rng: &mut (impl RngCore + CryptoRng),
         out: &mut SetupOut,
     ) {
-        if now < consortium.start() || self.keys.is_some() || self.failed.is_some() {
+        let epoch = self.epoch;
+        if now < consortium.setup_start(epoch)
+            || self.keys.is_some()
+            || self.failed.is_some()
+            || self.erased
+        {
             return;
         }
         let me = self.me;
         let Some(number) = self.attempts.last().map(|a| a.number) else {
             return;
         };
-        if let Some(a) = self.attempt_mut(number) {
+        if self.secret.is_none() {
+            let posted = self.attempts.iter().any(|a| {
+                Run::ALL
+                    .iter()
+                    .any(|&run| a.run(run).has_round1(me) || a.run(run).has_round2(me))
+            });
+            if posted {
+                // Our records of this setup are out but their secret is gone (a store restored
+                // from a backup older than it): a new secret would equivocate. Sit it out.
+                self.fail(
+                    "our secret of this epoch's setup is lost (restored from an older backup?): this member sits the epoch out and takes part again from the next".into(),
+                    out,
+                );
+                self.erase(out);
+                return;
+            }
+            // Drawn fresh and stored before anything derived from it is posted.
+            let secret = EpochSecret::generate(rng);
+            out.local
+                .push(local::setup_secret(epoch, secret.as_bytes()));
+            self.secret = Some(secret);
+        }
+        let secret = self.secret.as_ref();
+        if let (Some(a), Some(secret)) = (self.attempts.get_mut(number as usize), secret) {
             for run in Run::ALL {
                 let dkg = a.run_mut(run);
-                if let Some(body) = dkg.round1_body(consortium, me, secrets) {
+                if let Some(body) = dkg.round1_body(consortium, me, secret) {
                     out.bodies.push(body);
                 }
-                if let Some(body) = dkg.round2_body(consortium, me, secrets) {
+                if let Some(body) = dkg.round2_body(consortium, me, secret) {
                     out.bodies.push(body);
                 }
                 if let Err(why) = dkg.try_finish(&consortium.id, me) {
@@ -367,7 +545,7 @@ impl Setup {
     fn fail(&mut self, reason: String, out: &mut SetupOut) {
         if self.failed.is_none() {
             out.events.push(Event::Failed {
-                epoch: None,
+                epoch: Some(self.epoch),
                 phase: Phase::Setup,
                 reason: reason.clone(),
             });
@@ -501,7 +679,8 @@ impl Setup {
         if self.decisions.contains_key(&number) {
             return;
         }
-        out.local.push(local::setup_decision(number, &value));
+        out.local
+            .push(local::setup_decision(self.epoch, number, &value));
         self.decisions.insert(number, value);
         self.adopt(consortium, now, number, out);
     }
@@ -517,6 +696,7 @@ impl Setup {
                     return;
                 }
                 out.events.push(Event::SetupRetry {
+                    epoch: self.epoch,
                     attempt: number,
                     next: next.clone(),
                 });
@@ -536,12 +716,33 @@ impl Setup {
                 let (Some((x, _)), Some((k, _))) = (x.computed(), k.computed()) else {
                     return;
                 };
+                // The ring: every participant announced a proven ring key in its round-1
+                // record of the decryption run, which the decided transcript covers.
+                let announced = a.run(Run::Decryption).ring_keys();
+                let ring_members = a.participants.clone();
+                let Some(ring) = ring_members
+                    .iter()
+                    .map(|m| announced.get(m).copied())
+                    .collect::<Option<Vec<RistrettoPoint>>>()
+                else {
+                    return;
+                };
+                let ring_secret = self.secret.as_ref().and_then(|secret| {
+                    let scalar = epoch_keys::ring_secret(secret, consortium, self.epoch);
+                    let position = ring_members.iter().position(|&m| m == self.me)?;
+                    let ours = ring.get(position)? == &epoch_keys::ring_public(&scalar);
+                    ours.then_some((position, scalar))
+                });
                 let keys = SetupKeys {
                     attempt: number,
                     x: x.clone(),
                     k: k.clone(),
+                    ring_members,
+                    ring,
+                    ring_secret,
                 };
                 out.events.push(Event::SetupDecided {
+                    epoch: self.epoch,
                     attempt: number,
                     participants: a.participants.clone(),
                 });
@@ -595,11 +796,11 @@ impl Setup {
             .collect()
     }
 
-    /// Whether a deferred record waiting for `wait` still has to wait.
+    /// Whether a deferred record waiting for `wait` (of this setup's epoch) still has to wait.
     pub fn still_waiting(&self, wait: Wait) -> bool {
         match wait {
-            Wait::Keys => self.keys.is_none(),
-            Wait::Attempt(a) => !self.knows_attempt(a),
+            Wait::Keys(_) => self.keys.is_none(),
+            Wait::Attempt(_, a) => !self.knows_attempt(a),
             Wait::FinalSet(_) => false,
         }
     }
