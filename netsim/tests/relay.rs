@@ -101,3 +101,59 @@ fn an_epoch_completes_exactly_while_one_relay_member_is_offline() {
     assert!(run.outcome.results_checked > 0);
     assert_eq!(run.outcome.dropped, 0, "every submission got through");
 }
+
+/// No submission on the log carries or points at its poster: it has no author, and none of its
+/// bytes is a member's public key (long-term or of the epoch) or the hash of an identified
+/// record; and no honest member published its own submission (checked by the run's checker).
+#[test]
+fn no_submission_carries_or_points_at_its_poster() {
+    use bankmesh_protocol::record::{Body, Payload};
+    use std::collections::BTreeSet;
+    let seed = 23;
+    let mut sim = Sim::new(SimConfig::new(seed)).unwrap();
+    sim.run().unwrap();
+    let outcome =
+        bankmesh_netsim::check::check(&sim, bankmesh_netsim::check::Expect { termination: true });
+    assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
+    let mut marks: BTreeSet<[u8; 32]> = BTreeSet::new();
+    for m in &sim.consortium().genesis.members {
+        marks.extend([m.identity, m.x25519, m.ring]);
+    }
+    let store = sim.store(1).unwrap();
+    let mut submissions = Vec::new();
+    for author in sim.members() {
+        for r in sim.records_by(1, author) {
+            marks.insert(r.hash());
+            if let Payload::Identified(i) = r.payload() {
+                if let Body::DkgRound1 { seal_key, ring, .. } = &i.body {
+                    marks.insert(*seal_key);
+                    if let Some(a) = ring {
+                        marks.insert(a.key.compress().to_bytes());
+                    }
+                }
+            }
+        }
+    }
+    for hash in store.epoch_hashes(1).unwrap() {
+        let bytes = store.get(&hash).unwrap().unwrap();
+        let record = bankmesh_protocol::Record::from_trusted_bytes(&bytes).unwrap();
+        if matches!(record.payload(), Payload::Submission(_)) {
+            assert_eq!(record.author(), None);
+            submissions.push(bytes);
+        }
+    }
+    assert!(
+        submissions.len() >= 20,
+        "seed {seed}: {}",
+        submissions.len()
+    );
+    for bytes in &submissions {
+        for w in bytes.windows(32) {
+            let w: [u8; 32] = w.try_into().unwrap();
+            assert!(
+                !marks.contains(&w),
+                "seed {seed}: a submission holds a member's key or an identified record's hash"
+            );
+        }
+    }
+}
