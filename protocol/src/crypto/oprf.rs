@@ -4,6 +4,12 @@
 //! implementation. In the threshold setting each member evaluates with its Shamir share
 //! `k_i` and proves it against its verifying share `K_i = k_i*G`; the bank Lagrange-combines
 //! the verified partials into `k*B` before finalizing.
+//!
+//! The threshold partial evaluations use batch weights of their own ([`BatchContext`]): RFC
+//! 9497's per-element weights hash only `pk`, `i`, `C_i` and `D_i`, so an evaluator that
+//! answers `D_i = k_i*C_i + a_i*P` passes whenever `sum(d_i * a_i) = 0`, a k-sum problem that
+//! Wagner's algorithm solves for large batches. Here every weight comes from one seed over the
+//! whole batch and its context, so changing any element changes every weight.
 
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
@@ -239,6 +245,42 @@ fn composite_weights(
         .collect()
 }
 
+/// Who evaluates for whom, and when: what a threshold partial evaluation's proof is bound to.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchContext<'a> {
+    pub consortium: &'a [u8; 32],
+    pub epoch: u64,
+    pub requester: u16,
+    pub evaluator: u16,
+}
+
+/// Batch weights bound to the whole batch: a seed over the context, the evaluator's verifying
+/// share and every `C_i` and `D_i` (length-prefixed), then `d_i = H(seed, i)`.
+fn bound_weights(
+    ctx: &BatchContext<'_>,
+    pk: &RistrettoPoint,
+    blinded: &[RistrettoPoint],
+    evaluated: &[RistrettoPoint],
+) -> Vec<Scalar> {
+    let mut h = Sha512::new()
+        .chain_update(b"bankmesh.oprf-batch-seed.v1")
+        .chain_update(ctx.consortium)
+        .chain_update(ctx.epoch.to_be_bytes())
+        .chain_update(ctx.requester.to_be_bytes())
+        .chain_update(ctx.evaluator.to_be_bytes())
+        .chain_update(pk.compress().as_bytes())
+        .chain_update((blinded.len() as u64).to_be_bytes());
+    for (c, d) in blinded.iter().zip(evaluated) {
+        h.update(c.compress().as_bytes());
+        h.update(d.compress().as_bytes());
+    }
+    let seed = h.finalize();
+    (0u32..)
+        .take(blinded.len())
+        .map(|i| hash_to_scalar_parts(&[&SEED_LEN, &seed, &i.to_be_bytes(), LABEL_COMPOSITE]))
+        .collect()
+}
+
 /// The DLEQ challenge over (pk, M, Z, t2, t3) with the "Challenge" label.
 fn challenge(
     pk: &RistrettoPoint,
@@ -289,6 +331,43 @@ pub fn evaluate_with_proof_randomness(
     blinded: &[RistrettoPoint],
     r: &Scalar,
 ) -> Result<(Vec<RistrettoPoint>, DleqProof), CryptoError> {
+    prove(k, blinded, r, composite_weights)
+}
+
+/// A threshold partial evaluation with key share `k_i`: the elements and a proof against
+/// `K_i` whose batch weights are bound to the whole batch and to `ctx` (see the module doc).
+pub fn evaluate_partial(
+    k: &Scalar,
+    blinded: &[RistrettoPoint],
+    ctx: &BatchContext<'_>,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<(Vec<RistrettoPoint>, DleqProof), CryptoError> {
+    let mut r = random_nonzero_scalar(rng);
+    let result = prove(k, blinded, &r, |pk, c, d| bound_weights(ctx, pk, c, d));
+    r.zeroize();
+    result
+}
+
+/// Verifies a threshold partial evaluation of `ctx.evaluator` against its verifying share.
+pub fn verify_partial(
+    pk: &RistrettoPoint,
+    blinded: &[RistrettoPoint],
+    evaluated: &[RistrettoPoint],
+    proof: &DleqProof,
+    ctx: &BatchContext<'_>,
+) -> Result<(), CryptoError> {
+    verify_with(pk, blinded, evaluated, proof, |pk, c, d| {
+        bound_weights(ctx, pk, c, d)
+    })
+}
+
+/// Evaluates and proves with the given batch weights.
+fn prove(
+    k: &Scalar,
+    blinded: &[RistrettoPoint],
+    r: &Scalar,
+    weights_of: impl Fn(&RistrettoPoint, &[RistrettoPoint], &[RistrettoPoint]) -> Vec<Scalar>,
+) -> Result<(Vec<RistrettoPoint>, DleqProof), CryptoError> {
     check_batch(blinded, None)?;
     if *k == Scalar::ZERO || *r == Scalar::ZERO {
         return Err(CryptoError::InvalidScalar);
@@ -297,7 +376,7 @@ pub fn evaluate_with_proof_randomness(
     let evaluated: Vec<RistrettoPoint> = blinded.iter().map(|b| b * k).collect();
 
     // ComputeCompositesFast: the prover knows k, so Z = k*M.
-    let weights = composite_weights(&pk, blinded, &evaluated);
+    let weights = weights_of(&pk, blinded, &evaluated);
     let m = RistrettoPoint::vartime_multiscalar_mul(&weights, blinded);
     let z = m * k;
     let t2 = RistrettoPoint::mul_base(r);
@@ -319,12 +398,23 @@ pub fn verify_evaluation(
     evaluated: &[RistrettoPoint],
     proof: &DleqProof,
 ) -> Result<(), CryptoError> {
+    verify_with(pk, blinded, evaluated, proof, composite_weights)
+}
+
+/// Verifies a batched proof with the given batch weights.
+fn verify_with(
+    pk: &RistrettoPoint,
+    blinded: &[RistrettoPoint],
+    evaluated: &[RistrettoPoint],
+    proof: &DleqProof,
+    weights_of: impl Fn(&RistrettoPoint, &[RistrettoPoint], &[RistrettoPoint]) -> Vec<Scalar>,
+) -> Result<(), CryptoError> {
     check_batch(blinded, Some(evaluated))?;
     if pk.is_identity() {
         return Err(CryptoError::InvalidPoint);
     }
     // ComputeComposites: everything is public here, so variable-time arithmetic is fine.
-    let weights = composite_weights(pk, blinded, evaluated);
+    let weights = weights_of(pk, blinded, evaluated);
     let m = RistrettoPoint::vartime_multiscalar_mul(&weights, blinded);
     let z = RistrettoPoint::vartime_multiscalar_mul(&weights, evaluated);
     let t2 = RistrettoPoint::vartime_double_scalar_mul_basepoint(&proof.c, pk, &proof.s);
@@ -754,6 +844,103 @@ mod tests {
             combine(&[(2, p), (2, p)]),
             Err(CryptoError::BadShareIndex(2))
         );
+    }
+
+    fn batch(n: usize, rng: &mut ChaCha20Rng) -> Vec<RistrettoPoint> {
+        (0..n)
+            .map(|i| blind(&[i as u8; 8], &Blind::random(rng)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_partial_proof_is_bound_to_its_batch_and_context() {
+        let mut rng = rng(31);
+        let k = Scalar::random(&mut rng);
+        let pk = RistrettoPoint::mul_base(&k);
+        let blinded = batch(8, &mut rng);
+        let id = [3u8; 32];
+        let ctx = BatchContext {
+            consortium: &id,
+            epoch: 4,
+            requester: 2,
+            evaluator: 5,
+        };
+        let (evaluated, proof) = evaluate_partial(&k, &blinded, &ctx, &mut rng).unwrap();
+        assert!(verify_partial(&pk, &blinded, &evaluated, &proof, &ctx).is_ok());
+        let other_id = [4u8; 32];
+        let others = [
+            BatchContext { epoch: 5, ..ctx },
+            BatchContext {
+                requester: 3,
+                ..ctx
+            },
+            BatchContext {
+                evaluator: 1,
+                ..ctx
+            },
+            BatchContext {
+                consortium: &other_id,
+                ..ctx
+            },
+        ];
+        for other in &others {
+            assert!(verify_partial(&pk, &blinded, &evaluated, &proof, other).is_err());
+        }
+        // Any element changed, or two swapped, fails.
+        for i in 0..evaluated.len() {
+            let mut bad = evaluated.clone();
+            bad[i] += RISTRETTO_BASEPOINT_POINT;
+            assert!(
+                verify_partial(&pk, &blinded, &bad, &proof, &ctx).is_err(),
+                "D_{i}"
+            );
+            let mut bad = blinded.clone();
+            bad[i] += RISTRETTO_BASEPOINT_POINT;
+            assert!(
+                verify_partial(&pk, &bad, &evaluated, &proof, &ctx).is_err(),
+                "C_{i}"
+            );
+        }
+        let mut swapped = evaluated.clone();
+        swapped.swap(0, 1);
+        assert!(verify_partial(&pk, &blinded, &swapped, &proof, &ctx).is_err());
+        // The RFC's weights and ours never accept each other's proofs.
+        assert!(verify_evaluation(&pk, &blinded, &evaluated, &proof).is_err());
+        let (rfc_evaluated, rfc_proof) = evaluate(&k, &blinded, &mut rng).unwrap();
+        assert!(verify_partial(&pk, &blinded, &rfc_evaluated, &rfc_proof, &ctx).is_err());
+    }
+
+    #[test]
+    fn one_changed_element_changes_every_bound_weight_but_not_every_rfc_weight() {
+        // What defeats the k-sum forgery: with the RFC's weights, changing D_2 leaves d_1 as it
+        // was, so an evaluator can tune each error term separately; with ours it cannot.
+        let mut rng = rng(32);
+        let k = Scalar::random(&mut rng);
+        let pk = RistrettoPoint::mul_base(&k);
+        let blinded = batch(4, &mut rng);
+        let evaluated: Vec<RistrettoPoint> = blinded.iter().map(|b| b * k).collect();
+        let mut forged = evaluated.clone();
+        forged[2] += RISTRETTO_BASEPOINT_POINT;
+        let id = [0u8; 32];
+        let ctx = BatchContext {
+            consortium: &id,
+            epoch: 1,
+            requester: 1,
+            evaluator: 2,
+        };
+        let rfc = (
+            composite_weights(&pk, &blinded, &evaluated),
+            composite_weights(&pk, &blinded, &forged),
+        );
+        assert_eq!(rfc.0[0], rfc.1[0]);
+        assert_ne!(rfc.0[2], rfc.1[2]);
+        let ours = (
+            bound_weights(&ctx, &pk, &blinded, &evaluated),
+            bound_weights(&ctx, &pk, &blinded, &forged),
+        );
+        for i in 0..4 {
+            assert_ne!(ours.0[i], ours.1[i], "weight {i}");
+        }
     }
 
     #[test]

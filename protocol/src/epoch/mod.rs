@@ -21,7 +21,7 @@ use curve25519_dalek::ristretto::RistrettoPoint;
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
-use crate::crypto::oprf::DleqProof;
+use crate::crypto::oprf::{BatchContext, DleqProof};
 use crate::genesis::Consortium;
 use crate::keys::{EpochSecret, MemberSecrets};
 use crate::local::{self, Finished, LocalWrite, RestoredEpoch};
@@ -540,8 +540,14 @@ impl Epoch {
             return refused("no pseudonym key share here");
         };
         let quota = ctx.consortium.genesis.oprf_quota;
+        let batch_ctx = BatchContext {
+            consortium: &ctx.consortium.id,
+            epoch: self.number,
+            requester: from,
+            evaluator: ctx.me,
+        };
         self.server
-            .evaluate(self.number, from, batch, blinded, share, quota, rng)
+            .evaluate(&batch_ctx, batch, blinded, share, quota, rng)
     }
 
     pub fn oprf_response(
@@ -557,6 +563,7 @@ impl Epoch {
             return;
         };
         let oprf_keys = OprfKeys {
+            consortium: &ctx.consortium.id,
             me: ctx.me,
             share: keys.k.share.as_deref(),
             verifying: &keys.k.verifying,
@@ -775,6 +782,7 @@ impl Epoch {
             return;
         }
         let oprf_keys = OprfKeys {
+            consortium: &ctx.consortium.id,
             me: ctx.me,
             share: keys.k.share.as_deref(),
             verifying: &keys.k.verifying,

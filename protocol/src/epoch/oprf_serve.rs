@@ -7,13 +7,12 @@ use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use rand_core::{CryptoRng, RngCore};
 
-use crate::crypto::oprf;
+use crate::crypto::oprf::{self, BatchContext};
 use sha2::{Digest, Sha256};
 
 use crate::local::{self, LocalWrite, Served};
 use crate::messages::{Response, OPRF_BATCH_MAX};
 use crate::record::Body;
-use crate::MemberIndex;
 
 #[derive(Default)]
 pub struct OprfServer {
@@ -43,17 +42,16 @@ impl OprfServer {
 
     /// Evaluates a batch for `from` with our share if its quota allows; the count to store
     /// comes with the answer.
-    #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         &mut self,
-        epoch: u64,
-        from: MemberIndex,
+        ctx: &BatchContext<'_>,
         batch: u32,
         blinded: &[RistrettoPoint],
         share: &Scalar,
         quota: u32,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> (Response, Option<LocalWrite>) {
+        let (epoch, from) = (ctx.epoch, ctx.requester);
         if blinded.is_empty() || blinded.len() > OPRF_BATCH_MAX {
             let reason = format!("batch must hold 1..={OPRF_BATCH_MAX} elements");
             return (refused(reason), None);
@@ -67,7 +65,7 @@ impl OprfServer {
             let reason = format!("OPRF quota of {quota} per epoch exhausted");
             return (refused(reason), None);
         }
-        match oprf::evaluate(share, blinded, rng) {
+        match oprf::evaluate_partial(share, blinded, ctx, rng) {
             Ok((evaluated, proof)) => {
                 let response = Response::OprfEvaluated {
                     epoch,
@@ -100,9 +98,19 @@ impl OprfServer {
 mod tests {
     use super::*;
     use crate::messages::Response;
+    use crate::MemberIndex;
     use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
+
+    fn ctx(epoch: u64, requester: MemberIndex) -> BatchContext<'static> {
+        BatchContext {
+            consortium: &[0; 32],
+            epoch,
+            requester,
+            evaluator: 1,
+        }
+    }
 
     #[test]
     fn the_quota_holds_across_a_restart_and_bad_batches_are_refused() {
@@ -110,14 +118,14 @@ mod tests {
         let share = Scalar::from(9u64);
         let point = Scalar::from(3u64) * G;
         let mut s = OprfServer::default();
-        let (r, w) = s.evaluate(1, 2, 0, &[point; 3], &share, 5, &mut rng);
+        let (r, w) = s.evaluate(&ctx(1, 2), 0, &[point; 3], &share, 5, &mut rng);
         assert!(matches!(r, Response::OprfEvaluated { .. }));
         let w = w.expect("the count is stored before the answer");
         // The same batch again (its answer was lost) is answered, not charged.
-        let (r, w2) = s.evaluate(1, 2, 0, &[point; 3], &share, 5, &mut rng);
+        let (r, w2) = s.evaluate(&ctx(1, 2), 0, &[point; 3], &share, 5, &mut rng);
         assert!(matches!(r, Response::OprfEvaluated { .. }) && w2.is_none());
         let other = Scalar::from(4u64) * G;
-        let (r, w2) = s.evaluate(1, 2, 1, &[other; 3], &share, 5, &mut rng);
+        let (r, w2) = s.evaluate(&ctx(1, 2), 1, &[other; 3], &share, 5, &mut rng);
         assert!(
             matches!(r, Response::Refused { .. }) && w2.is_none(),
             "3 + 3 > 5"
@@ -126,15 +134,15 @@ mod tests {
         let back = crate::local::Restored::parse(&[(w.key, w.value)]).unwrap();
         let served = back.epochs.get(&1).unwrap().served.clone();
         let mut s = OprfServer::restore(served);
-        let (r, _) = s.evaluate(1, 2, 1, &[other; 3], &share, 5, &mut rng);
+        let (r, _) = s.evaluate(&ctx(1, 2), 1, &[other; 3], &share, 5, &mut rng);
         assert!(matches!(r, Response::Refused { .. }));
         // Another requester has its own quota; empty and oversized batches are refused.
-        let (r, _) = s.evaluate(1, 3, 0, &[point; 2], &share, 5, &mut rng);
+        let (r, _) = s.evaluate(&ctx(1, 3), 0, &[point; 2], &share, 5, &mut rng);
         assert!(matches!(r, Response::OprfEvaluated { .. }));
-        let (r, _) = s.evaluate(1, 3, 0, &[], &share, 5, &mut rng);
+        let (r, _) = s.evaluate(&ctx(1, 3), 0, &[], &share, 5, &mut rng);
         assert!(matches!(r, Response::Refused { .. }));
         let big = vec![point; OPRF_BATCH_MAX + 1];
-        let (r, _) = s.evaluate(1, 4, 0, &big, &share, 10_000, &mut rng);
+        let (r, _) = s.evaluate(&ctx(1, 4), 0, &big, &share, 10_000, &mut rng);
         assert!(matches!(r, Response::Refused { .. }));
         assert_eq!(
             s.usage(1),

@@ -9,7 +9,7 @@ use curve25519_dalek::scalar::Scalar;
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
-use crate::crypto::oprf::{self, Blind, DleqProof};
+use crate::crypto::oprf::{self, BatchContext, Blind, DleqProof};
 use crate::crypto::CryptoError;
 use crate::messages::{Request, OPRF_BATCH_MAX};
 use crate::step::{Fault, FaultKind};
@@ -26,6 +26,8 @@ const RETRY_MS: u64 = 500;
 
 /// The pseudonym key as the OPRF client sees it.
 pub struct OprfKeys<'a> {
+    /// The consortium id (partial evaluations' proofs are bound to it).
+    pub consortium: &'a [u8; 32],
     pub me: MemberIndex,
     /// Our share of `k`, if we hold one.
     pub share: Option<&'a Scalar>,
@@ -128,7 +130,13 @@ impl Pseudonyms {
             }
             let mut partials = BTreeMap::new();
             if let Some(share) = keys.share {
-                match oprf::evaluate(share, &blinded, rng) {
+                let ctx = BatchContext {
+                    consortium: keys.consortium,
+                    epoch: self.epoch,
+                    requester: keys.me,
+                    evaluator: keys.me,
+                };
+                match oprf::evaluate_partial(share, &blinded, &ctx, rng) {
                     Ok((own, _)) => {
                         partials.insert(keys.me, own);
                     }
@@ -213,7 +221,15 @@ impl Pseudonyms {
             .verifying
             .get(&from)
             .ok_or(CryptoError::BadShareIndex(from))
-            .and_then(|ki| oprf::verify_evaluation(ki, &b.blinded, &evaluated, &proof));
+            .and_then(|ki| {
+                let ctx = BatchContext {
+                    consortium: keys.consortium,
+                    epoch: self.epoch,
+                    requester: keys.me,
+                    evaluator: from,
+                };
+                oprf::verify_partial(ki, &b.blinded, &evaluated, &proof, &ctx)
+            });
         if let Err(e) = verified {
             out.faults.push(Fault::member(
                 from,
@@ -292,15 +308,38 @@ mod tests {
             .collect()
     }
 
+    /// Member `evaluator`'s answer with `share` to a request of member 1.
     fn answer(
         request: &Request,
+        evaluator: MemberIndex,
         share: &Scalar,
         rng: &mut ChaCha20Rng,
     ) -> (u32, Vec<RistrettoPoint>, DleqProof) {
-        let Request::OprfEvaluate { batch, blinded, .. } = request else {
+        answer_for(request, 1, evaluator, share, rng)
+    }
+
+    fn answer_for(
+        request: &Request,
+        requester: MemberIndex,
+        evaluator: MemberIndex,
+        share: &Scalar,
+        rng: &mut ChaCha20Rng,
+    ) -> (u32, Vec<RistrettoPoint>, DleqProof) {
+        let Request::OprfEvaluate {
+            epoch,
+            batch,
+            blinded,
+        } = request
+        else {
             panic!("not an OPRF request");
         };
-        let (evaluated, proof) = oprf::evaluate(share, blinded, rng).unwrap();
+        let ctx = BatchContext {
+            consortium: &[0; 32],
+            epoch: *epoch,
+            requester,
+            evaluator,
+        };
+        let (evaluated, proof) = oprf::evaluate_partial(share, blinded, &ctx, rng).unwrap();
         (*batch, evaluated, proof)
     }
 
@@ -309,6 +348,7 @@ mod tests {
         let mut rng = ChaCha20Rng::from_seed([4; 32]);
         let (shares, verifying) = holders();
         let keys = OprfKeys {
+            consortium: &[0; 32],
             me: 1,
             share: shares.get(&1),
             verifying: &verifying,
@@ -321,7 +361,7 @@ mod tests {
         assert_eq!(start.requests.len(), 2, "members 2 and 3 are asked");
         // Member 3 answers with member 2's share: its proof does not hold against K_3.
         let to3 = &start.requests.iter().find(|(m, _)| *m == 3).unwrap().1;
-        let (batch, evaluated, proof) = answer(to3, shares.get(&2).unwrap(), &mut rng);
+        let (batch, evaluated, proof) = answer(to3, 3, shares.get(&2).unwrap(), &mut rng);
         let bad = p.response(&keys, &clients, 3, batch, evaluated, proof);
         assert_eq!(bad.faults.len(), 1);
         assert_eq!(bad.faults[0].culprit, crate::step::Culprit::Member(3));
@@ -331,7 +371,11 @@ mod tests {
         assert!(p.retry(&keys, Time(10)).is_empty());
         assert_eq!(p.retry(&keys, Time(RETRY_MS)).len(), 2);
         let to2 = &start.requests.iter().find(|(m, _)| *m == 2).unwrap().1;
-        let (batch, evaluated, proof) = answer(to2, shares.get(&2).unwrap(), &mut rng);
+        // Member 2's evaluation of the same batch made for another requester is refused.
+        let (batch, evaluated, proof) = answer_for(to2, 4, 2, shares.get(&2).unwrap(), &mut rng);
+        let misdirected = p.response(&keys, &clients, 2, batch, evaluated, proof);
+        assert_eq!(misdirected.faults.len(), 1);
+        let (batch, evaluated, proof) = answer(to2, 2, shares.get(&2).unwrap(), &mut rng);
         let good = p.response(&keys, &clients, 2, batch, evaluated, proof);
         assert!(good.faults.is_empty() && !p.pending());
         // The combined outputs are the plain OPRF under k = 7.
@@ -350,6 +394,7 @@ mod tests {
         let (shares, mut verifying) = holders();
         verifying.remove(&1);
         let keys = OprfKeys {
+            consortium: &[0; 32],
             me: 1,
             share: None,
             verifying: &verifying,
@@ -360,7 +405,7 @@ mod tests {
         let start = p.start(&keys, &clients, &[1], 1, Time(0), &mut rng);
         let mut ready = Vec::new();
         for (m, r) in &start.requests {
-            let (batch, evaluated, proof) = answer(r, shares.get(m).unwrap(), &mut rng);
+            let (batch, evaluated, proof) = answer(r, *m, shares.get(m).unwrap(), &mut rng);
             ready.extend(
                 p.response(&keys, &clients, *m, batch, evaluated, proof)
                     .ready,
@@ -374,6 +419,7 @@ mod tests {
     fn requests_are_padded_to_the_bucket_and_padding_yields_no_pseudonym() {
         let (shares, verifying) = holders();
         let keys = OprfKeys {
+            consortium: &[0; 32],
             me: 1,
             share: shares.get(&1),
             verifying: &verifying,
@@ -391,7 +437,7 @@ mod tests {
                     panic!()
                 };
                 sizes.push(blinded.len());
-                let (batch, evaluated, proof) = answer(r, shares.get(m).unwrap(), &mut rng);
+                let (batch, evaluated, proof) = answer(r, *m, shares.get(m).unwrap(), &mut rng);
                 ready.extend(
                     p.response(&keys, &clients, *m, batch, evaluated, proof)
                         .ready,

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::IsIdentity;
 use merlin::Transcript;
 use rand_core::{CryptoRng, RngCore, SeedableRng};
 use zeroize::Zeroizing;
@@ -41,6 +42,11 @@ pub fn verify_submission(
     keys: &SetupKeys,
     s: &Submission,
 ) -> Result<Linked, CryptoError> {
+    // A one-time key at the identity would make every key-switched share `x_i * C1` in the
+    // clear, so that anyone could read the tag's sum; a tag at the identity has no holder.
+    if s.one_time.is_identity() || s.tag.is_identity() {
+        return Err(CryptoError::InvalidPoint);
+    }
     let mut t = validity_transcript(c, s.epoch, &s.tag, &s.one_time);
     validity::verify(&mut t, &keys.x.group, &s.ciphertext, &s.validity)?;
     let mut t = transcript(&c.id, s.epoch, b"holder");
@@ -328,6 +334,62 @@ impl Submitter {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_submission_whose_one_time_key_is_the_identity_is_refused_though_its_proofs_hold() {
+        use crate::genesis::{Genesis, Timing};
+        use crate::setup::RunKeys;
+        use curve25519_dalek::traits::Identity;
+        use rand_core::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([9; 32]);
+        let members = (1..=3)
+            .map(|i| {
+                crate::keys::MemberSecrets::generate(&mut rng).member_info(
+                    i,
+                    &format!("m{i}"),
+                    vec![],
+                )
+            })
+            .collect();
+        let timing = Timing::new(0, 30_000, 60_000, 20_000, 30_000, 10_000);
+        let c = Consortium::new(Genesis::new("t", 2, timing, members)).unwrap();
+        let ring_secrets: Vec<Scalar> = (0..3).map(|_| Scalar::random(&mut rng)).collect();
+        let run = || RunKeys {
+            group: Scalar::from(5u64) * G,
+            verifying: BTreeMap::new(),
+            share: None,
+        };
+        let keys = SetupKeys {
+            attempt: 0,
+            x: run(),
+            k: run(),
+            ring_members: vec![1, 2, 3],
+            ring: ring_secrets.iter().map(|s| s * G).collect(),
+            ring_secret: None,
+        };
+        let tag_key = schnorr::TagKey::from_scalar(Scalar::from(11u64));
+        let mut client = ClientKeys {
+            client: 0,
+            tag: tag_key.public(),
+            tag_key,
+            one_time: Zeroizing::new(Scalar::from(13u64)),
+            one_time_public: Scalar::from(13u64) * G,
+        };
+        let poster = Poster {
+            ring: &keys.ring,
+            position: 1,
+            key: &ring_secrets[1],
+            slot: 0,
+        };
+        let good = build_submission(&c, &keys.x.group, 1, 700, &client, &poster, &mut rng).unwrap();
+        assert!(verify_submission(&c, &keys, &good).is_ok());
+        client.one_time_public = RistrettoPoint::identity();
+        let bad = build_submission(&c, &keys.x.group, 1, 700, &client, &poster, &mut rng).unwrap();
+        assert_eq!(
+            verify_submission(&c, &keys, &bad).err(),
+            Some(CryptoError::InvalidPoint)
+        );
+    }
 
     #[test]
     fn slots_are_a_permutation_of_the_quota() {
