@@ -14,11 +14,8 @@ use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
 use curve25519_dalek::scalar::Scalar;
 use zeroize::Zeroizing;
 
-/// Every candidate secret scalar a thief of member `m` holds: every 32-byte window of every
-/// local entry and of its key file, taken as a scalar and as a seed from which a one-time key
-/// is derived for each tag of the epoch (the labels are public; the identity key's seed is one
-/// of the windows, so this covers one-time keys derived from it, as they once were).
-fn candidate_scalars(sim: &Sim, m: u16, epoch: u64, tags: &[[u8; 32]]) -> Vec<Scalar> {
+/// Everything member `m` keeps: each local entry (key and value) and its key file.
+fn stored(sim: &Sim, m: u16) -> Vec<Vec<u8>> {
     let mut blobs: Vec<Vec<u8>> = sim
         .store(m)
         .unwrap()
@@ -28,6 +25,15 @@ fn candidate_scalars(sim: &Sim, m: u16, epoch: u64, tags: &[[u8; 32]]) -> Vec<Sc
         .map(|(key, value)| [key.as_bytes(), value.as_slice()].concat())
         .collect();
     blobs.push(sim.member_secrets(m).unwrap().to_bytes().to_vec());
+    blobs
+}
+
+/// Every candidate secret scalar a thief of member `m` holds: every 32-byte window of every
+/// local entry and of its key file, taken as a scalar and as a seed from which a one-time key
+/// is derived for each tag of the epoch (the labels are public; the identity key's seed is one
+/// of the windows, so this covers one-time keys derived from it, as they once were).
+fn candidate_scalars(sim: &Sim, m: u16, epoch: u64, tags: &[[u8; 32]]) -> Vec<Scalar> {
+    let blobs = stored(sim, m);
     let mut base = sim.consortium().id.to_vec();
     base.extend_from_slice(&epoch.to_be_bytes());
     let contexts: Vec<Vec<u8>> = tags.iter().map(|t| [&base[..], t].concat()).collect();
@@ -162,16 +168,7 @@ fn after_an_epoch_t_banks_stored_secrets_open_no_key_share_seal_key_or_ring_key(
             keys.iter().all(|k| !k.ends_with("/secret")),
             "seed {seed}: member {m} still stores a setup secret: {keys:?}"
         );
-        let mut blobs: Vec<Vec<u8>> = sim
-            .store(m)
-            .unwrap()
-            .local_scan()
-            .unwrap()
-            .into_iter()
-            .map(|(key, value)| [key.as_bytes(), value.as_slice()].concat())
-            .collect();
-        blobs.push(sim.member_secrets(m).unwrap().to_bytes().to_vec());
-        for blob in blobs {
+        for blob in stored(&sim, m) {
             for window in blob.windows(32) {
                 let bytes: [u8; 32] = window.try_into().unwrap();
                 let seed_secret = EpochSecret::from_bytes(Zeroizing::new(bytes));

@@ -351,6 +351,22 @@ impl Genesis {
     }
 }
 
+/// A consortium of `n` members with seeded keys, threshold 2 and a one-minute epoch, for unit
+/// tests.
+#[cfg(test)]
+pub(crate) fn test_consortium(n: u16) -> Consortium {
+    use rand_core::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([7; 32]);
+    let members = (1..=n)
+        .map(|i| {
+            crate::keys::MemberSecrets::generate(&mut rng).member_info(i, &format!("m{i}"), vec![])
+        })
+        .collect();
+    let timing = Timing::new(0, 30_000, 60_000, 20_000, 30_000, 10_000);
+    #[allow(clippy::unwrap_used)]
+    Consortium::new(Genesis::new("t", 2, timing, members)).unwrap()
+}
+
 /// A validated genesis with its id and parsed keys: what the protocol runs on.
 #[derive(Clone, Debug)]
 pub struct Consortium {

@@ -337,22 +337,11 @@ mod tests {
 
     #[test]
     fn a_submission_whose_one_time_key_is_the_identity_is_refused_though_its_proofs_hold() {
-        use crate::genesis::{Genesis, Timing};
         use crate::setup::RunKeys;
         use curve25519_dalek::traits::Identity;
         use rand_core::SeedableRng;
         let mut rng = rand_chacha::ChaCha20Rng::from_seed([9; 32]);
-        let members = (1..=3)
-            .map(|i| {
-                crate::keys::MemberSecrets::generate(&mut rng).member_info(
-                    i,
-                    &format!("m{i}"),
-                    vec![],
-                )
-            })
-            .collect();
-        let timing = Timing::new(0, 30_000, 60_000, 20_000, 30_000, 10_000);
-        let c = Consortium::new(Genesis::new("t", 2, timing, members)).unwrap();
+        let c = crate::genesis::test_consortium(3);
         let ring_secrets: Vec<Scalar> = (0..3).map(|_| Scalar::random(&mut rng)).collect();
         let run = || RunKeys {
             group: Scalar::from(5u64) * G,

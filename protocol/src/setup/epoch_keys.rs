@@ -132,17 +132,10 @@ pub fn ring_public(secret: &Scalar) -> RistrettoPoint {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::genesis::{Genesis, Timing};
-    use crate::keys::MemberSecrets;
     use rand_core::SeedableRng;
 
     fn consortium() -> Consortium {
-        let mut rng = rand_chacha::ChaCha20Rng::from_seed([7; 32]);
-        let members = (1..=4)
-            .map(|i| MemberSecrets::generate(&mut rng).member_info(i, &format!("m{i}"), vec![]))
-            .collect();
-        let timing = Timing::new(0, 30_000, 60_000, 20_000, 30_000, 10_000);
-        Consortium::new(Genesis::new("t", 2, timing, members)).unwrap()
+        crate::genesis::test_consortium(4)
     }
 
     #[test]
