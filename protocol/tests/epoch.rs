@@ -539,3 +539,36 @@ fn scores_and_pseudonyms_are_erased_once_results_are_stored_and_results_expire()
     let twice = bank.expire_results(end.plus(2 * day), day);
     assert!(twice.local.is_empty() && twice.erase_local.is_empty());
 }
+
+#[test]
+fn the_oprf_is_served_only_while_an_epoch_window_is_open_by_the_clock() {
+    let (mut h, _, consortium, _) = run_epoch();
+    let mut rng = ChaCha20Rng::from_seed([8; 32]);
+    let point = bankmesh_protocol::crypto::oprf::hash_to_group(b"probe");
+    let ask = |epoch| Request::OprfEvaluate {
+        epoch,
+        batch: 9,
+        blinded: vec![point; 4],
+    };
+    // Epoch 1 is over: its window closed, whatever the bank still holds of it.
+    let now = h.now.max(consortium.submit_end(1));
+    let (r, _) = h.bank(1).handle_request(now, 2, ask(1), &mut rng);
+    assert!(
+        matches!(&r, Response::Refused { reason } if reason.contains("window")),
+        "{r:?}"
+    );
+    // Epoch 2 is not open yet (nor epoch 3), whatever keys exist for it.
+    let (r, _) = h.bank(1).handle_request(now, 2, ask(2), &mut rng);
+    assert!(
+        matches!(&r, Response::Refused { reason } if reason.contains("window")),
+        "{r:?}"
+    );
+    // Within epoch 2's window the same request is judged further (no key share of epoch 2
+    // here: its setup never ran in this harness).
+    let inside = consortium.epoch_start(2).plus(1);
+    let (r, _) = h.bank(1).handle_request(inside, 2, ask(2), &mut rng);
+    assert!(
+        matches!(&r, Response::Refused { reason } if !reason.contains("window")),
+        "{r:?}"
+    );
+}

@@ -533,6 +533,12 @@ impl Epoch {
                 None,
             )
         };
+        // Only while the epoch's submission window is open by our clock (an idle past epoch
+        // or a future one is not served: the quota is per epoch).
+        let c = ctx.consortium;
+        if ctx.now < c.epoch_start(self.number) || ctx.now >= c.submit_end(self.number) {
+            return refused("the epoch's submission window is not open here");
+        }
         if !self.is_open() {
             return refused("epoch window closed");
         }
@@ -775,6 +781,8 @@ impl Epoch {
     /// Our clients: pseudonyms, then submissions, queued for the relay (DESIGN 4.2, 4.3).
     fn own_part(&mut self, ctx: &Ctx<'_>, rng: &mut (impl RngCore + CryptoRng), out: &mut Out) {
         let open = self.is_open();
+        // Evaluators serve an epoch only while its window is open by their clocks: ask then.
+        let window = open && ctx.now >= ctx.consortium.epoch_start(self.number);
         let (Some(keys), Some(own)) = (ctx.keys, &mut self.own) else {
             return;
         };
@@ -789,7 +797,7 @@ impl Epoch {
             threshold: ctx.consortium.threshold(),
         };
         let mut lookups = Vec::new();
-        if open && !own.pseudonyms.started() {
+        if window && !own.pseudonyms.started() {
             let missing: Vec<usize> = (0..own.clients.len())
                 .filter(|c| !own.known.contains_key(c))
                 .collect();
@@ -804,7 +812,7 @@ impl Epoch {
                 ));
             }
         }
-        if open {
+        if window {
             out.requests
                 .extend(own.pseudonyms.retry(&oprf_keys, ctx.now));
         }
