@@ -226,6 +226,20 @@ fn log_protocol_event(e: &Event) {
             tracing::warn!(epoch, "a submission of ours is not in the final set")
         }
         Event::EpochDone { epoch, results } => tracing::info!(epoch, results, "results ready"),
+        Event::Convicted {
+            epoch,
+            member,
+            kind,
+            detail,
+            record,
+        } => tracing::warn!(
+            epoch,
+            member,
+            kind,
+            %detail,
+            record = %hex::encode(&record[..8]),
+            "the log proves a member at fault"
+        ),
         Event::Failed {
             epoch,
             phase,

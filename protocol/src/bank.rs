@@ -19,16 +19,19 @@ use crate::agreement::{well_formed, Agreement, MAX_ROUNDS};
 use crate::epoch::decrypt::VerifiedShares;
 use crate::epoch::submit::verify_submission;
 use crate::epoch::{Ctx, Epoch, Out, ShareCheck};
+use crate::evidence;
 use crate::genesis::Consortium;
 use crate::keys::{EpochSecret, MemberSecrets};
 use crate::local::{LocalEntry, LocalWrite, Restored};
 use crate::messages::{Request, Response};
 use crate::record::{
-    kind_of_body, Body, EnvelopeError, Hash, Instance, Payload, Record, UncheckedRecord,
+    kind_of_body, Body, EnvelopeError, Evidence, Hash, Instance, Payload, Record, UncheckedRecord,
 };
 use crate::relay::{self, Relay, RelayStats};
 use crate::setup::{CheckDkg, DkgReject, Setup, SetupKeys, SetupOut, MAX_ATTEMPTS};
-use crate::step::{ClientResult, Culprit, Error, Fault, FaultKind, Origin, Status, Step, Wait};
+use crate::step::{
+    ClientResult, Culprit, Error, Event, Fault, FaultKind, Origin, Status, Step, Wait,
+};
 use crate::time::Time;
 use crate::{MemberIndex, CLIENT_ID_MAX, SCORE_MAX};
 
@@ -94,6 +97,23 @@ pub struct Bank {
     /// Our submissions leave through the onion relay; we relay others' (DESIGN 6).
     relay: Relay,
     onion_key: x25519_sphinx::StaticSecret,
+    /// Fault records on the log: (poster, culprit, kind, epoch). A member posts one per
+    /// culprit, kind and epoch.
+    fault_records: BTreeSet<(MemberIndex, MemberIndex, &'static str, u64)>,
+    /// What the log proves of each member: (kind, epoch) of each conviction.
+    convictions: BTreeMap<MemberIndex, BTreeSet<(&'static str, u64)>>,
+}
+
+/// How evidence in a fault record is judged here.
+enum EvidenceVerdict {
+    /// It holds: the member is at fault.
+    Proven(MemberIndex),
+    /// It cannot be checked here any more (the final set it needs is gone); the record is kept
+    /// for auditors, who check it from the log, and convicts nobody here.
+    Unverifiable(MemberIndex),
+    Wait(Wait),
+    /// It does not hold: the member who posted it accused falsely.
+    False(String),
 }
 
 impl Bank {
@@ -117,6 +137,8 @@ impl Bank {
             last_republish: Time(0),
             relay: Relay::new(me),
             onion_key,
+            fault_records: BTreeSet::new(),
+            convictions: BTreeMap::new(),
         }
     }
 
@@ -233,7 +255,16 @@ impl Bank {
                 record: unchecked.into_checked(),
                 shares,
             }),
-            Judged::Reject(f) => Verdict::Reject(f),
+            Judged::Reject(mut f) => {
+                // A share record that fails is the author's own signed proof of its fault.
+                let author = unchecked.claimed_author().map(Culprit::Member);
+                if f.kind == FaultKind::InvalidDecryptionShare && author == Some(f.culprit) {
+                    f.evidence = Some(Evidence::BadDecryptionShares {
+                        record: unchecked.bytes().to_vec(),
+                    });
+                }
+                Verdict::Reject(f)
+            }
             Judged::Ignore(why) => Verdict::Ignore(why),
             Judged::Wait(w) => Verdict::Defer(unchecked, w),
         }
@@ -243,7 +274,9 @@ impl Bank {
         let blame =
             |kind, detail: String| Judged::Reject(Fault::member(author, kind, Some(hash), detail));
         match body {
-            Body::DkgRound1 { epoch, attempt, .. } | Body::DkgRound2 { epoch, attempt, .. } => {
+            Body::DkgRound1 { epoch, attempt, .. }
+            | Body::DkgRound2 { epoch, attempt, .. }
+            | Body::DkgComplaint { epoch, attempt, .. } => {
                 if let Judged::Reject(f) = self.epoch_record(now, author, *epoch) {
                     return Judged::Reject(f);
                 }
@@ -263,9 +296,10 @@ impl Bank {
                     Err(CheckDkg::Wait(w)) => Judged::Wait(w),
                     Err(CheckDkg::Reject(r)) => {
                         let (kind, detail) = match r {
-                            DkgReject::Duplicate => {
-                                (FaultKind::Duplicate, "second DKG package".into())
-                            }
+                            DkgReject::Duplicate => (
+                                FaultKind::Duplicate,
+                                format!("a second {}", kind_of_body(body)),
+                            ),
                             DkgReject::NotExpected => (
                                 FaultKind::UnexpectedRecord,
                                 "DKG package from a non-participant or for another attempt".into(),
@@ -368,6 +402,29 @@ impl Bank {
                 }
                 other => other,
             },
+            Body::Fault { epoch, evidence } => {
+                if let Judged::Reject(f) = self.epoch_record(now, author, *epoch) {
+                    return Judged::Reject(f);
+                }
+                let culprit = match self.judge_evidence(now, *epoch, evidence) {
+                    EvidenceVerdict::Proven(m) | EvidenceVerdict::Unverifiable(m) => m,
+                    EvidenceVerdict::Wait(w) => return Judged::Wait(w),
+                    EvidenceVerdict::False(why) => return blame(FaultKind::FalseAccusation, why),
+                };
+                if self
+                    .fault_records
+                    .contains(&(author, culprit, evidence.kind(), *epoch))
+                {
+                    return blame(
+                        FaultKind::Duplicate,
+                        format!(
+                            "a second {} record against member {culprit}",
+                            evidence.kind()
+                        ),
+                    );
+                }
+                Judged::Accept(None)
+            }
             Body::DecryptionShares {
                 epoch,
                 root,
@@ -384,6 +441,36 @@ impl Bank {
                     ShareCheck::Unchecked => Judged::Accept(None),
                     ShareCheck::Wait(w) => Judged::Wait(w),
                     ShareCheck::Reject(why) => blame(FaultKind::InvalidDecryptionShare, why),
+                }
+            }
+        }
+    }
+
+    /// Judges a fault record's evidence against the genesis and what the log holds here.
+    fn judge_evidence(&self, now: Time, epoch: u64, evidence: &Evidence) -> EvidenceVerdict {
+        match evidence {
+            Evidence::Equivocation { first, second } => {
+                match evidence::check_equivocation(&self.consortium, epoch, first, second) {
+                    Ok(m) => EvidenceVerdict::Proven(m),
+                    Err(why) => EvidenceVerdict::False(why),
+                }
+            }
+            Evidence::BadDecryptionShares { record } => {
+                let s = match evidence::signed_shares(&self.consortium, epoch, record) {
+                    Ok(s) => s,
+                    Err(why) => return EvidenceVerdict::False(why),
+                };
+                let Some(e) = self.epochs.get(&epoch) else {
+                    return EvidenceVerdict::Wait(Wait::FinalSet(epoch));
+                };
+                let ctx = self.ctx(now, epoch);
+                match e.check_share_evidence(&ctx, s.author, &s.hash, &s.root, &s.shares) {
+                    ShareCheck::Reject(_) => EvidenceVerdict::Proven(s.author),
+                    ShareCheck::Unchecked => EvidenceVerdict::Unverifiable(s.author),
+                    ShareCheck::Wait(w) => EvidenceVerdict::Wait(w),
+                    ShareCheck::Verified(_) => {
+                        EvidenceVerdict::False("its decryption shares are valid".into())
+                    }
                 }
             }
         }
@@ -423,6 +510,7 @@ impl Bank {
                 kind: FaultKind::InvalidSubmission,
                 record: Some(hash),
                 detail: e.to_string(),
+                evidence: None,
             }),
         }
     }
@@ -437,6 +525,10 @@ impl Bank {
                 Some(s) => s.still_waiting(wait),
                 None => a > 0 || self.now < self.consortium.setup_start(e),
             },
+            Wait::Dealt { epoch, .. } => self
+                .setups
+                .get(&epoch)
+                .is_none_or(|s| s.still_waiting(wait)),
             Wait::FinalSet(e) => self
                 .epochs
                 .get(&e)
@@ -520,13 +612,76 @@ impl Bank {
                         self.latest_vote.insert(*instance, record.hash());
                     }
                 }
+                let before = out.events.len();
                 self.route(i.author, record.hash(), i.prev, &i.body, shares, out);
+                self.note_convictions(before, out);
             }
             Payload::Submission(s) => {
                 self.relay.seen(&record.hash());
                 self.epoch_mut(s.epoch).apply_submission(record.hash(), s)
             }
         }
+    }
+
+    /// Counts the convictions among the events from `from` on, once per member, kind and
+    /// epoch; a repeated one (a second complaint against one dealer) is no news.
+    fn note_convictions(&mut self, from: usize, out: &mut Out) {
+        let mut i = from;
+        while i < out.events.len() {
+            if let Some(Event::Convicted {
+                epoch,
+                member,
+                kind,
+                ..
+            }) = out.events.get(i)
+            {
+                let fresh = self
+                    .convictions
+                    .entry(*member)
+                    .or_default()
+                    .insert((kind, *epoch));
+                if !fresh {
+                    out.events.remove(i);
+                    continue;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Posts fault records for proven faults (from [`Bank::check`] or the store): one per
+    /// culprit, kind and epoch, unless the log has one already.
+    pub fn accuse(
+        &mut self,
+        now: Time,
+        evidence: Vec<Evidence>,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Step {
+        self.now = self.now.max(now);
+        let mut out = Out::default();
+        let mut queued = BTreeSet::new();
+        for e in evidence {
+            let (Some(m), Some(epoch)) =
+                (evidence::claimed_culprit(&e), evidence::claimed_epoch(&e))
+            else {
+                continue;
+            };
+            let kind = e.kind();
+            let on_log = self
+                .fault_records
+                .iter()
+                .any(|(_, c, k, n)| (*c, *k, *n) == (m, kind, epoch));
+            if on_log || !self.epoch_acceptable(now, epoch) || !queued.insert((m, kind, epoch)) {
+                continue;
+            }
+            out.bodies.push(Body::Fault { epoch, evidence: e });
+        }
+        self.progress(rng, out)
+    }
+
+    /// Each member's convictions on the log here: (kind, epoch).
+    pub fn convictions(&self) -> &BTreeMap<MemberIndex, BTreeSet<(&'static str, u64)>> {
+        &self.convictions
     }
 
     fn route(
@@ -541,10 +696,32 @@ impl Bank {
         let now = self.now;
         let mut setup_out = SetupOut::default();
         match body {
-            Body::DkgRound1 { epoch, .. } | Body::DkgRound2 { epoch, .. } => {
+            Body::DkgRound1 { epoch, .. }
+            | Body::DkgRound2 { epoch, .. }
+            | Body::DkgComplaint { epoch, .. } => {
                 let c = Arc::clone(&self.consortium);
                 self.setup_mut(*epoch)
                     .apply_dkg(&c, author, hash, body, &mut setup_out);
+            }
+            Body::Fault { epoch, evidence } => {
+                let verdict = self.judge_evidence(now, *epoch, evidence);
+                let culprit = match verdict {
+                    EvidenceVerdict::Proven(m) | EvidenceVerdict::Unverifiable(m) => Some(m),
+                    _ => evidence::claimed_culprit(evidence),
+                };
+                if let Some(m) = culprit {
+                    self.fault_records
+                        .insert((author, m, evidence.kind(), *epoch));
+                }
+                if let EvidenceVerdict::Proven(member) = verdict {
+                    out.events.push(Event::Convicted {
+                        epoch: *epoch,
+                        member,
+                        kind: evidence.kind(),
+                        detail: format!("fault record by member {author}"),
+                        record: hash,
+                    });
+                }
             }
             Body::Proposal {
                 instance: Instance::Setup { epoch, .. },

@@ -355,16 +355,28 @@ impl Genesis {
 /// tests.
 #[cfg(test)]
 pub(crate) fn test_consortium(n: u16) -> Consortium {
+    test_consortium_with_secrets(n).0
+}
+
+/// [`test_consortium`] with its members' secrets, in member order.
+#[cfg(test)]
+pub(crate) fn test_consortium_with_secrets(
+    n: u16,
+) -> (Consortium, Vec<crate::keys::MemberSecrets>) {
     use rand_core::SeedableRng;
     let mut rng = rand_chacha::ChaCha20Rng::from_seed([7; 32]);
-    let members = (1..=n)
-        .map(|i| {
-            crate::keys::MemberSecrets::generate(&mut rng).member_info(i, &format!("m{i}"), vec![])
-        })
+    let secrets: Vec<crate::keys::MemberSecrets> = (1..=n)
+        .map(|_| crate::keys::MemberSecrets::generate(&mut rng))
+        .collect();
+    let members = secrets
+        .iter()
+        .zip(1..=n)
+        .map(|(s, i)| s.member_info(i, &format!("m{i}"), vec![]))
         .collect();
     let timing = Timing::new(0, 30_000, 60_000, 20_000, 30_000, 10_000);
     #[allow(clippy::unwrap_used)]
-    Consortium::new(Genesis::new("t", 2, timing, members)).unwrap()
+    let c = Consortium::new(Genesis::new("t", 2, timing, members)).unwrap();
+    (c, secrets)
 }
 
 /// A validated genesis with its id and parsed keys: what the protocol runs on.

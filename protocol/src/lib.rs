@@ -19,6 +19,7 @@ pub mod bank;
 pub mod consensus;
 pub mod crypto;
 pub mod epoch;
+pub mod evidence;
 pub mod genesis;
 pub mod keys;
 pub mod local;

@@ -4,7 +4,7 @@
 
 use crate::local::LocalWrite;
 use crate::messages::Request;
-use crate::record::{Hash, Record};
+use crate::record::{Evidence, Hash, Record};
 use crate::MemberIndex;
 
 /// Where a record came from; decides how late records are treated.
@@ -34,6 +34,13 @@ pub enum Wait {
     Attempt(u64, u32),
     /// The final set of an epoch (shares cannot be judged before it).
     FinalSet(u64),
+    /// A dealer's round-2 record (a complaint against it cannot be judged before it).
+    Dealt {
+        epoch: u64,
+        attempt: u32,
+        run: crate::record::Run,
+        dealer: MemberIndex,
+    },
 }
 
 /// Who a fault blames.
@@ -59,6 +66,8 @@ pub enum FaultKind {
     BadOprfResponse,
     /// A malformed or out-of-order report, proposal or vote.
     BadAgreementMessage,
+    /// A fault record whose evidence does not hold.
+    FalseAccusation,
 }
 
 /// A peer's misbehaviour, with enough to name it (STYLE 4: faults, not errors).
@@ -68,6 +77,9 @@ pub struct Fault {
     pub kind: FaultKind,
     pub record: Option<Hash>,
     pub detail: String,
+    /// The culprit's own signed bytes that prove the fault to anyone, if the fault is of a
+    /// kind that can be proven: the bank posts them in a fault record.
+    pub evidence: Option<Evidence>,
 }
 
 impl Fault {
@@ -82,6 +94,7 @@ impl Fault {
             kind,
             record,
             detail: detail.into(),
+            evidence: None,
         }
     }
 }
@@ -152,6 +165,16 @@ pub enum Event {
     EpochDone {
         epoch: u64,
         results: usize,
+    },
+    /// A record on the log proves `member` at fault (a DKG complaint judged, or a fault record
+    /// whose evidence holds). `record` is the proving record's hash.
+    Convicted {
+        epoch: u64,
+        member: MemberIndex,
+        /// What for, as a short name (`bad-dkg-share`, `equivocation`, ...).
+        kind: &'static str,
+        detail: String,
+        record: Hash,
     },
     /// A phase cannot complete (DESIGN 8: an explicit failure, never a silent hang). A seal
     /// failure is superseded if a certified decision turns up later.

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bankmesh_protocol::messages::{Request, Response, SYNC_BATCH_MAX};
-use bankmesh_protocol::record::{DecodeError, Payload, Record, UncheckedRecord};
+use bankmesh_protocol::record::{DecodeError, Evidence, Payload, Record, UncheckedRecord};
 use bankmesh_protocol::{
     Bank, Checked, Culprit, Fault, FaultKind, MemberIndex, Origin, Step, Time, Verdict, Wait,
 };
@@ -217,6 +217,7 @@ impl Replica {
             }
         }
         self.retry_pending(now, rng, &mut step)?;
+        self.accuse(now, rng, &mut step);
         let step = self.persist(step)?;
         Ok((verdicts, step))
     }
@@ -285,6 +286,7 @@ impl Replica {
                     kind: FaultKind::Malformed,
                     record: None,
                     detail: e.to_string(),
+                    evidence: None,
                 });
                 return Ok(Err(Acceptance::Reject));
             }
@@ -510,7 +512,7 @@ impl Replica {
                 }
                 Err(Refused::Equivocation { author, seq, .. }) => {
                     // Two variants in one batch: the store kept the second as evidence.
-                    self.fault_equivocation(author, seq, hash, step);
+                    self.fault_equivocation(author, seq, checked.record().bytes(), step)?;
                     step.extend(self.bank.apply_evidence(now, checked, rng));
                     changed.push((idx, Acceptance::Accept));
                 }
@@ -535,6 +537,7 @@ impl Replica {
                         kind: FaultKind::Malformed,
                         record: Some(hash),
                         detail: other.to_string(),
+                        evidence: None,
                     });
                     changed.push((idx, Acceptance::Reject));
                 }
@@ -563,14 +566,27 @@ impl Replica {
             return Ok(Acceptance::Ignore);
         }
         self.fork_advanced.insert((author, seq));
-        self.fault_equivocation(author, seq, checked.record().hash(), step);
+        self.fault_equivocation(author, seq, checked.record().bytes(), step)?;
         step.extend(self.bank.apply_evidence(now, checked, rng));
         Ok(Acceptance::Accept)
     }
 
-    fn fault_equivocation(&mut self, author: MemberIndex, seq: u64, hash: Hash, step: &mut Step) {
+    /// Names an author whose chain forked; with the record its chain holds at `seq`, the two
+    /// signed records are evidence anyone can check, and go on the log in a fault record.
+    fn fault_equivocation(
+        &mut self,
+        author: MemberIndex,
+        seq: u64,
+        bytes: &[u8],
+        step: &mut Step,
+    ) -> Result<(), StoreError> {
         self.stats.evidence += 1;
         self.forked.insert(author);
+        let hash = crate::record_hash(bytes);
+        let first = match self.store.chain_at(author, seq)? {
+            Some(h) if h != hash => self.store.get(&h)?,
+            _ => None,
+        };
         step.faults.push(Fault {
             culprit: Culprit::Member(author),
             kind: FaultKind::Duplicate,
@@ -578,7 +594,25 @@ impl Replica {
             detail: format!(
                 "a record that conflicts with its chain at sequence number {seq} (equivocation; kept as evidence)"
             ),
+            evidence: first.map(|first| Evidence::Equivocation {
+                first,
+                second: bytes.to_vec(),
+            }),
         });
+        Ok(())
+    }
+
+    /// Faults proven by signed bytes go on the log as fault records (the bank posts each
+    /// culprit's fault of a kind once per epoch).
+    fn accuse(&mut self, now: Time, rng: &mut (impl RngCore + CryptoRng), step: &mut Step) {
+        let evidence: Vec<Evidence> = step
+            .faults
+            .iter()
+            .filter_map(|f| f.evidence.clone())
+            .collect();
+        if !evidence.is_empty() {
+            step.extend(self.bank.accuse(now, evidence, rng));
+        }
     }
 
     /// Checks held-back records again whose wait is over (bounded; no rescans of the rest).

@@ -171,6 +171,8 @@ pub struct Epoch {
     /// Per author, the submissions it posted shares for (until done) and how many: a member
     /// posts one share per submission of the final set, no more.
     shared: BTreeMap<MemberIndex, (BTreeSet<Hash>, usize)>,
+    /// Decryption share records on our log: never evidence of a fault.
+    share_records: BTreeSet<Hash>,
     failed: Option<(Phase, String)>,
     own_failure: Option<(Phase, String)>,
     /// Our results once stored, when scores, pseudonyms and one-time keys are gone.
@@ -192,6 +194,7 @@ impl Epoch {
             usage_posted: false,
             posted_shares: BTreeSet::new(),
             shared: BTreeMap::new(),
+            share_records: BTreeSet::new(),
             failed: None,
             own_failure: None,
             finished: None,
@@ -271,6 +274,22 @@ impl Epoch {
             }
             _ => None,
         }
+    }
+
+    /// Judges a decryption share record offered as evidence of a fault: a record on our log
+    /// passed its check, so it proves nothing.
+    pub fn check_share_evidence(
+        &self,
+        ctx: &Ctx<'_>,
+        author: MemberIndex,
+        hash: &Hash,
+        root: &Hash,
+        shares: &[ShareEntry],
+    ) -> ShareCheck {
+        if self.share_records.contains(hash) {
+            return ShareCheck::Verified(VerifiedShares::default());
+        }
+        self.check_shares(ctx, author, root, shares)
     }
 
     pub fn check_shares(
@@ -424,6 +443,7 @@ impl Epoch {
                 self.take_seal(s, out);
             }
             Body::DecryptionShares { shares, .. } => {
+                self.share_records.insert(hash);
                 let done = matches!(self.stage, Stage::Done { .. });
                 let (seen, count) = self.shared.entry(author).or_default();
                 *count += shares.len();
@@ -456,7 +476,10 @@ impl Epoch {
                     }
                 }
             }
-            Body::DkgRound1 { .. } | Body::DkgRound2 { .. } => {}
+            Body::DkgRound1 { .. }
+            | Body::DkgRound2 { .. }
+            | Body::DkgComplaint { .. }
+            | Body::Fault { .. } => {}
         }
     }
 
@@ -980,6 +1003,7 @@ impl Epoch {
                 kind: FaultKind::Duplicate,
                 record: Some(hash),
                 detail: "its link tag or slot tag occurs twice in the final set (a second post for one tag, or past the quota): every submission carrying it is left out".into(),
+                evidence: None,
             });
         }
         self.seal.release();

@@ -17,7 +17,7 @@ use rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::crypto::sealed::{self, ShareContext};
+use crate::crypto::sealed::{self, ShareContext, SharedProof};
 use crate::genesis::Consortium;
 use crate::keys::EpochSecret;
 use crate::record::{Body, Hash, RingKeyAnnouncement, Run, SealedShare};
@@ -46,6 +46,15 @@ pub struct Round1<'a> {
     pub ring: Option<&'a RingKeyAnnouncement>,
 }
 
+/// Whom a DKG complaint proves at fault, judged by opening the disputed share from the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The share does not open, or does not match the dealer's commitment.
+    Dealer,
+    /// The share is good: the complaint is false.
+    Complainer,
+}
+
 /// Why a DKG record is refused; names the fault for the culprit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DkgReject {
@@ -69,6 +78,13 @@ pub struct DkgRun {
     /// Each participant's ring key for the epoch (decryption run only).
     ring_keys: BTreeMap<MemberIndex, RistrettoPoint>,
     round2_from: BTreeSet<MemberIndex>,
+    /// Each dealer's round-2 record as posted (ephemeral key and sealed shares), so that a
+    /// complaint against it can be judged.
+    dealt: BTreeMap<MemberIndex, ([u8; 32], Vec<SealedShare>)>,
+    /// Dealers whose share to us did not open or verify: we complain about each.
+    bad_to_me: BTreeSet<MemberIndex>,
+    /// Complaints on the log, by (complainer, dealer), with whom each proves at fault.
+    complaints: BTreeMap<(MemberIndex, MemberIndex), Blame>,
     my_round2: BTreeMap<frost::Identifier, round2::Package>,
     secret1: Option<round1::SecretPackage>,
     secret2: Option<round2::SecretPackage>,
@@ -117,6 +133,9 @@ impl DkgRun {
             seal_keys: BTreeMap::new(),
             ring_keys: BTreeMap::new(),
             round2_from: BTreeSet::new(),
+            dealt: BTreeMap::new(),
+            bad_to_me: BTreeSet::new(),
+            complaints: BTreeMap::new(),
             my_round2: BTreeMap::new(),
             secret1: None,
             secret2: None,
@@ -247,7 +266,7 @@ impl DkgRun {
                 self.secret1 = Some(secret1);
                 self.posted1 = true;
                 let package = package.serialize().ok()?;
-                let seal = epoch_keys::seal_secret(secret, consortium, epoch, run);
+                let seal = epoch_keys::seal_secret(secret, consortium, epoch, run, attempt);
                 let ring = (run == Run::Decryption)
                     .then(|| Box::new(epoch_keys::announce_ring(secret, consortium, epoch, me)));
                 Some(Body::DkgRound1 {
@@ -255,7 +274,7 @@ impl DkgRun {
                     run,
                     attempt,
                     package,
-                    seal_key: x25519_dalek::PublicKey::from(&seal).to_bytes(),
+                    seal_key: epoch_keys::seal_public(&seal),
                     ring,
                 })
             }
@@ -403,7 +422,7 @@ impl DkgRun {
                 sender: me,
                 recipient,
             };
-            let key = x25519_dalek::PublicKey::from(*self.seal_keys.get(&recipient)?);
+            let key = sealed::peer_point(self.seal_keys.get(&recipient)?).ok()?;
             let ciphertext = sealed::seal(&ctx, &ephemeral, &key, &plain).ok()?;
             shares.push(SealedShare {
                 recipient,
@@ -412,7 +431,7 @@ impl DkgRun {
         }
         self.secret2 = Some(secret2);
         self.posted2 = true;
-        let ephemeral = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
+        let ephemeral = epoch_keys::seal_public(&ephemeral);
         Some(Body::DkgRound2 {
             epoch: self.epoch,
             run: self.run,
@@ -428,6 +447,7 @@ impl DkgRun {
         author: MemberIndex,
         epoch: u64,
         attempt: u32,
+        ephemeral: &[u8; 32],
         shares: &[SealedShare],
     ) -> Result<(), DkgReject> {
         if epoch != self.epoch || attempt != self.attempt || !self.participants.contains(&author) {
@@ -436,6 +456,11 @@ impl DkgRun {
         if self.round2_from.contains(&author) {
             return Err(DkgReject::Duplicate);
         }
+        sealed::peer_point(ephemeral).map_err(|_| {
+            DkgReject::Invalid(
+                "round-2 ephemeral key is not a canonical point other than the identity".into(),
+            )
+        })?;
         let recipients: Vec<MemberIndex> = shares.iter().map(|s| s.recipient).collect();
         let expected: Vec<MemberIndex> = self
             .participants
@@ -452,7 +477,8 @@ impl DkgRun {
     }
 
     /// Records a round-2 record; opens the share addressed to us, if we still hold the
-    /// epoch's secret (after it is erased, nothing opens it).
+    /// epoch's secret (after it is erased, nothing opens it), and checks it against the
+    /// dealer's commitment. A share that fails is complained about ([`DkgRun::complaints_to_post`]).
     pub fn apply_round2(
         &mut self,
         consortium: &Consortium,
@@ -463,28 +489,174 @@ impl DkgRun {
         shares: &[SealedShare],
     ) -> Result<(), String> {
         self.round2_from.insert(author);
+        self.dealt.insert(author, (*ephemeral, shares.to_vec()));
         let Some(mine) = shares.iter().find(|s| s.recipient == me) else {
             return Ok(());
         };
         let Some(secret) = secret else {
             return Ok(());
         };
-        let ctx = ShareContext {
+        let seal = epoch_keys::seal_secret(secret, consortium, self.epoch, self.run, self.attempt);
+        let ctx = self.share_context(consortium, author, me);
+        let opened = sealed::open(&ctx, ephemeral, &seal, &mine.ciphertext)
+            .map_err(|_| format!("member {author}'s sealed share to us does not open"))
+            .and_then(|plain| self.verify_share(author, me, &plain));
+        match opened {
+            Ok(package) => {
+                let id = identifier(author).ok_or("bad author")?;
+                self.my_round2.insert(id, package);
+                Ok(())
+            }
+            Err(why) => {
+                self.bad_to_me.insert(author);
+                Err(why)
+            }
+        }
+    }
+
+    fn share_context<'a>(
+        &self,
+        consortium: &'a Consortium,
+        dealer: MemberIndex,
+        recipient: MemberIndex,
+    ) -> ShareContext<'a> {
+        ShareContext {
             consortium: &consortium.id,
             epoch: self.epoch,
             run: self.run.label(),
             attempt: self.attempt,
-            sender: author,
-            recipient: me,
+            sender: dealer,
+            recipient,
+        }
+    }
+
+    /// Decodes a share `dealer` sent `recipient` and checks it against the dealer's commitment.
+    fn verify_share(
+        &self,
+        dealer: MemberIndex,
+        recipient: MemberIndex,
+        plain: &[u8],
+    ) -> Result<round2::Package, String> {
+        let package = round2::Package::deserialize(plain)
+            .map_err(|e| format!("member {dealer}'s share: {e}"))?;
+        let commitment = self
+            .round1
+            .get(&dealer)
+            .ok_or("the dealer's round-1 package is missing")?
+            .commitment()
+            .clone();
+        let id = identifier(recipient).ok_or("bad recipient")?;
+        frost::keys::SecretShare::new(id, *package.signing_share(), commitment)
+            .verify()
+            .map_err(|_| format!("member {dealer}'s share does not match its commitment"))?;
+        Ok(package)
+    }
+
+    /// Our complaints not yet on the log: one per dealer whose share to us failed, revealing
+    /// the shared point of that share only.
+    pub fn complaints_to_post(
+        &self,
+        consortium: &Consortium,
+        me: MemberIndex,
+        secret: &EpochSecret,
+    ) -> Vec<Body> {
+        let seal = epoch_keys::seal_secret(secret, consortium, self.epoch, self.run, self.attempt);
+        self.bad_to_me
+            .iter()
+            .filter(|&&dealer| !self.complaints.contains_key(&(me, dealer)))
+            .filter_map(|&dealer| {
+                let (ephemeral, _) = self.dealt.get(&dealer)?;
+                let e = sealed::peer_point(ephemeral).ok()?;
+                let ctx = self.share_context(consortium, dealer, me);
+                let (shared, proof) = sealed::reveal(&ctx, &seal, &e);
+                Some(Body::DkgComplaint {
+                    epoch: self.epoch,
+                    run: self.run,
+                    attempt: self.attempt,
+                    dealer,
+                    shared: shared.compress().to_bytes(),
+                    proof,
+                })
+            })
+            .collect()
+    }
+
+    /// Checks a complaint's proof: the revealed point is the complainer's seal key times the
+    /// dealer's ephemeral. `Ok(None)` if the dealer's round-2 record is not here yet.
+    pub fn check_complaint(
+        &self,
+        consortium: &Consortium,
+        complainer: MemberIndex,
+        dealer: MemberIndex,
+        shared: &[u8; 32],
+        proof: &SharedProof,
+    ) -> Result<Option<()>, DkgReject> {
+        if complainer == dealer
+            || !self.participants.contains(&complainer)
+            || !self.participants.contains(&dealer)
+        {
+            return Err(DkgReject::NotExpected);
+        }
+        if self.complaints.contains_key(&(complainer, dealer)) {
+            return Err(DkgReject::Duplicate);
+        }
+        let (Some(key), Some((ephemeral, _))) =
+            (self.seal_keys.get(&complainer), self.dealt.get(&dealer))
+        else {
+            return Ok(None);
         };
-        let seal = epoch_keys::seal_secret(secret, consortium, self.epoch, self.run);
-        let plain = sealed::open(&ctx, ephemeral, &seal, &mine.ciphertext)
-            .map_err(|_| format!("member {author}'s sealed share to us does not open"))?;
-        let package = round2::Package::deserialize(&plain)
-            .map_err(|e| format!("member {author}'s share: {e}"))?;
-        let id = identifier(author).ok_or("bad author")?;
-        self.my_round2.insert(id, package);
-        Ok(())
+        let invalid = |why: &str| DkgReject::Invalid(format!("complaint: {why}"));
+        let key = sealed::peer_point(key).map_err(|_| invalid("seal key"))?;
+        let e = sealed::peer_point(ephemeral).map_err(|_| invalid("ephemeral"))?;
+        let s = sealed::peer_point(shared).map_err(|_| invalid("revealed point"))?;
+        let ctx = self.share_context(consortium, dealer, complainer);
+        sealed::check_reveal(&ctx, &key, &e, &s, proof).map_err(|e| invalid(&e.to_string()))?;
+        Ok(Some(()))
+    }
+
+    /// Whether a complaint can be judged here yet (the dealer's round-2 record is in).
+    pub fn can_judge(&self, complainer: MemberIndex, dealer: MemberIndex) -> bool {
+        self.seal_keys.contains_key(&complainer) && self.dealt.contains_key(&dealer)
+    }
+
+    /// Judges a checked complaint by opening the disputed share with the revealed point.
+    pub fn apply_complaint(
+        &mut self,
+        consortium: &Consortium,
+        complainer: MemberIndex,
+        dealer: MemberIndex,
+        shared: &[u8; 32],
+    ) -> Option<Blame> {
+        if let Some(b) = self.complaints.get(&(complainer, dealer)) {
+            return Some(*b);
+        }
+        let key = self.seal_keys.get(&complainer)?;
+        let (ephemeral, shares) = self.dealt.get(&dealer)?;
+        let s = sealed::peer_point(shared).ok()?;
+        let ctx = self.share_context(consortium, dealer, complainer);
+        let good = shares
+            .iter()
+            .find(|x| x.recipient == complainer)
+            .and_then(|x| sealed::open_shared(&ctx, ephemeral, key, &s, &x.ciphertext).ok())
+            .is_some_and(|plain| self.verify_share(dealer, complainer, &plain).is_ok());
+        let blame = if good {
+            Blame::Complainer
+        } else {
+            Blame::Dealer
+        };
+        self.complaints.insert((complainer, dealer), blame);
+        Some(blame)
+    }
+
+    /// Members this run's complaints prove at fault: dealers of bad shares, false complainers.
+    pub fn convicted(&self) -> BTreeMap<MemberIndex, Blame> {
+        self.complaints
+            .iter()
+            .map(|(&(complainer, dealer), &b)| match b {
+                Blame::Dealer => (dealer, b),
+                Blame::Complainer => (complainer, b),
+            })
+            .collect()
     }
 
     /// Computes the run's keys once every participant's round-2 record is in; they are used
@@ -532,6 +704,9 @@ impl DkgRun {
             verifying.insert(i, p);
         }
         let share = match self.secret2.take() {
+            // A dealer's share to us failed: we hold no share of this run (the complaint shows
+            // why), but its public keys are the same as everyone's.
+            Some(_) if !self.bad_to_me.is_empty() => None,
             Some(secret2) => {
                 let others: BTreeMap<frost::Identifier, round1::Package> = self
                     .round1
@@ -673,6 +848,7 @@ mod tests {
     fn a_round2_for_another_epoch_is_not_expected() {
         let c = consortium();
         let dkg = run(&c, Run::Decryption);
+        const G_BYTES: [u8; 32] = curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED.0;
         let shares: Vec<SealedShare> = [2, 3, 4]
             .iter()
             .map(|&recipient| SealedShare {
@@ -680,9 +856,9 @@ mod tests {
                 ciphertext: vec![0; 8],
             })
             .collect();
-        assert!(dkg.check_round2(1, 2, 0, &shares).is_ok());
+        assert!(dkg.check_round2(1, 2, 0, &G_BYTES, &shares).is_ok());
         assert_eq!(
-            dkg.check_round2(1, 3, 0, &shares),
+            dkg.check_round2(1, 3, 0, &G_BYTES, &shares),
             Err(DkgReject::NotExpected)
         );
     }

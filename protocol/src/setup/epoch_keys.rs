@@ -41,34 +41,44 @@ pub fn polynomial_seed(
     secret.derive(b"bankmesh.dkg-polynomial.v2", &ctx)
 }
 
-/// Our round-2 ephemeral x25519 secret for one run and attempt.
+/// Our round-2 ephemeral secret for one run and attempt.
 pub fn ephemeral(
     secret: &EpochSecret,
     c: &Consortium,
     epoch: u64,
     run: Run,
     attempt: u32,
-) -> x25519_dalek::StaticSecret {
+) -> Zeroizing<Scalar> {
     let ctx = context(c, epoch, &[run.label(), &attempt.to_be_bytes()]);
-    x25519_dalek::StaticSecret::from(*secret.derive(b"bankmesh.dkg-ephemeral.v2", &ctx))
+    scalar(&secret.derive(b"bankmesh.dkg-ephemeral.v3", &ctx))
 }
 
-/// The x25519 secret our round-2 shares of one run are sealed to in this epoch.
+/// The secret our round-2 shares of one run and attempt are sealed to. Per attempt, so that a
+/// complaint, which reveals what one dealer sealed to us, opens nothing of another attempt.
 pub fn seal_secret(
     secret: &EpochSecret,
     c: &Consortium,
     epoch: u64,
     run: Run,
-) -> x25519_dalek::StaticSecret {
-    let ctx = context(c, epoch, &[run.label()]);
-    x25519_dalek::StaticSecret::from(*secret.derive(b"bankmesh.dkg-seal-key.v1", &ctx))
+    attempt: u32,
+) -> Zeroizing<Scalar> {
+    let ctx = context(c, epoch, &[run.label(), &attempt.to_be_bytes()]);
+    scalar(&secret.derive(b"bankmesh.dkg-seal-key.v2", &ctx))
+}
+
+/// The seal key announced for a seal secret.
+pub fn seal_public(secret: &Scalar) -> [u8; 32] {
+    (secret * G).compress().to_bytes()
+}
+
+fn scalar(bytes: &[u8; 32]) -> Zeroizing<Scalar> {
+    Zeroizing::new(Scalar::from_bytes_mod_order(*bytes))
 }
 
 /// Our ring key for the epoch's submissions.
 pub fn ring_secret(secret: &EpochSecret, c: &Consortium, epoch: u64) -> Zeroizing<Scalar> {
     let ctx = context(c, epoch, &[]);
-    let bytes = secret.derive(b"bankmesh.ring-key.v1", &ctx);
-    Zeroizing::new(Scalar::from_bytes_mod_order(*bytes))
+    scalar(&secret.derive(b"bankmesh.ring-key.v1", &ctx))
 }
 
 fn ring_transcript(c: &Consortium, epoch: u64, author: MemberIndex) -> merlin::Transcript {
@@ -111,16 +121,12 @@ pub fn check_ring(
         .map_err(|e| format!("ring key proof: {e}"))
 }
 
-/// Checks an x25519 key a dealer will seal shares to: a low-order key would make every share
-/// sealed to it readable by anyone.
+/// Checks a seal key a dealer will seal shares to: a canonical point, not the identity (to
+/// which every share sealed would be readable by anyone).
 pub fn check_seal_key(key: &[u8; 32]) -> Result<(), String> {
-    let probe = x25519_dalek::StaticSecret::from([0x5a; 32]);
-    let shared = probe.diffie_hellman(&x25519_dalek::PublicKey::from(*key));
-    if shared.was_contributory() {
-        Ok(())
-    } else {
-        Err("seal key of low order".into())
-    }
+    crate::crypto::sealed::peer_point(key)
+        .map(|_| ())
+        .map_err(|_| "seal key is not a canonical point other than the identity".into())
 }
 
 /// The public ring key of a ring secret.
@@ -163,19 +169,20 @@ mod tests {
     }
 
     #[test]
-    fn epoch_keys_differ_by_epoch_and_run_and_low_order_seal_keys_are_refused() {
+    fn epoch_keys_differ_by_epoch_run_and_attempt_and_bad_seal_keys_are_refused() {
         let c = consortium();
         let mut rng = rand_chacha::ChaCha20Rng::from_seed([2; 32]);
         let secret = EpochSecret::generate(&mut rng);
         assert_ne!(*ring_secret(&secret, &c, 1), *ring_secret(&secret, &c, 2));
-        let x = x25519_dalek::PublicKey::from(&seal_secret(&secret, &c, 1, Run::Decryption));
-        let k = x25519_dalek::PublicKey::from(&seal_secret(&secret, &c, 1, Run::Pseudonym));
-        assert_ne!(x, k);
-        assert!(check_seal_key(x.as_bytes()).is_ok());
-        assert!(check_seal_key(&[0; 32]).is_err());
-        let mut one = [0u8; 32];
-        one[0] = 1;
-        assert!(check_seal_key(&one).is_err(), "u = 1, of small order");
+        let seal = |run, attempt| seal_public(&seal_secret(&secret, &c, 1, run, attempt));
+        let x = seal(Run::Decryption, 0);
+        assert_ne!(x, seal(Run::Pseudonym, 0));
+        assert_ne!(x, seal(Run::Decryption, 1), "a seal key per attempt");
+        assert!(check_seal_key(&x).is_ok());
+        assert!(check_seal_key(&[0; 32]).is_err(), "identity");
+        let mut not_canonical = [0xff; 32];
+        not_canonical[31] = 0x7f;
+        assert!(check_seal_key(&not_canonical).is_err());
         let other = EpochSecret::generate(&mut rng);
         assert_ne!(
             *polynomial_seed(&secret, &c, 1, Run::Decryption, 0),

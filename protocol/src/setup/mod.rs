@@ -36,7 +36,7 @@ use crate::time::Time;
 use crate::MemberIndex;
 
 use dkg::DkgRun;
-pub use dkg::{DkgReject, Round1, RunKeys};
+pub use dkg::{Blame, DkgReject, Round1, RunKeys};
 
 /// Attempts before setup gives up (each is bounded by the agreement's rounds too).
 pub const MAX_ATTEMPTS: u32 = 8;
@@ -98,6 +98,26 @@ impl Attempt {
     fn transcripts(&self) -> Option<[Hash; 2]> {
         let [x, k] = &self.runs;
         Some([x.computed()?.1, k.computed()?.1])
+    }
+    /// Members the attempt's complaints prove at fault, in either run.
+    fn convicted(&self) -> BTreeMap<MemberIndex, Blame> {
+        let [x, k] = &self.runs;
+        let mut all = x.convicted();
+        all.extend(k.convicted());
+        all
+    }
+    /// A dealer of a bad share is proven: the attempt's keys are not used (the share's
+    /// recipient has none), and the next attempt runs without it.
+    fn has_bad_dealer(&self) -> bool {
+        self.convicted().values().any(|b| *b == Blame::Dealer)
+    }
+    /// The transcripts this member would vote for: none once a bad dealer is proven.
+    fn usable_transcripts(&self) -> Option<[Hash; 2]> {
+        if self.has_bad_dealer() {
+            None
+        } else {
+            self.transcripts()
+        }
     }
 }
 
@@ -331,6 +351,7 @@ impl Setup {
             Body::DkgRound2 {
                 run,
                 attempt,
+                ephemeral,
                 shares,
                 ..
             } => {
@@ -338,8 +359,33 @@ impl Setup {
                     .attempt(*attempt)
                     .ok_or(CheckDkg::Wait(Wait::Attempt(epoch, *attempt)))?;
                 a.run(*run)
-                    .check_round2(author, epoch, *attempt, shares)
+                    .check_round2(author, epoch, *attempt, ephemeral, shares)
                     .map_err(CheckDkg::Reject)
+            }
+            Body::DkgComplaint {
+                run,
+                attempt,
+                dealer,
+                shared,
+                proof,
+                ..
+            } => {
+                let a = self
+                    .attempt(*attempt)
+                    .ok_or(CheckDkg::Wait(Wait::Attempt(epoch, *attempt)))?;
+                match a
+                    .run(*run)
+                    .check_complaint(consortium, author, *dealer, shared, proof)
+                {
+                    Ok(Some(())) => Ok(()),
+                    Ok(None) => Err(CheckDkg::Wait(Wait::Dealt {
+                        epoch,
+                        attempt: *attempt,
+                        run: *run,
+                        dealer: *dealer,
+                    })),
+                    Err(r) => Err(CheckDkg::Reject(r)),
+                }
             }
             _ => Ok(()),
         }
@@ -358,7 +404,9 @@ impl Setup {
         let epoch = self.epoch;
         let secret = self.secret.as_ref();
         let Some(attempt) = (match body {
-            Body::DkgRound1 { attempt, .. } | Body::DkgRound2 { attempt, .. } => Some(*attempt),
+            Body::DkgRound1 { attempt, .. }
+            | Body::DkgRound2 { attempt, .. }
+            | Body::DkgComplaint { attempt, .. } => Some(*attempt),
             _ => None,
         }) else {
             return;
@@ -418,6 +466,29 @@ impl Setup {
                 }
                 if let (true, Some(secret)) = (author == me, secret) {
                     dkg.resume_round2(consortium, me, secret);
+                }
+            }
+            Body::DkgComplaint {
+                run,
+                dealer,
+                shared,
+                ..
+            } => {
+                let dkg = a.run_mut(*run);
+                if let Some(blame) = dkg.apply_complaint(consortium, author, *dealer, shared) {
+                    let (member, kind) = match blame {
+                        Blame::Dealer => (*dealer, "bad-dkg-share"),
+                        Blame::Complainer => (author, "false-complaint"),
+                    };
+                    out.events.push(Event::Convicted {
+                        epoch,
+                        member,
+                        kind,
+                        detail: format!(
+                            "run {run:?}, attempt {attempt}: member {author} complained about the share member {dealer} sealed to it"
+                        ),
+                        record: hash,
+                    });
                 }
             }
             _ => {}
@@ -508,6 +579,8 @@ impl Setup {
                 if let Some(body) = dkg.round2_body(consortium, me, secret) {
                     out.bodies.push(body);
                 }
+                out.bodies
+                    .extend(dkg.complaints_to_post(consortium, me, secret));
                 if let Err(why) = dkg.try_finish(&consortium.id, me) {
                     dkg.fail(why);
                 }
@@ -516,7 +589,7 @@ impl Setup {
         let Some(a) = self.attempt(number) else {
             return;
         };
-        let computed = a.transcripts().is_some();
+        let computed = a.usable_transcripts().is_some() || a.has_bad_dealer();
         let due = now >= Self::deadline(consortium, a);
         let mut actions = Vec::new();
         if let Some(a) = self.attempt_mut(number) {
@@ -558,7 +631,9 @@ impl Setup {
         let Some(a) = self.attempt(number) else {
             return;
         };
-        let mine = a.transcripts();
+        let mine = a.usable_transcripts();
+        let bad_dealer = a.has_bad_dealer();
+        let convicted = a.convicted();
         let due = now >= Self::deadline(consortium, a);
         let mut verdicts = Vec::new();
         for (id, value, old) in a.agreement.values() {
@@ -571,14 +646,20 @@ impl Setup {
                 Value::SetupKeys { transcripts } => match mine {
                     Some(t) if t == *transcripts => Validity::Valid,
                     Some(_) => Validity::Invalid,
+                    None if bad_dealer => Validity::Invalid,
                     None => Validity::Unknown,
                 },
                 Value::SetupRetry { next } => {
                     let sorted = next.windows(2).all(|w| w.first() < w.get(1));
                     let within = next.iter().all(|m| a.participants.contains(m));
+                    let ready = bad_dealer || (mine.is_none() && due);
                     if !sorted || !within || next.len() < consortium.quorum() {
                         Validity::Invalid
-                    } else if mine.is_none() && due && next.iter().all(|&m| Self::posted(a, m)) {
+                    } else if ready
+                        && next
+                            .iter()
+                            .all(|&m| Self::posted(a, m) && !convicted.contains_key(&m))
+                    {
                         Validity::Valid
                     } else {
                         Validity::Available
@@ -615,17 +696,26 @@ impl Setup {
 
     /// The value this member proposes, if it has one yet.
     fn value_for(&self, consortium: &Consortium, now: Time, a: &Attempt) -> Option<Value> {
-        if let Some(transcripts) = a.transcripts() {
+        if let Some(transcripts) = a.usable_transcripts() {
             return Some(Value::SetupKeys { transcripts });
         }
-        if now < Self::deadline(consortium, a) || a.number + 1 >= MAX_ATTEMPTS {
+        let convicted = a.convicted();
+        let clean = |m: &MemberIndex| !convicted.contains_key(m);
+        // With a bad dealer proven, the retry need not wait for the deadline once everyone
+        // else posted what it could.
+        let early = a.has_bad_dealer()
+            && a.participants
+                .iter()
+                .filter(|m| clean(m))
+                .all(|&m| Self::posted_all(a, m));
+        if (!early && now < Self::deadline(consortium, a)) || a.number + 1 >= MAX_ATTEMPTS {
             return None;
         }
         let next: Vec<MemberIndex> = a
             .participants
             .iter()
             .copied()
-            .filter(|&m| Self::posted_all(a, m))
+            .filter(|&m| Self::posted_all(a, m) && clean(&m))
             .collect();
         (next.len() >= consortium.quorum()).then_some(Value::SetupRetry { next })
     }
@@ -801,6 +891,14 @@ impl Setup {
         match wait {
             Wait::Keys(_) => self.keys.is_none(),
             Wait::Attempt(_, a) => !self.knows_attempt(a),
+            Wait::Dealt {
+                attempt,
+                run,
+                dealer,
+                ..
+            } => self
+                .attempt(attempt)
+                .is_none_or(|a| !a.run(run).has_round2(dealer)),
             Wait::FinalSet(_) => false,
         }
     }

@@ -1,0 +1,146 @@
+//! Fault evidence (DESIGN 5; issue 6): what a fault record carries is the culprit's own signed
+//! bytes, so anyone holding the genesis checks it, with the log for what the bytes refer to.
+//! These checks need no protocol state; the bank adds what does (a decryption share is judged
+//! against the final set it names).
+
+use crate::genesis::Consortium;
+use crate::record::{epoch_of, Body, Evidence, Hash, Payload, ShareEntry, UncheckedRecord};
+use crate::MemberIndex;
+
+/// A signed decryption shares record offered as evidence, decoded and its signature checked.
+pub struct SignedShares {
+    pub author: MemberIndex,
+    pub hash: Hash,
+    pub epoch: u64,
+    pub root: Hash,
+    pub shares: Vec<ShareEntry>,
+}
+
+/// Decodes bytes a fault record carries and checks their signature: they must be an
+/// identified record of this consortium.
+fn signed(c: &Consortium, bytes: &[u8]) -> Result<UncheckedRecord, String> {
+    let record = UncheckedRecord::decode(bytes).map_err(|e| format!("evidence: {e}"))?;
+    record
+        .check_envelope(c)
+        .map_err(|e| format!("evidence: {e}"))?;
+    if record.claimed_author().is_none() {
+        return Err("evidence: not an identified record".into());
+    }
+    Ok(record)
+}
+
+/// Two different records signed by one author at one sequence number: returns the author.
+pub fn check_equivocation(
+    c: &Consortium,
+    epoch: u64,
+    first: &[u8],
+    second: &[u8],
+) -> Result<MemberIndex, String> {
+    let (a, b) = (signed(c, first)?, signed(c, second)?);
+    let (Some((author, seq)), Some(other)) = (a.claimed_position(), b.claimed_position()) else {
+        return Err("evidence: not identified records".into());
+    };
+    if other != (author, seq) {
+        return Err("the two records are not at one author's one sequence number".into());
+    }
+    if a.hash() == b.hash() {
+        return Err("the two records are the same".into());
+    }
+    if epoch_of(&a.envelope().payload) != Some(epoch) {
+        return Err(format!("the first record is not of epoch {epoch}"));
+    }
+    Ok(author)
+}
+
+/// A decryption shares record as evidence: signed, of `epoch`. Whether its shares fail is
+/// judged against the final set by the caller.
+pub fn signed_shares(c: &Consortium, epoch: u64, record: &[u8]) -> Result<SignedShares, String> {
+    let r = signed(c, record)?;
+    let Payload::Identified(i) = &r.envelope().payload else {
+        return Err("evidence: not an identified record".into());
+    };
+    match &i.body {
+        Body::DecryptionShares {
+            epoch: e,
+            root,
+            shares,
+        } if *e == epoch => Ok(SignedShares {
+            author: i.author,
+            hash: r.hash(),
+            epoch,
+            root: *root,
+            shares: shares.clone(),
+        }),
+        _ => Err(format!(
+            "evidence: not a decryption shares record of epoch {epoch}"
+        )),
+    }
+}
+
+/// The member the evidence names, as claimed (before any check).
+pub fn claimed_culprit(evidence: &Evidence) -> Option<MemberIndex> {
+    let bytes = match evidence {
+        Evidence::Equivocation { first, .. } => first,
+        Evidence::BadDecryptionShares { record } => record,
+    };
+    UncheckedRecord::decode(bytes).ok()?.claimed_author()
+}
+
+/// The epoch the evidence belongs to, as claimed.
+pub fn claimed_epoch(evidence: &Evidence) -> Option<u64> {
+    let bytes = match evidence {
+        Evidence::Equivocation { first, .. } => first,
+        Evidence::BadDecryptionShares { record } => record,
+    };
+    epoch_of(&UncheckedRecord::decode(bytes).ok()?.envelope().payload)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::genesis::test_consortium_with_secrets;
+    use crate::record::{Record, Run};
+
+    fn body(epoch: u64, package: u8) -> Body {
+        Body::DkgRound2 {
+            epoch,
+            run: Run::Decryption,
+            attempt: 0,
+            ephemeral: [package; 32],
+            shares: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn equivocation_needs_two_signed_records_at_one_position() {
+        let (c, keys) = test_consortium_with_secrets(4);
+        let sign = |m: usize, seq, b| {
+            Record::identified(&c.id, keys[m - 1].identity(), m as u16, seq, [0; 32], b)
+                .bytes()
+                .to_vec()
+        };
+        let a = sign(2, 3, body(1, 1));
+        let b = sign(2, 3, body(1, 2));
+        assert_eq!(check_equivocation(&c, 1, &a, &b), Ok(2));
+        assert!(
+            check_equivocation(&c, 1, &a, &a).is_err(),
+            "the same record"
+        );
+        assert!(check_equivocation(&c, 2, &a, &b).is_err(), "another epoch");
+        let other_seq = sign(2, 4, body(1, 2));
+        assert!(check_equivocation(&c, 1, &a, &other_seq).is_err());
+        let other_author = sign(3, 3, body(1, 2));
+        assert!(check_equivocation(&c, 1, &a, &other_author).is_err());
+        // A record member 2 never signed: member 3's key over member 2's position.
+        let forged = Record::identified(&c.id, keys[2].identity(), 2, 3, [0; 32], body(1, 2))
+            .bytes()
+            .to_vec();
+        assert!(check_equivocation(&c, 1, &a, &forged).is_err(), "forged");
+        let mut flipped = b.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(check_equivocation(&c, 1, &a, &flipped).is_err(), "tampered");
+        assert!(check_equivocation(&c, 1, &a, &[]).is_err(), "empty");
+    }
+}
