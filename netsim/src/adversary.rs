@@ -8,14 +8,19 @@ use std::collections::BTreeMap;
 
 use bankmesh_protocol::consensus::VoteKind;
 use bankmesh_protocol::crypto::ring::{self, RingContext, RingKey};
+use bankmesh_protocol::crypto::sealed::{self, ShareContext};
 use bankmesh_protocol::genesis::Consortium;
+use bankmesh_protocol::keys::EpochSecret;
 use bankmesh_protocol::messages::Response;
-use bankmesh_protocol::record::{Body, Instance, Payload, Record, Submission, Value};
+use bankmesh_protocol::record::{Body, Instance, Payload, Record, Run, Submission, Value};
 use bankmesh_protocol::relay::{self, packet};
+use bankmesh_protocol::setup::epoch_keys;
 use bankmesh_protocol::{Bank, Hash, MemberIndex, MemberSecrets, Time};
 use bankmesh_store::Store;
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
+use zeroize::Zeroizing;
 
 /// One copy of a record for one peer: on gossip, or as an onion packet to a first hop.
 pub struct Send {
@@ -67,6 +72,23 @@ impl Ctx<'_> {
                 via: Via::Gossip,
             })
             .collect()
+    }
+
+    /// Records of `author` in the member's log, in chain order.
+    fn records_of(&self, author: MemberIndex) -> Vec<Record> {
+        let mut out = Vec::new();
+        let mut seq = 1;
+        while let Ok(Some(h)) = self.store.chain_at(author, seq) {
+            match self.store.get(&h) {
+                Ok(Some(bytes)) => match Record::from_trusted_bytes(&bytes) {
+                    Ok(r) => out.push(r),
+                    Err(_) => break,
+                },
+                _ => break,
+            }
+            seq += 1;
+        }
+        out
     }
 
     /// The complete reports of other members in the member's log, by member.
@@ -246,33 +268,80 @@ impl Adversary for EquivocatingVoter {
     }
 }
 
+/// A member's chain as a strategy rewrites it: from the first rewritten record on, every
+/// record is signed again on the forged chain, and sync serves the forged records, so peers
+/// see one consistent, lying chain (no equivocation to catch).
+#[derive(Default)]
+pub struct ForgedChain {
+    /// Real record hash -> the forged record peers get instead.
+    forged: BTreeMap<Hash, Record>,
+    /// The forged chain's head hash, once it diverged.
+    head: Option<Hash>,
+}
+
+impl ForgedChain {
+    /// `record` as peers get it: with `body` in place of its own if given, and signed again if
+    /// anything before it was rewritten.
+    pub fn rewrite(&mut self, ctx: &Ctx<'_>, record: &Record, body: Option<Body>) -> Record {
+        let (Some((_, seq, prev)), Payload::Identified(i)) =
+            (record.chain_position(), record.payload())
+        else {
+            return record.clone();
+        };
+        if body.is_none() && self.head.is_none() {
+            return record.clone();
+        }
+        let forged_prev = self.forged.get(&prev).map(Record::hash).unwrap_or(prev);
+        let forged = ctx.sign(seq, forged_prev, body.unwrap_or_else(|| i.body.clone()));
+        self.forged.insert(record.hash(), forged.clone());
+        self.head = Some(forged.hash());
+        forged
+    }
+
+    /// A sync answer with the forged records in place of the real ones.
+    pub fn response(&self, response: Response) -> Response {
+        match response {
+            Response::Records { records } => Response::Records {
+                records: records
+                    .into_iter()
+                    .map(|bytes| {
+                        let h = bankmesh_store::record_hash(&bytes);
+                        self.forged.get(&h).map_or(bytes, |r| r.bytes().to_vec())
+                    })
+                    .collect(),
+            },
+            Response::Heads { heads } => Response::Heads {
+                heads: heads
+                    .into_iter()
+                    .map(|(a, s, h)| (a, s, self.forged.get(&h).map_or(h, Record::hash)))
+                    .collect(),
+            },
+            other => other,
+        }
+    }
+}
+
 /// A proposer that tries to censor: it reports nothing, and each time it proposes it pins its
 /// own empty report with the honest reports that hold the fewest submissions. It lies
 /// consistently: every record after the first rewrite is signed again on its forged chain, and
 /// what it serves by sync is the forged chain too.
 #[derive(Default)]
 pub struct CensoringProposer {
-    /// Real record hash -> the forged record peers get instead.
-    forged: BTreeMap<Hash, Record>,
-    /// The forged chain's head hash, once it diverged.
-    head: Option<Hash>,
+    chain: ForgedChain,
     my_report: BTreeMap<u64, Hash>,
 }
 
 impl CensoringProposer {
     fn rewrite(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Record {
-        let (Some((_, seq, prev)), Payload::Identified(i)) =
-            (record.chain_position(), record.payload())
-        else {
+        let Payload::Identified(i) = record.payload() else {
             return record.clone();
         };
         let mut body = i.body.clone();
-        let mut changed = false;
-        match &mut body {
+        let changed = match &mut body {
             Body::Report { hashes, .. } => {
                 // Its report lists nothing (simulated epochs fit in one part).
                 hashes.clear();
-                changed = true;
+                true
             }
             Body::Proposal {
                 instance: Instance::Seal { epoch },
@@ -302,20 +371,14 @@ impl CensoringProposer {
                 pins.truncate(need);
                 *reports = pins;
                 *valid_round = None;
-                changed = true;
+                true
             }
-            _ => {}
-        }
-        if !changed && self.head.is_none() {
-            return record.clone();
-        }
-        let forged_prev = self.forged.get(&prev).map(Record::hash).unwrap_or(prev);
-        let forged = ctx.sign(seq, forged_prev, body);
+            _ => false,
+        };
+        let forged = self.chain.rewrite(ctx, record, changed.then_some(body));
         if let Body::Report { epoch, .. } = &i.body {
             self.my_report.insert(*epoch, forged.hash());
         }
-        self.forged.insert(record.hash(), forged.clone());
-        self.head = Some(forged.hash());
         forged
     }
 }
@@ -332,20 +395,201 @@ impl Adversary for CensoringProposer {
         _to: MemberIndex,
         response: Response,
     ) -> Response {
+        self.chain.response(response)
+    }
+}
+
+/// Deals its decryption run's first round-2 record with garbage sealed to one recipient (the
+/// others get good shares). The recipient complains, revealing that one share's key; every
+/// member opens it from the log, names the dealer, and the next attempt runs without it.
+#[derive(Default)]
+pub struct BadDealer {
+    chain: ForgedChain,
+    dealt: bool,
+}
+
+impl Adversary for BadDealer {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        let mut body = None;
+        if let Payload::Identified(i) = record.payload() {
+            if let Body::DkgRound2 {
+                run: Run::Decryption,
+                shares,
+                ..
+            } = &i.body
+            {
+                if !self.dealt {
+                    self.dealt = true;
+                    let mut b = i.body.clone();
+                    if let Body::DkgRound2 { shares: s, .. } = &mut b {
+                        if let Some(first) = s.first_mut() {
+                            ctx.rng.fill_bytes(&mut first.ciphertext);
+                        }
+                    }
+                    debug_assert!(!shares.is_empty());
+                    body = Some(b);
+                }
+            }
+        }
+        let out = self.chain.rewrite(ctx, record, body);
+        ctx.to_all(&out, 0)
+    }
+
+    fn on_response(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _to: MemberIndex,
+        response: Response,
+    ) -> Response {
+        self.chain.response(response)
+    }
+}
+
+/// Complains about a good share: it reveals, with a valid proof, the key of the share member 1
+/// dealt it in epoch 1's decryption run, in place of its OPRF usage record. Every member opens
+/// the share from the log, finds it good, and names the complainer.
+#[derive(Default)]
+pub struct FalseComplainer {
+    chain: ForgedChain,
+    complained: bool,
+}
+
+impl FalseComplainer {
+    fn complaint(ctx: &Ctx<'_>, epoch: u64) -> Option<Body> {
+        let dealer: MemberIndex = if ctx.me == 1 { 2 } else { 1 };
+        let attempt = 0;
+        let run = Run::Decryption;
+        let bytes = ctx
+            .store
+            .local_get(&format!("setup/{epoch:020}/secret"))
+            .ok()??;
+        let bytes: [u8; 32] = bytes.try_into().ok()?;
+        let secret = EpochSecret::from_bytes(Zeroizing::new(bytes));
+        let seal = epoch_keys::seal_secret(&secret, ctx.consortium, epoch, run, attempt);
+        let ephemeral = ctx
+            .records_of(dealer)
+            .into_iter()
+            .find_map(|r| match r.payload() {
+                Payload::Identified(i) => match &i.body {
+                    Body::DkgRound2 {
+                        epoch: e,
+                        run: Run::Decryption,
+                        attempt: 0,
+                        ephemeral,
+                        ..
+                    } if *e == epoch => Some(*ephemeral),
+                    _ => None,
+                },
+                Payload::Submission(_) => None,
+            })?;
+        let e = sealed::peer_point(&ephemeral).ok()?;
+        let share_ctx = ShareContext {
+            consortium: &ctx.consortium.id,
+            epoch,
+            run: run.label(),
+            attempt,
+            sender: dealer,
+            recipient: ctx.me,
+        };
+        let (shared, proof) = sealed::reveal(&share_ctx, &seal, &e);
+        Some(Body::DkgComplaint {
+            epoch,
+            run,
+            attempt,
+            dealer,
+            shared: shared.compress().to_bytes(),
+            proof,
+        })
+    }
+}
+
+impl Adversary for FalseComplainer {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        let mut body = None;
+        if let (false, Payload::Identified(i)) = (self.complained, record.payload()) {
+            if let Body::OprfUsage { epoch, .. } = &i.body {
+                body = Self::complaint(ctx, *epoch);
+                self.complained = body.is_some();
+            }
+        }
+        let out = self.chain.rewrite(ctx, record, body);
+        ctx.to_all(&out, 0)
+    }
+
+    fn on_response(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _to: MemberIndex,
+        response: Response,
+    ) -> Response {
+        self.chain.response(response)
+    }
+}
+
+/// Posts decryption shares with a broken proof: in its first share record the first share's
+/// `E_i` is moved by `G`. Every member rejects the record, one posts it as evidence in a fault
+/// record, and the results come from the others' shares.
+#[derive(Default)]
+pub struct BadShareDecryptor {
+    chain: ForgedChain,
+    tampered: bool,
+}
+
+impl Adversary for BadShareDecryptor {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        let mut body = None;
+        if let (false, Payload::Identified(i)) = (self.tampered, record.payload()) {
+            if let Body::DecryptionShares { .. } = &i.body {
+                let mut b = i.body.clone();
+                if let Body::DecryptionShares { shares, .. } = &mut b {
+                    if let Some(first) = shares.first_mut() {
+                        first.share.e += RISTRETTO_BASEPOINT_POINT;
+                    }
+                }
+                self.tampered = true;
+                body = Some(b);
+            }
+        }
+        let out = self.chain.rewrite(ctx, record, body);
+        ctx.to_all(&out, 0)
+    }
+
+    fn on_response(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _to: MemberIndex,
+        response: Response,
+    ) -> Response {
+        self.chain.response(response)
+    }
+}
+
+/// Posts nothing at all in the setup (no round-1 package): attempt 0 times out, and the retry
+/// leaves it out, accused by timeout rather than by evidence.
+pub struct SilentDealer;
+
+impl Adversary for SilentDealer {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        if record.kind().starts_with("dkg-") {
+            return Vec::new();
+        }
+        ctx.to_all(record, 0)
+    }
+
+    fn on_response(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _to: MemberIndex,
+        response: Response,
+    ) -> Response {
         match response {
             Response::Records { records } => Response::Records {
                 records: records
                     .into_iter()
-                    .map(|bytes| {
-                        let h = bankmesh_store::record_hash(&bytes);
-                        self.forged.get(&h).map_or(bytes, |r| r.bytes().to_vec())
+                    .filter(|b| {
+                        Record::from_trusted_bytes(b)
+                            .map_or(true, |r| !r.kind().starts_with("dkg-"))
                     })
-                    .collect(),
-            },
-            Response::Heads { heads } => Response::Heads {
-                heads: heads
-                    .into_iter()
-                    .map(|(a, s, h)| (a, s, self.forged.get(&h).map_or(h, Record::hash)))
                     .collect(),
             },
             other => other,

@@ -17,10 +17,14 @@ use bankmesh_protocol::{Event, Hash, MemberIndex, Phase};
 use crate::Sim;
 
 /// What a scenario expects beyond safety.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Expect {
     /// Every honest member finalizes every epoch and gets all its results.
     pub termination: bool,
+    /// The log proves the faulty member at fault for this, at every honest member.
+    pub named: Option<&'static str>,
+    /// The faulty member is left out of epoch 1's keys (its setup retried without it).
+    pub left_out: bool,
 }
 
 /// What a run showed.
@@ -37,6 +41,30 @@ pub struct Outcome {
     pub failures: usize,
     /// Submissions of decided sets left out for a repeated link or slot tag.
     pub excluded: usize,
+}
+
+/// The faulty member is named as the scenario expects at every honest member that is up: by a
+/// record on the log for what it did, and left out of the epoch's keys.
+fn culprit_named(sim: &Sim, culprit: MemberIndex, expect: Expect, out: &mut Outcome) {
+    for m in sim.members().into_iter().filter(|&m| m != culprit) {
+        let Some(bank) = sim.bank(m) else { continue };
+        if let Some(kind) = expect.named {
+            let named = bank
+                .convictions()
+                .get(&culprit)
+                .is_some_and(|c| c.iter().any(|(k, _)| *k == kind));
+            if !named {
+                out.violations.push(format!(
+                    "member {m}: no record on its log proves member {culprit} at fault for {kind}"
+                ));
+            }
+        }
+        if expect.left_out && bank.ring_members(1).is_some_and(|r| r.contains(&culprit)) {
+            out.violations.push(format!(
+                "member {m}: member {culprit} holds epoch 1's keys (its setup was not retried without it)"
+            ));
+        }
+    }
 }
 
 /// One post per member per tag, and per slot: no link tag or slot tag repeats in a final set.
@@ -271,6 +299,9 @@ pub fn check(sim: &Sim, expect: Expect) -> Outcome {
                 }
             }
         }
+    }
+    if let Some(culprit) = faulty {
+        culprit_named(sim, culprit, expect, &mut out);
     }
     for n in &sim.noted {
         match &n.event {

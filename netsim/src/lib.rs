@@ -35,6 +35,8 @@ use network::{NetConfig, Network, Traffic};
 
 /// Virtual Unix time (ms) of the genesis start.
 pub const START: u64 = 1_000_000;
+/// How long a run goes on after every member is done: records still in flight land.
+pub const SETTLE_MS: u64 = 10_000;
 
 /// Something planned for a member, at a time after the genesis start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -967,7 +969,15 @@ impl Sim {
             .consortium
             .decrypt_end(self.config.epochs)
             .plus(120_000);
-        self.run_until(|s| s.all_done() || s.now >= end)
+        self.run_until(|s| s.all_done() || s.now >= end)?;
+        // Records still in flight land (evidence of a fault found at the very end, say).
+        let settled = self.now.plus(SETTLE_MS);
+        while self.now < settled {
+            if !self.step()? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Runs until every bank has its epoch-1 results, failing after `max_events`.

@@ -8,7 +8,8 @@ use rand_core::{RngCore, SeedableRng};
 use bankmesh_protocol::Event;
 
 use crate::adversary::{
-    CensoringProposer, DoubleSubmitter, EquivocatingVoter, LateCosigner, WithholdingDealer,
+    BadDealer, BadShareDecryptor, CensoringProposer, DoubleSubmitter, EquivocatingVoter,
+    FalseComplainer, LateCosigner, SilentDealer, WithholdingDealer,
 };
 use crate::check::{self, Expect, Outcome};
 use crate::network::Partition;
@@ -26,9 +27,13 @@ pub const ALL: &[&str] = &[
     "offline-minority",
     "late-start",
     "late-cosigner",
-    "equivocating-voter",
+    "equivocation",
     "censoring-proposer",
     "withholding-dealer",
+    "silent-dealer",
+    "bad-dkg-share",
+    "false-complaint",
+    "bad-decryption-share",
     "double-submission",
     "relay-offline",
     "multi-epoch",
@@ -37,11 +42,15 @@ pub const ALL: &[&str] = &[
 /// The scenarios whose point is a faulty member or a broken network (the long sweeps).
 pub const ADVERSARIAL: &[&str] = &[
     "late-cosigner",
-    "equivocating-voter",
+    "equivocation",
     "censoring-proposer",
     "partition-heal",
     "crash-restart",
     "double-submission",
+    "silent-dealer",
+    "bad-dkg-share",
+    "false-complaint",
+    "bad-decryption-share",
 ];
 
 /// Size parameters a command line may change.
@@ -73,7 +82,10 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x7363_656e);
     let submit_end = 60_000 + c.timing.submit_ms;
     let seal_end = submit_end + c.timing.seal_ms;
-    let mut expect = Expect { termination: true };
+    let mut expect = Expect {
+        termination: true,
+        ..Expect::default()
+    };
     match name {
         "happy" => {}
         "lossy" => {
@@ -167,8 +179,29 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
             c.net.slow.insert(n, (round / 2, 3 * round / 2));
             c.adversary = Some((3, Box::new(LateCosigner { round_ms: round })));
         }
-        "equivocating-voter" => {
+        "equivocation" => {
+            // Two votes (and proposals) at one sequence number: the two signed records go on
+            // the log as a fault record.
             c.adversary = Some((2, Box::new(EquivocatingVoter::default())));
+            expect.named = Some("equivocation");
+        }
+        "silent-dealer" => {
+            // Posts nothing in the setup: left out of the retry by timeout (no evidence).
+            c.adversary = Some((n, Box::new(SilentDealer)));
+            expect.left_out = true;
+        }
+        "bad-dkg-share" => {
+            c.adversary = Some((n, Box::new(BadDealer::default())));
+            expect.named = Some("bad-dkg-share");
+            expect.left_out = true;
+        }
+        "false-complaint" => {
+            c.adversary = Some((3, Box::new(FalseComplainer::default())));
+            expect.named = Some("false-complaint");
+        }
+        "bad-decryption-share" => {
+            c.adversary = Some((2, Box::new(BadShareDecryptor::default())));
+            expect.named = Some("bad-decryption-share");
         }
         "double-submission" => {
             c.adversary = Some((2, Box::new(DoubleSubmitter::default())));
@@ -275,6 +308,7 @@ pub fn run(name: &str, seed: u64, size: Size) -> Result<Run, String> {
         relay.dropped_invalid
     ));
     summary.push(log_bytes(&sim));
+    summary.extend(convictions(&sim));
     Ok(Run {
         outcome,
         digest: sim.event_digest(),
@@ -282,6 +316,32 @@ pub fn run(name: &str, seed: u64, size: Size) -> Result<Run, String> {
         virtual_ms: sim.now().0.saturating_sub(START),
         summary,
     })
+}
+
+/// One line per member the log proves at fault, as the first honest member saw it: who, for
+/// what, and by which record.
+fn convictions(sim: &Sim) -> Vec<String> {
+    let faulty = sim.faulty();
+    let Some(first) = sim.members().into_iter().find(|&m| Some(m) != faulty) else {
+        return Vec::new();
+    };
+    sim.noted
+        .iter()
+        .filter(|n| n.member == first)
+        .filter_map(|n| match &n.event {
+            Event::Convicted {
+                epoch,
+                member,
+                kind,
+                detail,
+                record,
+            } => Some(format!(
+                "fault: member {member} named for {kind} in epoch {epoch} by record {} ({detail})",
+                hex::encode(&record[..8])
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What the first member's log holds, by record kind: records and bytes (what each kind costs

@@ -112,8 +112,13 @@ fn no_submission_carries_or_points_at_its_poster() {
     let seed = 23;
     let mut sim = Sim::new(SimConfig::new(seed)).unwrap();
     sim.run().unwrap();
-    let outcome =
-        bankmesh_netsim::check::check(&sim, bankmesh_netsim::check::Expect { termination: true });
+    let outcome = bankmesh_netsim::check::check(
+        &sim,
+        bankmesh_netsim::check::Expect {
+            termination: true,
+            ..Default::default()
+        },
+    );
     assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
     let mut marks: BTreeSet<[u8; 32]> = BTreeSet::new();
     for m in &sim.consortium().genesis.members {

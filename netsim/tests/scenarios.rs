@@ -47,9 +47,13 @@ scenarios! {
     offline_minority => "offline-minority",
     late_start => "late-start",
     late_cosigner => "late-cosigner",
-    equivocating_voter => "equivocating-voter",
+    equivocation => "equivocation",
     censoring_proposer => "censoring-proposer",
     withholding_dealer => "withholding-dealer",
+    silent_dealer => "silent-dealer",
+    bad_dkg_share => "bad-dkg-share",
+    false_complaint => "false-complaint",
+    bad_decryption_share => "bad-decryption-share",
     double_submission => "double-submission",
     relay_offline => "relay-offline",
     multi_epoch => "multi-epoch",
@@ -57,7 +61,7 @@ scenarios! {
 
 #[test]
 fn the_same_seed_gives_the_same_run() {
-    for name in ["lossy", "equivocating-voter", "crash-restart"] {
+    for name in ["lossy", "equivocation", "crash-restart"] {
         let a = scenario::run(name, 2, Size::default()).unwrap();
         let b = scenario::run(name, 2, Size::default()).unwrap();
         assert_eq!(a.digest, b.digest, "{name} seed 2 is not deterministic");
@@ -76,10 +80,10 @@ fn an_honest_member_on_the_other_side_of_a_fork_still_seals() {
         ..Size::default()
     };
     for seed in [751, 797, 801] {
-        let run = scenario::run("equivocating-voter", seed, size).unwrap();
+        let run = scenario::run("equivocation", seed, size).unwrap();
         assert!(
             run.outcome.violations.is_empty(),
-            "seed {seed}: {:?}; replay with: netsim run --scenario equivocating-voter --seed {seed} --clients 6",
+            "seed {seed}: {:?}; replay with: netsim run --scenario equivocation --seed {seed} --clients 6",
             run.outcome.violations
         );
     }

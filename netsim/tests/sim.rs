@@ -269,7 +269,13 @@ fn a_member_down_through_a_setup_sits_that_epoch_out_and_rejoins_the_next() {
     });
     let mut sim = Sim::new(config).unwrap_or_else(|e| panic!("{e}"));
     sim.run().unwrap_or_else(|e| panic!("{e}"));
-    let outcome = check(&sim, Expect { termination: true });
+    let outcome = check(
+        &sim,
+        Expect {
+            termination: true,
+            ..Default::default()
+        },
+    );
     assert!(
         outcome.violations.is_empty(),
         "seed {seed}: {:?}",

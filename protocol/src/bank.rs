@@ -671,7 +671,13 @@ impl Bank {
                 .fault_records
                 .iter()
                 .any(|(_, c, k, n)| (*c, *k, *n) == (m, kind, epoch));
-            if on_log || !self.epoch_acceptable(now, epoch) || !queued.insert((m, kind, epoch)) {
+            // Our own chain as a peer forged it is no news to post.
+            let ours = m == self.me;
+            if ours
+                || on_log
+                || !self.epoch_acceptable(now, epoch)
+                || !queued.insert((m, kind, epoch))
+            {
                 continue;
             }
             out.bodies.push(Body::Fault { epoch, evidence: e });

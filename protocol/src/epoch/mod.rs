@@ -118,15 +118,9 @@ enum Stage {
         set: Box<FinalSet>,
         producer: Option<Producer>,
     },
-    /// Our part is done; the working state is released but for the final set's hashes (and
-    /// those of the decided set it left out).
-    Done {
-        root: Hash,
-        hashes: Vec<Hash>,
-        excluded: Vec<Hash>,
-        /// Submissions whose tag is below `min_count`: no share may name them.
-        withheld: Vec<Hash>,
-    },
+    /// Our part is done; the working state is released but for the final set, against which
+    /// late shares are still checked (a bad one is evidence, whenever it comes).
+    Done { set: Box<FinalSet> },
 }
 
 /// Our own clients' part of the epoch.
@@ -339,16 +333,23 @@ impl Epoch {
                     Err(why) => ShareCheck::Reject(why),
                 }
             }
-            Stage::Done { withheld, .. } => {
-                if shares
-                    .iter()
-                    .any(|e| withheld.binary_search(&e.submission).is_ok())
-                {
-                    ShareCheck::Reject(
-                        "a share for a submission whose tag is below min_count (withheld)".into(),
-                    )
-                } else {
-                    ShareCheck::Unchecked
+            Stage::Done { set } => {
+                let Some(verifying) = ctx.keys.and_then(|k| k.x.verifying.get(&author)) else {
+                    return ShareCheck::Reject("author holds no decryption key share".into());
+                };
+                match decrypt::check_record(
+                    ctx.consortium,
+                    self.number,
+                    set,
+                    author,
+                    verifying,
+                    root,
+                    shares,
+                    |_| false,
+                ) {
+                    // Nothing uses them any more: our results are stored.
+                    Ok(_) => ShareCheck::Unchecked,
+                    Err(why) => ShareCheck::Reject(why),
                 }
             }
             _ if self.failed.is_some() || ctx.now >= ctx.consortium.decrypt_end(self.number) => {
@@ -444,13 +445,9 @@ impl Epoch {
             }
             Body::DecryptionShares { shares, .. } => {
                 self.share_records.insert(hash);
-                let done = matches!(self.stage, Stage::Done { .. });
                 let (seen, count) = self.shared.entry(author).or_default();
                 *count += shares.len();
-                let repeated = shares
-                    .iter()
-                    .filter(|e| !done && !seen.insert(e.submission))
-                    .count();
+                let repeated = shares.iter().filter(|e| !seen.insert(e.submission)).count();
                 if repeated > 0 {
                     out.faults.push(Fault::member(
                         author,
@@ -1126,18 +1123,11 @@ impl Epoch {
                 epoch: number,
                 results,
             });
-            let done = Stage::Done {
-                root: set.root,
-                hashes: set.entries.keys().copied().collect(),
-                excluded: set.excluded.clone(),
-                withheld: set.withheld(),
-            };
-            self.stage = done;
+            if let Stage::Decrypting { set, .. } = std::mem::replace(&mut self.stage, Stage::Open) {
+                self.stage = Stage::Done { set };
+            }
             self.finish(out);
             self.posted_shares.clear();
-            for (seen, _) in self.shared.values_mut() {
-                seen.clear();
-            }
         }
     }
 
@@ -1273,7 +1263,7 @@ impl Epoch {
     pub fn final_set(&self) -> Option<(Hash, usize)> {
         match &self.stage {
             Stage::Decrypting { set, .. } => Some((set.root, set.entries.len())),
-            Stage::Done { root, hashes, .. } => Some((*root, hashes.len())),
+            Stage::Done { set } => Some((set.root, set.entries.len())),
             _ => None,
         }
     }
@@ -1282,7 +1272,7 @@ impl Epoch {
     pub fn final_hashes(&self) -> Option<Vec<Hash>> {
         match &self.stage {
             Stage::Decrypting { set, .. } => Some(set.entries.keys().copied().collect()),
-            Stage::Done { hashes, .. } => Some(hashes.clone()),
+            Stage::Done { set } => Some(set.entries.keys().copied().collect()),
             _ => None,
         }
     }
@@ -1292,7 +1282,7 @@ impl Epoch {
     pub fn excluded(&self) -> Option<Vec<Hash>> {
         match &self.stage {
             Stage::Decrypting { set, .. } => Some(set.excluded.clone()),
-            Stage::Done { excluded, .. } => Some(excluded.clone()),
+            Stage::Done { set } => Some(set.excluded.clone()),
             _ => None,
         }
     }

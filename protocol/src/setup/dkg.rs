@@ -862,4 +862,164 @@ mod tests {
             Err(DkgReject::NotExpected)
         );
     }
+
+    /// Four members' runs of one attempt, every round-1 package applied everywhere.
+    fn four_after_round1(c: &Consortium) -> Vec<(EpochSecret, DkgRun)> {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
+        let mut members: Vec<(EpochSecret, DkgRun)> = (1..=4)
+            .map(|_| (EpochSecret::generate(&mut rng), run(c, Run::Decryption)))
+            .collect();
+        for author in 1..=4u16 {
+            let (secret, dkg) = &mut members[usize::from(author) - 1];
+            let Some(Body::DkgRound1 {
+                package,
+                seal_key,
+                ring,
+                ..
+            }) = dkg.round1_body(c, author, secret)
+            else {
+                panic!("no round 1")
+            };
+            for (_, d) in members.iter_mut() {
+                let r = Round1 {
+                    epoch: 2,
+                    attempt: 0,
+                    package: &package,
+                    seal_key: &seal_key,
+                    ring: ring.as_deref(),
+                };
+                let pkg = d.check_round1(c, author, r).unwrap();
+                d.apply_round1(author, pkg, seal_key, ring.as_deref());
+            }
+        }
+        members
+    }
+
+    /// Every member's round-2 record, member 4's share to member 1 replaced by `bad`.
+    fn deal_round2(
+        c: &Consortium,
+        members: &mut [(EpochSecret, DkgRun)],
+        bad: Option<Vec<u8>>,
+    ) -> Vec<Result<(), String>> {
+        let mut outcomes = vec![Ok(()); 4];
+        for author in 1..=4u16 {
+            let (secret, dkg) = &mut members[usize::from(author) - 1];
+            let Some(Body::DkgRound2 {
+                ephemeral,
+                mut shares,
+                ..
+            }) = dkg.round2_body(c, author, secret)
+            else {
+                panic!("no round 2")
+            };
+            if let (4, Some(bad)) = (author, &bad) {
+                shares[0].ciphertext = bad.clone();
+            }
+            for (i, (secret, d)) in members.iter_mut().enumerate() {
+                let me = i as u16 + 1;
+                d.check_round2(author, 2, 0, &ephemeral, &shares).unwrap();
+                if let Err(e) = d.apply_round2(c, me, Some(secret), author, &ephemeral, &shares) {
+                    outcomes[i] = Err(e);
+                }
+            }
+        }
+        outcomes
+    }
+
+    fn fields(body: Body) -> (MemberIndex, [u8; 32], SharedProof) {
+        match body {
+            Body::DkgComplaint {
+                dealer,
+                shared,
+                proof,
+                ..
+            } => (dealer, shared, proof),
+            other => panic!("not a complaint: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_share_is_complained_about_and_the_log_names_its_dealer() {
+        let c = consortium();
+        let mut members = four_after_round1(&c);
+        let outcomes = deal_round2(&c, &mut members, Some(vec![7; 60]));
+        assert!(outcomes[0].is_err() && outcomes[1..].iter().all(Result::is_ok));
+        let complaints = members[0].1.complaints_to_post(&c, 1, &members[0].0);
+        assert_eq!(complaints.len(), 1, "one complaint, against member 4");
+        let (dealer, shared, proof) = fields(complaints[0].clone());
+        assert_eq!(dealer, 4);
+        // Member 2 judges it from what the log holds.
+        let judge = &mut members[1].1;
+        assert_eq!(
+            judge.check_complaint(&c, 1, 4, &shared, &proof),
+            Ok(Some(()))
+        );
+        // Tampered: another point, proof, dealer or complainer.
+        let mut other = shared;
+        other[0] ^= 1;
+        assert!(judge.check_complaint(&c, 1, 4, &other, &proof).is_err());
+        let bad_proof = SharedProof {
+            z: proof.z + Scalar::ONE,
+            ..proof.clone()
+        };
+        assert!(judge
+            .check_complaint(&c, 1, 4, &shared, &bad_proof)
+            .is_err());
+        assert!(judge.check_complaint(&c, 1, 3, &shared, &proof).is_err());
+        assert!(judge.check_complaint(&c, 2, 4, &shared, &proof).is_err());
+        assert_eq!(
+            judge.check_complaint(&c, 1, 1, &shared, &proof),
+            Err(DkgReject::NotExpected)
+        );
+        assert_eq!(
+            judge.apply_complaint(&c, 1, 4, &shared),
+            Some(Blame::Dealer)
+        );
+        assert_eq!(judge.convicted().get(&4), Some(&Blame::Dealer));
+        assert_eq!(
+            judge.check_complaint(&c, 1, 4, &shared, &proof),
+            Err(DkgReject::Duplicate)
+        );
+        // The complainer still computes the run's public keys, without a share of its own.
+        for (me, (_, d)) in (1..).zip(members.iter_mut().take(2)) {
+            for m in 1..=4 {
+                d.note_record(m, 0, [1; 32]);
+                d.note_record(m, 1, [2; 32]);
+            }
+            d.try_finish(&c.id, me).unwrap();
+        }
+        let (k1, t1) = members[0].1.computed().cloned().unwrap();
+        let (k2, t2) = members[1].1.computed().cloned().unwrap();
+        assert_eq!((k1.group, &k1.verifying, t1), (k2.group, &k2.verifying, t2));
+        assert!(k2.share.is_some(), "the others hold their shares");
+        assert!(k1.share.is_none(), "no share from a run with a bad share");
+    }
+
+    #[test]
+    fn a_complaint_about_a_good_share_names_the_complainer() {
+        let c = consortium();
+        let mut members = four_after_round1(&c);
+        let outcomes = deal_round2(&c, &mut members, None);
+        assert!(outcomes.iter().all(Result::is_ok));
+        assert!(members[0]
+            .1
+            .complaints_to_post(&c, 1, &members[0].0)
+            .is_empty());
+        // Member 3 reveals the key of member 2's good share to it, and complains.
+        let seal = epoch_keys::seal_secret(&members[2].0, &c, 2, Run::Decryption, 0);
+        let (ephemeral, _) = members[0].1.dealt.get(&2).cloned().unwrap();
+        let ctx = members[0].1.share_context(&c, 2, 3);
+        let (shared, proof) = sealed::reveal(&ctx, &seal, &sealed::peer_point(&ephemeral).unwrap());
+        let shared = shared.compress().to_bytes();
+        let judge = &mut members[0].1;
+        assert_eq!(
+            judge.check_complaint(&c, 3, 2, &shared, &proof),
+            Ok(Some(()))
+        );
+        assert_eq!(
+            judge.apply_complaint(&c, 3, 2, &shared),
+            Some(Blame::Complainer)
+        );
+        assert_eq!(judge.convicted().get(&3), Some(&Blame::Complainer));
+    }
 }
