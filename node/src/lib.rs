@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod consortium;
 pub mod daemon;
+pub mod decoders;
 pub mod demo;
 pub mod init;
 pub mod inputs;

@@ -208,6 +208,63 @@ pub(crate) fn decode_head(b: &[u8]) -> Option<(u64, Hash)> {
     Some((be_u64(b.get(0..8)?)?, hash(b.get(8..40)?)?))
 }
 
+/// Decodes one entry of the log tree by its key's prefix, as opening a store reads it: `Err`
+/// names what does not decode. Never panics, whatever the bytes (the fuzz targets drive it).
+pub fn check_entry(key: &[u8], value: &[u8]) -> Result<(), String> {
+    let (&prefix, rest) = key.split_first().ok_or("empty key")?;
+    let fixed = |len: usize| {
+        (rest.len() == len).then_some(()).ok_or(format!(
+            "key of prefix {:?} has length {}",
+            prefix as char,
+            key.len()
+        ))
+    };
+    let bad = |what: &str| Err(format!("{what} value malformed"));
+    match prefix {
+        P_RECORD => {
+            fixed(32)?;
+            if crate::record_hash(value).as_slice() != rest {
+                return Err("record bytes do not hash to their key".into());
+            }
+            bankmesh_protocol::UncheckedRecord::decode(value)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        P_ARRIVAL => {
+            fixed(8)?;
+            hash(value).map(|_| ()).map_or_else(|| bad("arrival"), Ok)
+        }
+        P_META => {
+            fixed(32)?;
+            Meta::decode(value).map_or_else(|| bad("meta"), |_| Ok(()))
+        }
+        P_HEAD => {
+            fixed(2)?;
+            decode_head(value).map_or_else(|| bad("head"), |_| Ok(()))
+        }
+        P_CHAIN => {
+            fixed(10)?;
+            hash(value).map_or_else(|| bad("chain"), |_| Ok(()))
+        }
+        P_EPOCH | P_EVIDENCE_AT => value
+            .is_empty()
+            .then_some(())
+            .ok_or("index value not empty".into()),
+        P_EVIDENCE => bankmesh_protocol::UncheckedRecord::decode(value)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        P_EVIDENCE_USED => {
+            fixed(2)?;
+            decode_used(value).map_or_else(|| bad("evidence counter"), |_| Ok(()))
+        }
+        _ if key == K_LEN => be_u64(value).map_or_else(|| bad("length"), |_| Ok(())),
+        _ if key == K_FORMAT => (value == FORMAT)
+            .then_some(())
+            .ok_or("unknown store format".into()),
+        _ => Err(format!("unknown key prefix {prefix:#04x}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]

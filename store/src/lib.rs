@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod keys;
+pub use keys::check_entry;
 pub mod replica;
 mod verify;
 
