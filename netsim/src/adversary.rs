@@ -7,17 +7,22 @@
 use std::collections::BTreeMap;
 
 use bankmesh_protocol::consensus::VoteKind;
+use bankmesh_protocol::crypto::oprf::{self, BatchContext};
 use bankmesh_protocol::crypto::ring::{self, RingContext, RingKey};
 use bankmesh_protocol::crypto::sealed::{self, ShareContext};
 use bankmesh_protocol::genesis::Consortium;
 use bankmesh_protocol::keys::EpochSecret;
-use bankmesh_protocol::messages::Response;
-use bankmesh_protocol::record::{Body, Instance, Payload, Record, Run, Submission, Value};
+use bankmesh_protocol::messages::{Request, Response};
+use bankmesh_protocol::record::{
+    Body, Instance, Payload, Record, Run, SignedEvaluation, Submission, Value,
+};
 use bankmesh_protocol::relay::{self, packet};
 use bankmesh_protocol::setup::epoch_keys;
 use bankmesh_protocol::{Bank, Hash, MemberIndex, MemberSecrets, Time};
 use bankmesh_store::Store;
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
+use curve25519_dalek::scalar::Scalar;
+use ed25519_dalek::Signer;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use zeroize::Zeroizing;
@@ -128,11 +133,12 @@ pub trait Adversary {
     fn on_tick(&mut self, _ctx: &mut Ctx<'_>) -> Vec<Send> {
         Vec::new()
     }
-    /// What becomes of an answer the member gives to `to` (sync serves its records too).
+    /// What becomes of the member's answer to `to`'s `request` (sync serves its records too).
     fn on_response(
         &mut self,
         _ctx: &mut Ctx<'_>,
         _to: MemberIndex,
+        _request: &Request,
         response: Response,
     ) -> Response {
         response
@@ -393,6 +399,7 @@ impl Adversary for CensoringProposer {
         &mut self,
         _ctx: &mut Ctx<'_>,
         _to: MemberIndex,
+        _request: &Request,
         response: Response,
     ) -> Response {
         self.chain.response(response)
@@ -439,6 +446,7 @@ impl Adversary for BadDealer {
         &mut self,
         _ctx: &mut Ctx<'_>,
         _to: MemberIndex,
+        _request: &Request,
         response: Response,
     ) -> Response {
         self.chain.response(response)
@@ -520,6 +528,7 @@ impl Adversary for FalseComplainer {
         &mut self,
         _ctx: &mut Ctx<'_>,
         _to: MemberIndex,
+        _request: &Request,
         response: Response,
     ) -> Response {
         self.chain.response(response)
@@ -558,9 +567,99 @@ impl Adversary for BadShareDecryptor {
         &mut self,
         _ctx: &mut Ctx<'_>,
         _to: MemberIndex,
+        _request: &Request,
         response: Response,
     ) -> Response {
         self.chain.response(response)
+    }
+}
+
+/// Answers OPRF requests with evaluations whose proofs cannot hold, signed with its own key so
+/// that each is evidence. Its first answer tries the batch forgery of issue 6: it moves `D_0`
+/// by `a*G` and `D_1` by `b*G` with `d_0*a + d_1*b = 0` under the weights as the code computes
+/// them for the honest answer, and keeps the honest proof. That passes only if the weights did
+/// not change with the answer; bound weights depend on every element, so they do, and finding
+/// a cancellation that survives that is the k-sum search the binding makes hopeless. Later
+/// answers just move `D_0` by `G`. Every requester rejects them, names it on the log, and
+/// combines the other members' evaluations.
+#[derive(Default)]
+pub struct BadOprfEvaluator {
+    answered: u32,
+}
+
+impl Adversary for BadOprfEvaluator {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        ctx.to_all(record, 0)
+    }
+
+    fn on_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        to: MemberIndex,
+        request: &Request,
+        response: Response,
+    ) -> Response {
+        let (
+            Request::OprfEvaluate { blinded, .. },
+            Response::OprfEvaluated {
+                epoch,
+                batch,
+                mut evaluated,
+                proof,
+                ..
+            },
+        ) = (request, response.clone())
+        else {
+            return response;
+        };
+        let Some(pk) = ctx
+            .bank
+            .epoch_keys(epoch)
+            .and_then(|k| k.k.verifying.get(&ctx.me).copied())
+        else {
+            return response;
+        };
+        let g = RISTRETTO_BASEPOINT_POINT;
+        let forge = self.answered == 0 && evaluated.len() >= 2;
+        self.answered += 1;
+        if forge {
+            let bctx = BatchContext {
+                consortium: &ctx.consortium.id,
+                epoch,
+                requester: to,
+                evaluator: ctx.me,
+            };
+            let d = oprf::bound_weights(&bctx, &pk, blinded, &evaluated);
+            let a = Scalar::from(1 + u64::from(ctx.rng.next_u32()));
+            if let (Some(d0), Some(d1)) = (d.first(), d.get(1)) {
+                let b = -(a * d0) * d1.invert();
+                if let Some(e) = evaluated.get_mut(0) {
+                    *e += a * g;
+                }
+                if let Some(e) = evaluated.get_mut(1) {
+                    *e += b * g;
+                }
+            }
+        } else if let Some(e) = evaluated.get_mut(0) {
+            *e += g;
+        }
+        let signature = ctx.secrets.identity().sign(&SignedEvaluation::signed_bytes(
+            &ctx.consortium.id,
+            epoch,
+            to,
+            ctx.me,
+            batch,
+            blinded,
+            &evaluated,
+            &proof,
+        ));
+        Response::OprfEvaluated {
+            epoch,
+            batch,
+            evaluated,
+            proof,
+            signature,
+        }
     }
 }
 
@@ -580,6 +679,7 @@ impl Adversary for SilentDealer {
         &mut self,
         _ctx: &mut Ctx<'_>,
         _to: MemberIndex,
+        _request: &Request,
         response: Response,
     ) -> Response {
         match response {
@@ -613,6 +713,7 @@ impl Adversary for WithholdingDealer {
         &mut self,
         _ctx: &mut Ctx<'_>,
         _to: MemberIndex,
+        _request: &Request,
         response: Response,
     ) -> Response {
         // Nor does it serve them by sync.

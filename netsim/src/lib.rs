@@ -855,6 +855,7 @@ impl Sim {
                 step
             }
             Delivery::Request { from, request } => {
+                let asked = self.adversary_is(to).then(|| request.clone());
                 let Some(node) = self.nodes.get_mut(&to) else {
                     return Ok(true);
                 };
@@ -862,7 +863,10 @@ impl Sim {
                     .replica
                     .handle_request(now, from, request, &mut node.rng)
                     .map_err(|e| fail(e.to_string()))?;
-                let response = self.adversary_response(to, from, response);
+                let response = match asked {
+                    Some(request) => self.adversary_response(to, from, &request, response),
+                    None => response,
+                };
                 self.send(
                     to,
                     from,
@@ -917,6 +921,7 @@ impl Sim {
         &mut self,
         me: MemberIndex,
         to: MemberIndex,
+        request: &Request,
         response: Response,
     ) -> Response {
         let Some((faulty, adv)) = self.adversary.as_mut() else {
@@ -942,7 +947,12 @@ impl Sim {
             bank: node.replica.bank(),
             rng: &mut self.adv_rng,
         };
-        adv.on_response(&mut ctx, to, response)
+        adv.on_response(&mut ctx, to, request, response)
+    }
+
+    /// Whether `member` is the faulty one.
+    fn adversary_is(&self, member: MemberIndex) -> bool {
+        self.faulty() == Some(member)
     }
 
     /// Whether every honest member that is up is done with every epoch.

@@ -8,8 +8,8 @@ use rand_core::{RngCore, SeedableRng};
 use bankmesh_protocol::Event;
 
 use crate::adversary::{
-    BadDealer, BadShareDecryptor, CensoringProposer, DoubleSubmitter, EquivocatingVoter,
-    FalseComplainer, LateCosigner, SilentDealer, WithholdingDealer,
+    BadDealer, BadOprfEvaluator, BadShareDecryptor, CensoringProposer, DoubleSubmitter,
+    EquivocatingVoter, FalseComplainer, LateCosigner, SilentDealer, WithholdingDealer,
 };
 use crate::check::{self, Expect, Outcome};
 use crate::network::Partition;
@@ -34,6 +34,7 @@ pub const ALL: &[&str] = &[
     "bad-dkg-share",
     "false-complaint",
     "bad-decryption-share",
+    "bad-oprf-eval",
     "double-submission",
     "relay-offline",
     "multi-epoch",
@@ -51,6 +52,7 @@ pub const ADVERSARIAL: &[&str] = &[
     "bad-dkg-share",
     "false-complaint",
     "bad-decryption-share",
+    "bad-oprf-eval",
 ];
 
 /// Size parameters a command line may change.
@@ -198,6 +200,10 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
         "false-complaint" => {
             c.adversary = Some((3, Box::new(FalseComplainer::default())));
             expect.named = Some("false-complaint");
+        }
+        "bad-oprf-eval" => {
+            c.adversary = Some((2, Box::new(BadOprfEvaluator::default())));
+            expect.named = Some("bad-oprf-eval");
         }
         "bad-decryption-share" => {
             c.adversary = Some((2, Box::new(BadShareDecryptor::default())));

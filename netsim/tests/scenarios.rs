@@ -54,6 +54,7 @@ scenarios! {
     bad_dkg_share => "bad-dkg-share",
     false_complaint => "false-complaint",
     bad_decryption_share => "bad-decryption-share",
+    bad_oprf_eval => "bad-oprf-eval",
     double_submission => "double-submission",
     relay_offline => "relay-offline",
     multi_epoch => "multi-epoch",

@@ -455,6 +455,21 @@ impl Bank {
                     Err(why) => EvidenceVerdict::False(why),
                 }
             }
+            Evidence::BadOprfEvaluation(e) => {
+                let Some(keys) = self.keys(epoch) else {
+                    return EvidenceVerdict::Wait(Wait::Keys(epoch));
+                };
+                let Some(pk) = keys.k.verifying.get(&e.evaluator) else {
+                    return EvidenceVerdict::False(format!(
+                        "member {} holds no pseudonym key share of epoch {epoch}",
+                        e.evaluator
+                    ));
+                };
+                match evidence::check_bad_evaluation(&self.consortium, epoch, e, pk) {
+                    Ok(m) => EvidenceVerdict::Proven(m),
+                    Err(why) => EvidenceVerdict::False(why),
+                }
+            }
             Evidence::BadDecryptionShares { record } => {
                 let s = match evidence::signed_shares(&self.consortium, epoch, record) {
                     Ok(s) => s,
@@ -649,8 +664,7 @@ impl Bank {
         }
     }
 
-    /// Posts fault records for proven faults (from [`Bank::check`] or the store): one per
-    /// culprit, kind and epoch, unless the log has one already.
+    /// Posts fault records for proven faults (from [`Bank::check`] or the store).
     pub fn accuse(
         &mut self,
         now: Time,
@@ -659,6 +673,13 @@ impl Bank {
     ) -> Step {
         self.now = self.now.max(now);
         let mut out = Out::default();
+        self.queue_accusations(evidence, &mut out);
+        self.progress(rng, out)
+    }
+
+    /// Fault records for `evidence`: one per culprit, kind and epoch, unless the log has one
+    /// already; none against ourselves (our chain as a peer forged it is no news).
+    fn queue_accusations(&mut self, evidence: Vec<Evidence>, out: &mut Out) {
         let mut queued = BTreeSet::new();
         for e in evidence {
             let (Some(m), Some(epoch)) =
@@ -671,18 +692,15 @@ impl Bank {
                 .fault_records
                 .iter()
                 .any(|(_, c, k, n)| (*c, *k, *n) == (m, kind, epoch));
-            // Our own chain as a peer forged it is no news to post.
-            let ours = m == self.me;
-            if ours
+            if m == self.me
                 || on_log
-                || !self.epoch_acceptable(now, epoch)
+                || !self.epoch_acceptable(self.now, epoch)
                 || !queued.insert((m, kind, epoch))
             {
                 continue;
             }
             out.bodies.push(Body::Fault { epoch, evidence: e });
         }
-        self.progress(rng, out)
     }
 
     /// Each member's convictions on the log here: (kind, epoch).
@@ -973,6 +991,7 @@ impl Bank {
                 batch,
                 evaluated,
                 proof,
+                signature,
             } => {
                 let ctx = Ctx {
                     consortium: &self.consortium,
@@ -982,7 +1001,7 @@ impl Bank {
                     now: self.now,
                 };
                 if let Some(e) = self.epochs.get_mut(&epoch) {
-                    e.oprf_response(&ctx, from, batch, evaluated, proof, &mut out);
+                    e.oprf_response(&ctx, from, batch, evaluated, proof, signature, &mut out);
                 }
             }
             Response::Submissions {
@@ -1172,6 +1191,15 @@ impl Bank {
     /// Signs what was produced (once the head is confirmed), applies it to ourselves, and
     /// hands the rest of the effects to the step.
     fn flush(&mut self, out: &mut Out, step: &mut Step) {
+        // Faults this step proved with signed bytes (a bad OPRF evaluation) go on the log.
+        let evidence: Vec<Evidence> = out
+            .faults
+            .iter_mut()
+            .filter_map(|f| f.evidence.take())
+            .collect();
+        if !evidence.is_empty() && self.head_confirmed {
+            self.queue_accusations(evidence, out);
+        }
         let bodies: Vec<Body> = std::mem::take(&mut out.bodies);
         {
             for body in bodies {

@@ -3,8 +3,13 @@
 //! These checks need no protocol state; the bank adds what does (a decryption share is judged
 //! against the final set it names).
 
+use curve25519_dalek::ristretto::RistrettoPoint;
+
+use crate::crypto::oprf::{self, BatchContext};
 use crate::genesis::Consortium;
-use crate::record::{epoch_of, Body, Evidence, Hash, Payload, ShareEntry, UncheckedRecord};
+use crate::record::{
+    epoch_of, Body, Evidence, Hash, Payload, ShareEntry, SignedEvaluation, UncheckedRecord,
+};
 use crate::MemberIndex;
 
 /// A signed decryption shares record offered as evidence, decoded and its signature checked.
@@ -82,6 +87,7 @@ pub fn claimed_culprit(evidence: &Evidence) -> Option<MemberIndex> {
     let bytes = match evidence {
         Evidence::Equivocation { first, .. } => first,
         Evidence::BadDecryptionShares { record } => record,
+        Evidence::BadOprfEvaluation(e) => return Some(e.evaluator),
     };
     UncheckedRecord::decode(bytes).ok()?.claimed_author()
 }
@@ -91,8 +97,33 @@ pub fn claimed_epoch(evidence: &Evidence) -> Option<u64> {
     let bytes = match evidence {
         Evidence::Equivocation { first, .. } => first,
         Evidence::BadDecryptionShares { record } => record,
+        Evidence::BadOprfEvaluation(e) => return Some(e.epoch),
     };
     epoch_of(&UncheckedRecord::decode(bytes).ok()?.envelope().payload)
+}
+
+/// A signed OPRF evaluation as evidence: signed by its evaluator, of `epoch`, and its proof
+/// fails against the evaluator's verifying share `pk`. Returns the evaluator.
+pub fn check_bad_evaluation(
+    c: &Consortium,
+    epoch: u64,
+    e: &SignedEvaluation,
+    pk: &RistrettoPoint,
+) -> Result<MemberIndex, String> {
+    if e.epoch != epoch {
+        return Err(format!("evidence: an evaluation of epoch {}", e.epoch));
+    }
+    e.check_signature(c)?;
+    let ctx = BatchContext {
+        consortium: &c.id,
+        epoch,
+        requester: e.requester,
+        evaluator: e.evaluator,
+    };
+    match oprf::verify_partial(pk, &e.blinded, &e.evaluated, &e.proof, &ctx) {
+        Ok(()) => Err("the evaluation's proof verifies".into()),
+        Err(_) => Ok(e.evaluator),
+    }
 }
 
 #[cfg(test)]
@@ -142,5 +173,64 @@ mod tests {
         flipped[last] ^= 1;
         assert!(check_equivocation(&c, 1, &a, &flipped).is_err(), "tampered");
         assert!(check_equivocation(&c, 1, &a, &[]).is_err(), "empty");
+    }
+
+    #[test]
+    fn a_bad_oprf_evaluation_is_proven_only_when_signed_and_failing() {
+        use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
+        use curve25519_dalek::scalar::Scalar;
+        use ed25519_dalek::Signer;
+        use rand_core::SeedableRng;
+        let (c, keys) = test_consortium_with_secrets(4);
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([4; 32]);
+        let share = Scalar::from(11u64);
+        let pk = share * G;
+        let blinded = vec![Scalar::from(3u64) * G, Scalar::from(5u64) * G];
+        let ctx = BatchContext {
+            consortium: &c.id,
+            epoch: 2,
+            requester: 1,
+            evaluator: 3,
+        };
+        let (good, proof) = oprf::evaluate_partial(&share, &blinded, &ctx, &mut rng).unwrap();
+        let signed = |evaluated: Vec<RistrettoPoint>, signer: usize| {
+            let bytes =
+                SignedEvaluation::signed_bytes(&c.id, 2, 1, 3, 9, &blinded, &evaluated, &proof);
+            SignedEvaluation {
+                epoch: 2,
+                requester: 1,
+                evaluator: 3,
+                batch: 9,
+                blinded: blinded.clone(),
+                evaluated,
+                proof,
+                signature: keys[signer].identity().sign(&bytes),
+            }
+        };
+        let honest = signed(good.clone(), 2);
+        assert!(
+            check_bad_evaluation(&c, 2, &honest, &pk).is_err(),
+            "a good one"
+        );
+        let mut moved = good.clone();
+        moved[0] += G;
+        assert_eq!(
+            check_bad_evaluation(&c, 2, &signed(moved.clone(), 2), &pk),
+            Ok(3)
+        );
+        assert!(
+            check_bad_evaluation(&c, 2, &signed(moved.clone(), 1), &pk).is_err(),
+            "signed by another member"
+        );
+        assert!(
+            check_bad_evaluation(&c, 3, &signed(moved.clone(), 2), &pk).is_err(),
+            "another epoch"
+        );
+        let mut resigned_elsewhere = signed(moved, 2);
+        resigned_elsewhere.batch = 10;
+        assert!(
+            check_bad_evaluation(&c, 2, &resigned_elsewhere, &pk).is_err(),
+            "a field the signature covers changed"
+        );
     }
 }

@@ -43,6 +43,9 @@ pub enum Response {
         batch: u32,
         evaluated: Vec<RistrettoPoint>,
         proof: DleqProof,
+        /// By the evaluator's identity key, over the request and the answer
+        /// ([`crate::record::SignedEvaluation::signed_bytes`]): a bad evaluation is evidence.
+        signature: ed25519_dalek::Signature,
     },
     Submissions {
         epoch: u64,

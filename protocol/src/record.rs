@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::consensus::VoteKind;
 use crate::crypto::elgamal::Ciphertext;
 use crate::crypto::keyswitch::KeySwitchShare;
+use crate::crypto::oprf::DleqProof;
 use crate::crypto::ring::RingSignature;
 use crate::crypto::schnorr;
 use crate::crypto::sealed::SharedProof;
@@ -161,6 +162,71 @@ pub enum Evidence {
     /// A signed decryption shares record with a share whose proof fails against the final set
     /// it names (or that breaks its bounds).
     BadDecryptionShares { record: Vec<u8> },
+    /// A signed OPRF evaluation whose proof fails against the evaluator's verifying share.
+    BadOprfEvaluation(Box<SignedEvaluation>),
+}
+
+/// An OPRF partial evaluation as its evaluator signed it, with the request it answers: what a
+/// requester needs to prove a bad evaluation to anyone (the blinded elements reveal nothing of
+/// the client ids).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignedEvaluation {
+    pub epoch: u64,
+    pub requester: MemberIndex,
+    pub evaluator: MemberIndex,
+    pub batch: u32,
+    pub blinded: Vec<RistrettoPoint>,
+    pub evaluated: Vec<RistrettoPoint>,
+    pub proof: DleqProof,
+    pub signature: Signature,
+}
+impl Eq for SignedEvaluation {}
+
+impl SignedEvaluation {
+    /// The bytes the evaluator's identity key signs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn signed_bytes(
+        consortium: &ConsortiumId,
+        epoch: u64,
+        requester: MemberIndex,
+        evaluator: MemberIndex,
+        batch: u32,
+        blinded: &[RistrettoPoint],
+        evaluated: &[RistrettoPoint],
+        proof: &DleqProof,
+    ) -> Vec<u8> {
+        postcard::to_stdvec(&(
+            b"bankmesh.oprf-evaluation.v1",
+            consortium,
+            epoch,
+            requester,
+            evaluator,
+            batch,
+            blinded,
+            evaluated,
+            proof,
+        ))
+        .unwrap_or_default()
+    }
+
+    /// Whether the evaluator signed it.
+    pub fn check_signature(&self, c: &Consortium) -> Result<(), String> {
+        let key = c
+            .identity(self.evaluator)
+            .ok_or(format!("member {} is not a member", self.evaluator))?;
+        let bytes = Self::signed_bytes(
+            &c.id,
+            self.epoch,
+            self.requester,
+            self.evaluator,
+            self.batch,
+            &self.blinded,
+            &self.evaluated,
+            &self.proof,
+        );
+        key.verify(&bytes, &self.signature)
+            .map_err(|_| format!("member {}'s signature does not verify", self.evaluator))
+    }
 }
 
 impl Evidence {
@@ -169,6 +235,7 @@ impl Evidence {
         match self {
             Evidence::Equivocation { .. } => "equivocation",
             Evidence::BadDecryptionShares { .. } => "bad-decryption-share",
+            Evidence::BadOprfEvaluation(_) => "bad-oprf-eval",
         }
     }
 }

@@ -255,8 +255,9 @@ pub struct BatchContext<'a> {
 }
 
 /// Batch weights bound to the whole batch: a seed over the context, the evaluator's verifying
-/// share and every `C_i` and `D_i` (length-prefixed), then `d_i = H(seed, i)`.
-fn bound_weights(
+/// share and every `C_i` and `D_i` (length-prefixed), then `d_i = H(seed, i)`. Public for the
+/// simulator's forging evaluator, which must use the weights as verifiers compute them.
+pub fn bound_weights(
     ctx: &BatchContext<'_>,
     pk: &RistrettoPoint,
     blinded: &[RistrettoPoint],

@@ -26,7 +26,7 @@ use crate::genesis::Consortium;
 use crate::keys::{EpochSecret, MemberSecrets};
 use crate::local::{self, Finished, LocalWrite, RestoredEpoch};
 use crate::messages::{Request, Response, SUBMISSIONS_PAGE, SYNC_BATCH_MAX};
-use crate::record::{Body, Hash, ShareEntry, Submission};
+use crate::record::{Body, Evidence, Hash, ShareEntry, SignedEvaluation, Submission};
 use crate::setup::SetupKeys;
 use crate::step::{ClientResult, Culprit, EpochStatus, Event, Fault, FaultKind, Phase, Wait};
 use crate::time::Time;
@@ -572,10 +572,12 @@ impl Epoch {
             requester: from,
             evaluator: ctx.me,
         };
+        let identity = ctx.secrets.identity();
         self.server
-            .evaluate(&batch_ctx, batch, blinded, share, quota, rng)
+            .evaluate(&batch_ctx, batch, blinded, share, quota, identity, rng)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn oprf_response(
         &mut self,
         ctx: &Ctx<'_>,
@@ -583,11 +585,31 @@ impl Epoch {
         batch: u32,
         evaluated: Vec<RistrettoPoint>,
         proof: DleqProof,
+        signature: ed25519_dalek::Signature,
         out: &mut Out,
     ) {
         let (Some(own), Some(keys)) = (&mut self.own, ctx.keys) else {
             return;
         };
+        let Some(blinded) = own.pseudonyms.blinded(batch) else {
+            return;
+        };
+        // The answer as the evaluator signed it: if its proof fails, this is the evidence.
+        let signed = SignedEvaluation {
+            epoch: self.number,
+            requester: ctx.me,
+            evaluator: from,
+            batch,
+            blinded: blinded.to_vec(),
+            evaluated: evaluated.clone(),
+            proof,
+            signature,
+        };
+        if let Err(why) = signed.check_signature(ctx.consortium) {
+            out.faults
+                .push(Fault::member(from, FaultKind::BadOprfResponse, None, why));
+            return;
+        }
         let oprf_keys = OprfKeys {
             consortium: &ctx.consortium.id,
             me: ctx.me,
@@ -595,9 +617,14 @@ impl Epoch {
             verifying: &keys.k.verifying,
             threshold: ctx.consortium.threshold(),
         };
-        let lookup =
+        let mut lookup =
             own.pseudonyms
                 .response(&oprf_keys, &own.clients, from, batch, evaluated, proof);
+        for f in &mut lookup.faults {
+            if f.kind == FaultKind::BadOprfResponse && f.culprit == Culprit::Member(from) {
+                f.evidence = Some(Evidence::BadOprfEvaluation(Box::new(signed.clone())));
+            }
+        }
         self.take_lookup(lookup, out);
     }
 

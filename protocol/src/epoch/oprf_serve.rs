@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use crate::local::{self, LocalWrite, Served};
 use crate::messages::{Response, OPRF_BATCH_MAX};
-use crate::record::Body;
+use crate::record::{Body, SignedEvaluation};
+use ed25519_dalek::{Signer, SigningKey};
 
 #[derive(Default)]
 pub struct OprfServer {
@@ -42,6 +43,7 @@ impl OprfServer {
 
     /// Evaluates a batch for `from` with our share if its quota allows; the count to store
     /// comes with the answer.
+    #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         &mut self,
         ctx: &BatchContext<'_>,
@@ -49,6 +51,7 @@ impl OprfServer {
         blinded: &[RistrettoPoint],
         share: &Scalar,
         quota: u32,
+        identity: &SigningKey,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> (Response, Option<LocalWrite>) {
         let (epoch, from) = (ctx.epoch, ctx.requester);
@@ -67,11 +70,24 @@ impl OprfServer {
         }
         match oprf::evaluate_partial(share, blinded, ctx, rng) {
             Ok((evaluated, proof)) => {
+                // Signed, so that a bad evaluation is evidence against us (and a good one
+                // cannot be made to look bad).
+                let signature = identity.sign(&SignedEvaluation::signed_bytes(
+                    ctx.consortium,
+                    epoch,
+                    from,
+                    ctx.evaluator,
+                    batch,
+                    blinded,
+                    &evaluated,
+                    &proof,
+                ));
                 let response = Response::OprfEvaluated {
                     epoch,
                     batch,
                     evaluated,
                     proof,
+                    signature,
                 };
                 if again {
                     return (response, None);
@@ -103,6 +119,21 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
+    impl OprfServer {
+        fn evaluate_for_test(
+            &mut self,
+            ctx: &BatchContext<'_>,
+            batch: u32,
+            blinded: &[RistrettoPoint],
+            share: &Scalar,
+            quota: u32,
+            rng: &mut ChaCha20Rng,
+        ) -> (Response, Option<LocalWrite>) {
+            let key = SigningKey::from_bytes(&[3; 32]);
+            self.evaluate(ctx, batch, blinded, share, quota, &key, rng)
+        }
+    }
+
     fn ctx(epoch: u64, requester: MemberIndex) -> BatchContext<'static> {
         BatchContext {
             consortium: &[0; 32],
@@ -118,14 +149,14 @@ mod tests {
         let share = Scalar::from(9u64);
         let point = Scalar::from(3u64) * G;
         let mut s = OprfServer::default();
-        let (r, w) = s.evaluate(&ctx(1, 2), 0, &[point; 3], &share, 5, &mut rng);
+        let (r, w) = s.evaluate_for_test(&ctx(1, 2), 0, &[point; 3], &share, 5, &mut rng);
         assert!(matches!(r, Response::OprfEvaluated { .. }));
         let w = w.expect("the count is stored before the answer");
         // The same batch again (its answer was lost) is answered, not charged.
-        let (r, w2) = s.evaluate(&ctx(1, 2), 0, &[point; 3], &share, 5, &mut rng);
+        let (r, w2) = s.evaluate_for_test(&ctx(1, 2), 0, &[point; 3], &share, 5, &mut rng);
         assert!(matches!(r, Response::OprfEvaluated { .. }) && w2.is_none());
         let other = Scalar::from(4u64) * G;
-        let (r, w2) = s.evaluate(&ctx(1, 2), 1, &[other; 3], &share, 5, &mut rng);
+        let (r, w2) = s.evaluate_for_test(&ctx(1, 2), 1, &[other; 3], &share, 5, &mut rng);
         assert!(
             matches!(r, Response::Refused { .. }) && w2.is_none(),
             "3 + 3 > 5"
@@ -134,15 +165,15 @@ mod tests {
         let back = crate::local::Restored::parse(&[(w.key, w.value)]).unwrap();
         let served = back.epochs.get(&1).unwrap().served.clone();
         let mut s = OprfServer::restore(served);
-        let (r, _) = s.evaluate(&ctx(1, 2), 1, &[other; 3], &share, 5, &mut rng);
+        let (r, _) = s.evaluate_for_test(&ctx(1, 2), 1, &[other; 3], &share, 5, &mut rng);
         assert!(matches!(r, Response::Refused { .. }));
         // Another requester has its own quota; empty and oversized batches are refused.
-        let (r, _) = s.evaluate(&ctx(1, 3), 0, &[point; 2], &share, 5, &mut rng);
+        let (r, _) = s.evaluate_for_test(&ctx(1, 3), 0, &[point; 2], &share, 5, &mut rng);
         assert!(matches!(r, Response::OprfEvaluated { .. }));
-        let (r, _) = s.evaluate(&ctx(1, 3), 0, &[], &share, 5, &mut rng);
+        let (r, _) = s.evaluate_for_test(&ctx(1, 3), 0, &[], &share, 5, &mut rng);
         assert!(matches!(r, Response::Refused { .. }));
         let big = vec![point; OPRF_BATCH_MAX + 1];
-        let (r, _) = s.evaluate(&ctx(1, 4), 0, &big, &share, 10_000, &mut rng);
+        let (r, _) = s.evaluate_for_test(&ctx(1, 4), 0, &big, &share, 10_000, &mut rng);
         assert!(matches!(r, Response::Refused { .. }));
         assert_eq!(
             s.usage(1),

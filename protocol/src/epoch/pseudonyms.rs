@@ -76,6 +76,11 @@ impl Pseudonyms {
     pub fn started(&self) -> bool {
         self.started
     }
+    /// The blinded elements of a batch we asked for.
+    pub fn blinded(&self, batch: u32) -> Option<&[RistrettoPoint]> {
+        self.batches.get(&batch).map(|b| b.blinded.as_slice())
+    }
+
     /// Whether some batch still waits for answers.
     pub fn pending(&self) -> bool {
         self.batches.values().any(|b| !b.done)
