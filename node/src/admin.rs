@@ -184,6 +184,11 @@ async fn status(State(state): State<Shared>) -> Response {
         "caught_up": p.head_confirmed,
         "keys_ready": p.keys_ready,
         "peers": s.peers,
+        "peer_scores": s
+            .peer_scores
+            .iter()
+            .map(|(member, score)| json!({ "member": member, "score": score }))
+            .collect::<Vec<Value>>(),
         "members": c.n(),
         "epoch": current,
         "phase": phase,
@@ -195,6 +200,11 @@ async fn status(State(state): State<Shared>) -> Response {
             "failed": p.setup_failed,
         },
         "epochs": epochs,
+        "convictions": p
+            .convictions
+            .iter()
+            .map(|(member, kind, epoch)| json!({ "member": member, "kind": kind, "epoch": epoch }))
+            .collect::<Vec<Value>>(),
         "queues": { "outbox": s.outbox, "pending": s.pending },
         "store_records": s.store_records,
     }))

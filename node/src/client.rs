@@ -173,5 +173,13 @@ pub fn status(dir: &Path, as_json: bool) -> Result<String> {
                 .unwrap_or_default()
         ));
     }
+    for c in s["convictions"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  the log proves member {} at fault: {} in epoch {}\n",
+            c["member"],
+            c["kind"].as_str().unwrap_or_default(),
+            c["epoch"]
+        ));
+    }
     Ok(out)
 }

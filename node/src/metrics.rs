@@ -22,6 +22,13 @@ pub struct RecordLabels {
     pub verdict: Verdict,
 }
 
+/// A member at fault, and what for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub member: String,
+    pub kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
@@ -39,7 +46,10 @@ fn seconds_buckets() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     pub records: Family<RecordLabels, Counter>,
-    pub faults: Counter,
+    /// Faults seen here, by the member (or "anonymous" poster) they name.
+    pub faults: Family<FaultLabels, Counter>,
+    /// Faults the log proves, by member: fault records and judged DKG complaints.
+    pub convictions: Family<FaultLabels, Counter>,
     pub phase_seconds: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     pub check_seconds: Histogram,
     pub peers_connected: Gauge,
@@ -65,8 +75,18 @@ impl Metrics {
             "Records received from peers, by kind, peer and verdict",
             records.clone(),
         );
-        let faults = Counter::default();
-        registry.register("faults", "Faults found in peers' records", faults.clone());
+        let faults = Family::<FaultLabels, Counter>::default();
+        registry.register(
+            "faults",
+            "Faults found in peers' records and answers, by culprit and kind",
+            faults.clone(),
+        );
+        let convictions = Family::<FaultLabels, Counter>::default();
+        registry.register(
+            "convictions",
+            "Faults the log proves, by member and kind",
+            convictions.clone(),
+        );
         let phase_seconds =
             Family::<PhaseLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 seconds_buckets,
@@ -122,6 +142,7 @@ impl Metrics {
             registry,
             records,
             faults,
+            convictions,
             phase_seconds,
             check_seconds,
             peers_connected,

@@ -83,6 +83,8 @@ pub struct NodeStatus {
     pub protocol: Status,
     /// Members connected now.
     pub peers: Vec<MemberIndex>,
+    /// Their gossipsub scores here (negative after invalid messages).
+    pub peer_scores: Vec<(MemberIndex, f64)>,
     pub outbox: usize,
     pub pending: usize,
     pub store_records: u64,
@@ -149,6 +151,7 @@ impl Peer {
             .gossipsub
             .subscribe(&topic)
             .map_err(|e| anyhow!("subscribe: {e}"))?;
+        crate::net::enable_scoring(&mut swarm.behaviour_mut().gossipsub, &topic)?;
         let me = replica.bank().me();
         let (to_core, core_inbox) = sync_channel(CORE_QUEUE);
         let (core_tx, from_core) = mpsc::channel(CORE_QUEUE);
@@ -288,7 +291,11 @@ impl Peer {
                 command = commands.recv(), if !stopping => {
                     let command = command.unwrap_or(Command::Shutdown);
                     stopping = matches!(command, Command::Shutdown);
-                    let view = NetView { peers: self.connected(), outbox: self.outbox.len() };
+                    let view = NetView {
+                        peers: self.connected(),
+                        scores: self.scores(),
+                        outbox: self.outbox.len(),
+                    };
                     // A full queue drops the command; its caller sees the reply channel close.
                     let _ = self.to_core.try_send(ToCore::Command(command, view));
                 }
@@ -365,6 +372,15 @@ impl Peer {
             .all()
             .filter(|(_, p)| self.swarm.is_connected(p))
             .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Each connected member's gossipsub score here.
+    fn scores(&self) -> Vec<(MemberIndex, f64)> {
+        let gs = &self.swarm.behaviour().gossipsub;
+        self.members
+            .all()
+            .filter_map(|(i, p)| gs.peer_score(&p).map(|s| (i, s)))
             .collect()
     }
 

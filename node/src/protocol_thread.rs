@@ -37,6 +37,7 @@ pub struct Gossip {
 #[derive(Clone, Debug, Default)]
 pub struct NetView {
     pub peers: Vec<MemberIndex>,
+    pub scores: Vec<(MemberIndex, f64)>,
     pub outbox: usize,
 }
 
@@ -212,6 +213,7 @@ impl Core {
                 let _ = reply.send(NodeStatus {
                     protocol: self.replica.bank().status(),
                     peers: net.peers,
+                    peer_scores: net.scores,
                     outbox: net.outbox,
                     pending: self.replica.pending_len(),
                     store_records: self.replica.store().len(),
@@ -291,10 +293,29 @@ impl Core {
         }
         for fault in step.faults {
             tracing::warn!(member = self.replica.bank().me(), %fault, "peer fault");
-            self.metrics.faults.inc();
+            let member = match fault.culprit {
+                bankmesh_protocol::Culprit::Member(m) => m.to_string(),
+                bankmesh_protocol::Culprit::Submission(_) => "anonymous".into(),
+            };
+            self.metrics
+                .faults
+                .get_or_create(&crate::metrics::FaultLabels {
+                    member,
+                    kind: format!("{:?}", fault.kind),
+                })
+                .inc();
             self.report(NodeEvent::Fault(fault));
         }
         for event in step.events {
+            if let Event::Convicted { member, kind, .. } = &event {
+                self.metrics
+                    .convictions
+                    .get_or_create(&crate::metrics::FaultLabels {
+                        member: member.to_string(),
+                        kind: kind.to_string(),
+                    })
+                    .inc();
+            }
             self.observe_phase(&event);
             self.report(NodeEvent::Protocol(event));
         }

@@ -137,6 +137,14 @@ async fn invalid_gossip_is_rejected_and_attributed() {
     );
     assert!(faults.iter().any(|f| f.kind == FaultKind::Malformed));
     assert!(faults.iter().any(|f| f.kind == FaultKind::WrongConsortium));
+    // Its invalid messages cost the rogue member its gossipsub score here.
+    let (reply, answer) = oneshot::channel();
+    commands.send(Command::Status { reply }).await.unwrap();
+    let scores = answer.await.unwrap().peer_scores;
+    assert!(
+        scores.iter().any(|&(m, score)| m == 2 && score < 0.0),
+        "the rogue member's score: {scores:?}"
+    );
 
     // The valid record arrives and is stored; the invalid ones are not.
     let mut stored = false;

@@ -1247,6 +1247,11 @@ impl Bank {
             setup_participants,
             setup_failed: setup.and_then(Setup::failed).map(str::to_string),
             epochs: self.epochs.values().map(Epoch::status).collect(),
+            convictions: self
+                .convictions
+                .iter()
+                .flat_map(|(&m, c)| c.iter().map(move |&(kind, epoch)| (m, kind, epoch)))
+                .collect(),
         }
     }
 

@@ -298,6 +298,8 @@ pub struct Status {
     pub setup_participants: Vec<MemberIndex>,
     pub setup_failed: Option<String>,
     pub epochs: Vec<EpochStatus>,
+    /// What the log proves of each member: one `(member, kind, epoch)` per fault record kind.
+    pub convictions: Vec<(MemberIndex, &'static str, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
