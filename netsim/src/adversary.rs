@@ -454,8 +454,9 @@ impl Adversary for BadDealer {
 }
 
 /// Complains about a good share: it reveals, with a valid proof, the key of the share member 1
-/// dealt it in epoch 1's decryption run, in place of its OPRF usage record. Every member opens
-/// the share from the log, finds it good, and names the complainer.
+/// dealt it in epoch 1's decryption run, in place of its done record of that run (a complaint
+/// must come before it). Every member opens the share from the log, finds it good, and names
+/// the complainer; with its done record missing, the setup is retried without it.
 #[derive(Default)]
 pub struct FalseComplainer {
     chain: ForgedChain,
@@ -515,7 +516,12 @@ impl Adversary for FalseComplainer {
     fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
         let mut body = None;
         if let (false, Payload::Identified(i)) = (self.complained, record.payload()) {
-            if let Body::OprfUsage { epoch, .. } = &i.body {
+            if let Body::DkgDone {
+                epoch,
+                run: Run::Decryption,
+                attempt: 0,
+            } = &i.body
+            {
                 body = Self::complaint(ctx, *epoch);
                 self.complained = body.is_some();
             }

@@ -200,6 +200,7 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
         "false-complaint" => {
             c.adversary = Some((3, Box::new(FalseComplainer::default())));
             expect.named = Some("false-complaint");
+            expect.left_out = true;
         }
         "bad-oprf-eval" => {
             c.adversary = Some((2, Box::new(BadOprfEvaluator::default())));

@@ -256,12 +256,27 @@ impl Bank {
                 shares,
             }),
             Judged::Reject(mut f) => {
-                // A share record that fails is the author's own signed proof of its fault.
-                let author = unchecked.claimed_author().map(Culprit::Member);
-                if f.kind == FaultKind::InvalidDecryptionShare && author == Some(f.culprit) {
-                    f.evidence = Some(Evidence::BadDecryptionShares {
-                        record: unchecked.bytes().to_vec(),
-                    });
+                // A share record that fails on its own against the final set is its author's
+                // signed proof of its fault (one that fails only beside the author's other
+                // records is not: nobody could check that from it alone).
+                if let (FaultKind::InvalidDecryptionShare, Payload::Identified(i)) =
+                    (f.kind, &payload)
+                {
+                    if let Body::DecryptionShares {
+                        epoch,
+                        root,
+                        shares,
+                    } = &i.body
+                    {
+                        let alone = self.epochs.get(epoch).and_then(|e| {
+                            e.shares_fail_alone(&self.ctx(now, *epoch), i.author, root, shares)
+                        });
+                        if matches!(alone, Some(Err(_))) {
+                            f.evidence = Some(Evidence::BadDecryptionShares {
+                                record: unchecked.bytes().to_vec(),
+                            });
+                        }
+                    }
                 }
                 Verdict::Reject(f)
             }
@@ -276,7 +291,8 @@ impl Bank {
         match body {
             Body::DkgRound1 { epoch, attempt, .. }
             | Body::DkgRound2 { epoch, attempt, .. }
-            | Body::DkgComplaint { epoch, attempt, .. } => {
+            | Body::DkgComplaint { epoch, attempt, .. }
+            | Body::DkgDone { epoch, attempt, .. } => {
                 if let Judged::Reject(f) = self.epoch_record(now, author, *epoch) {
                     return Judged::Reject(f);
                 }
@@ -479,13 +495,13 @@ impl Bank {
                     return EvidenceVerdict::Wait(Wait::FinalSet(epoch));
                 };
                 let ctx = self.ctx(now, epoch);
-                match e.check_share_evidence(&ctx, s.author, &s.hash, &s.root, &s.shares) {
-                    ShareCheck::Reject(_) => EvidenceVerdict::Proven(s.author),
-                    ShareCheck::Unchecked => EvidenceVerdict::Unverifiable(s.author),
-                    ShareCheck::Wait(w) => EvidenceVerdict::Wait(w),
-                    ShareCheck::Verified(_) => {
+                match e.shares_fail_alone(&ctx, s.author, &s.root, &s.shares) {
+                    Some(Err(_)) => EvidenceVerdict::Proven(s.author),
+                    Some(Ok(())) => {
                         EvidenceVerdict::False("its decryption shares are valid".into())
                     }
+                    None if e.shares_unjudgeable(&ctx) => EvidenceVerdict::Unverifiable(s.author),
+                    None => EvidenceVerdict::Wait(Wait::FinalSet(epoch)),
                 }
             }
         }
@@ -699,7 +715,15 @@ impl Bank {
             {
                 continue;
             }
-            out.bodies.push(Body::Fault { epoch, evidence: e });
+            let body = Body::Fault { epoch, evidence: e };
+            // Evidence too large for one record (two large equivocated records) stays local:
+            // a record past the limit would hold up our own chain everywhere.
+            if postcard::to_stdvec(&body)
+                .map_or(true, |b| b.len() > crate::record::MAX_RECORD_BYTES - 1024)
+            {
+                continue;
+            }
+            out.bodies.push(body);
         }
     }
 
@@ -722,7 +746,8 @@ impl Bank {
         match body {
             Body::DkgRound1 { epoch, .. }
             | Body::DkgRound2 { epoch, .. }
-            | Body::DkgComplaint { epoch, .. } => {
+            | Body::DkgComplaint { epoch, .. }
+            | Body::DkgDone { epoch, .. } => {
                 let c = Arc::clone(&self.consortium);
                 self.setup_mut(*epoch)
                     .apply_dkg(&c, author, hash, body, &mut setup_out);

@@ -139,6 +139,10 @@ mod tests {
             run: Run::Decryption,
             attempt: 0,
             ephemeral: [package; 32],
+            ephemeral_proof: crate::crypto::schnorr::Signature {
+                r: Default::default(),
+                s: Default::default(),
+            },
             shares: Vec::new(),
         }
     }

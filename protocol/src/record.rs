@@ -25,7 +25,7 @@ use crate::MemberIndex;
 pub type Hash = [u8; 32];
 
 /// Wire format version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Cipher suite: ed25519 identities, ristretto255 group, SHA-256 record hashes.
 pub const SUITE: u8 = 1;
 /// Largest encoded record (gossip and sync limits are set from it).
@@ -94,14 +94,21 @@ pub enum Body {
         /// Decryption run only: the author's ring key for the epoch's submissions.
         ring: Option<Box<RingKeyAnnouncement>>,
     },
-    /// FROST DKG round 2 packages, each encrypted to its recipient's `seal_key`.
+    /// FROST DKG round 2 packages, each encrypted to its recipient's `seal_key`, with a proof
+    /// that the dealer knows the ephemeral's secret (so no dealer can post another's ephemeral
+    /// and have complaints open that other dealer's shares).
     DkgRound2 {
         epoch: u64,
         run: Run,
         attempt: u32,
         ephemeral: [u8; 32],
+        ephemeral_proof: schnorr::Signature,
         shares: Vec<SealedShare>,
     },
+    /// The author applied every participant's round-2 record of the run and posted its
+    /// complaints (all before this, in its chain). A run's keys are computed only once every
+    /// participant's is in, so every member judges the same complaints.
+    DkgDone { epoch: u64, run: Run, attempt: u32 },
     /// How many OPRF evaluations the author served each member in `epoch` (DESIGN 4.2).
     OprfUsage {
         epoch: u64,
@@ -601,7 +608,9 @@ pub fn epoch_of(payload: &Payload) -> Option<u64> {
 /// The epoch an identified record's body belongs to, if any.
 pub fn epoch_of_body(body: &Body) -> Option<u64> {
     match body {
-        Body::DkgRound1 { epoch, .. } | Body::DkgRound2 { epoch, .. } => Some(*epoch),
+        Body::DkgRound1 { epoch, .. }
+        | Body::DkgRound2 { epoch, .. }
+        | Body::DkgDone { epoch, .. } => Some(*epoch),
         Body::Proposal { instance, .. } | Body::Vote { instance, .. } => Some(instance.epoch()),
         Body::OprfUsage { epoch, .. }
         | Body::Report { epoch, .. }
@@ -623,6 +632,7 @@ pub fn kind_of_body(body: &Body) -> &'static str {
     match body {
         Body::DkgRound1 { .. } => "dkg-round1",
         Body::DkgRound2 { .. } => "dkg-round2",
+        Body::DkgDone { .. } => "dkg-done",
         Body::OprfUsage { .. } => "oprf-usage",
         Body::Report { .. } => "report",
         Body::Proposal { .. } => "proposal",

@@ -34,12 +34,14 @@ pub enum Wait {
     Attempt(u64, u32),
     /// The final set of an epoch (shares cannot be judged before it).
     FinalSet(u64),
-    /// A dealer's round-2 record (a complaint against it cannot be judged before it).
+    /// A participant's DKG record of `round` (0: round 1, 1: round 2) in a run: what a record
+    /// after it in the participant's chain, or a complaint against its shares, needs.
     Dealt {
         epoch: u64,
         attempt: u32,
         run: crate::record::Run,
         dealer: MemberIndex,
+        round: u8,
     },
 }
 

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use bankmesh_protocol::consensus::VoteKind;
+use bankmesh_protocol::crypto::sealed::SharedProof;
 use bankmesh_protocol::crypto::{elgamal, keyswitch, ring, schnorr, transcript, validity};
 use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
 use bankmesh_protocol::record::{
-    Body, Instance, Record, RingKeyAnnouncement, Run, SealedShare, ShareEntry, Submission,
-    UncheckedRecord, Value,
+    Body, Evidence, Instance, Record, RingKeyAnnouncement, Run, SealedShare, ShareEntry,
+    Submission, UncheckedRecord, Value,
 };
 use bankmesh_protocol::{Bank, MemberSecrets, Origin, Time, Verdict};
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
@@ -142,6 +143,10 @@ fn samples() -> Vec<(&'static str, Record)> {
                     run: Run::Pseudonym,
                     attempt: 0,
                     ephemeral: [4; 32],
+                    ephemeral_proof: schnorr::Signature {
+                        r: (Scalar::from(3u64) * G).compress(),
+                        s: Scalar::from(4u64),
+                    },
                     shares: vec![SealedShare {
                         recipient: 2,
                         ciphertext: vec![5, 6],
@@ -244,6 +249,53 @@ fn samples() -> Vec<(&'static str, Record)> {
             ),
         ),
         (
+            "dkg-complaint",
+            identified(
+                &c,
+                s,
+                7,
+                Body::DkgComplaint {
+                    epoch: 1,
+                    run: Run::Decryption,
+                    attempt: 0,
+                    dealer: 3,
+                    shared: (Scalar::from(8u64) * G).compress().to_bytes(),
+                    proof: SharedProof {
+                        c: Scalar::from(9u64),
+                        z: Scalar::from(10u64),
+                    },
+                },
+            ),
+        ),
+        (
+            "dkg-done",
+            identified(
+                &c,
+                s,
+                8,
+                Body::DkgDone {
+                    epoch: 1,
+                    run: Run::Pseudonym,
+                    attempt: 1,
+                },
+            ),
+        ),
+        (
+            "fault",
+            identified(
+                &c,
+                s,
+                9,
+                Body::Fault {
+                    epoch: 1,
+                    evidence: Evidence::Equivocation {
+                        first: vec![1, 2, 3],
+                        second: vec![4, 5],
+                    },
+                },
+            ),
+        ),
+        (
             "submission",
             Record::submission(&c.id, sample_submission(&c, s)),
         ),
@@ -256,47 +308,62 @@ const PINNED: &[(&str, usize, &str)] = &[
     (
         "dkg-round1",
         270,
-        "46018b87939f8615dfe934cd55db00b4f372b3424c52ae0c6a79739838db8bc8",
+        "f172c06e9f3f681f8e0f6698b68800bb087879909acaab58541c88feff38b2ec",
     ),
     (
         "dkg-round2",
-        174,
-        "a1c28a727d75d476822936cd760285b07c8630f601ded3cf4a2e3b6b2513c242",
+        238,
+        "c0dbf44acfd34664bea16f94adab8eb1382279aa3674e693009412dad00d5bf7",
     ),
     (
         "oprf-usage",
         140,
-        "bf7dd3eb5bb7d7c7944bc2b10726c980d7d5e32f08bf21e39400c88f02df679d",
+        "00f768687157e0abc9ef05287d1a327f36add5358fbb1c146dddfaf7e3f6b72f",
     ),
     (
         "report",
         202,
-        "8a75fbba7e38e2bd18d3fcfa79c2e1fa0bbd1ddc1f39a7cde8d6eb1fc8c4a3f3",
+        "edad9b4bdbb21c82cbc107a53c1af05ba308073066d39a97ecedcecaaba34e3f",
     ),
     (
         "proposal",
         206,
-        "738433121b561698770cf044b92d2d5a8f6e785598cde017ef24dd3b068fad8b",
+        "c39ac08a9bc17132d7f9a969d59b5250c699a93436ff42905d369dcb82fe34f5",
     ),
     (
         "prevote",
         205,
-        "414d2efc37b9ea2156c59fb8de044fda2c4264f1e64a71d834284c68dabbffdd",
+        "07853c97f7439dce886047848b911c5dec92041e164b679f97f40b7eec1d3346",
     ),
     (
         "precommit",
         144,
-        "790b9b8ddd8c9da169b0464acf3d205681774805ad0fff2782b0833bc68401af",
+        "5a331d9f4fffd67766f16d639ab134dfb1e11ead174ff72dd41c64ab0478ef70",
     ),
     (
         "decryption-shares",
         360,
-        "68b26e2eada4874aff100fbfe2a49600318ea5ad4a6b4c0032f65d10b9220814",
+        "c86c3d87fc5130b22aa04a8a81ff605f3e63fd2f3f4f30cf8b60295c8b116ca3",
+    ),
+    (
+        "dkg-complaint",
+        234,
+        "54ffe0ff6e1093a0254713da427b6942dd78d48b8bb2b436ccacc9049957bdf9",
+    ),
+    (
+        "dkg-done",
+        137,
+        "1095a220757ddde04726899133d9da5fd6cbebd4ef94736e3750c29d72102ecb",
+    ),
+    (
+        "fault",
+        143,
+        "4ac95242e25b5cf8e5b0355da74808f2e219f6b63c317808b4cdf2cd13187599",
     ),
     (
         "submission",
         1192,
-        "ae19109d4f5640d1f8e8e382ac54502085387e4666f0eb37c6426a11d4641347",
+        "7fb389c49c43657237d8f45239e71e3fc405b0f340f8880eaef7cbf49dac080b",
     ),
 ];
 

@@ -165,8 +165,6 @@ pub struct Epoch {
     /// Per author, the submissions it posted shares for (until done) and how many: a member
     /// posts one share per submission of the final set, no more.
     shared: BTreeMap<MemberIndex, (BTreeSet<Hash>, usize)>,
-    /// Decryption share records on our log: never evidence of a fault.
-    share_records: BTreeSet<Hash>,
     failed: Option<(Phase, String)>,
     own_failure: Option<(Phase, String)>,
     /// Our results once stored, when scores, pseudonyms and one-time keys are gone.
@@ -188,7 +186,6 @@ impl Epoch {
             usage_posted: false,
             posted_shares: BTreeSet::new(),
             shared: BTreeMap::new(),
-            share_records: BTreeSet::new(),
             failed: None,
             own_failure: None,
             finished: None,
@@ -270,20 +267,42 @@ impl Epoch {
         }
     }
 
-    /// Judges a decryption share record offered as evidence of a fault: a record on our log
-    /// passed its check, so it proves nothing.
-    pub fn check_share_evidence(
+    /// Checks a decryption share record on its own against the final set, with nothing of
+    /// what else its author posted: how a share record offered as evidence is judged, the same
+    /// at every member and for an auditor. `None` while the final set is not built here.
+    pub fn shares_fail_alone(
         &self,
         ctx: &Ctx<'_>,
         author: MemberIndex,
-        hash: &Hash,
         root: &Hash,
         shares: &[ShareEntry],
-    ) -> ShareCheck {
-        if self.share_records.contains(hash) {
-            return ShareCheck::Verified(VerifiedShares::default());
-        }
-        self.check_shares(ctx, author, root, shares)
+    ) -> Option<Result<(), String>> {
+        let (Stage::Decrypting { set, .. } | Stage::Done { set }) = &self.stage else {
+            return None;
+        };
+        let Some(verifying) = ctx.keys.and_then(|k| k.x.verifying.get(&author)) else {
+            return Some(Err("author holds no decryption key share".into()));
+        };
+        Some(
+            decrypt::check_record(
+                ctx.consortium,
+                self.number,
+                set,
+                author,
+                verifying,
+                root,
+                shares,
+                |_| false,
+            )
+            .map(|_| ()),
+        )
+    }
+
+    /// Whether shares of this epoch can no longer be judged here (it failed, or its
+    /// decryption window closed before the final set was built).
+    pub fn shares_unjudgeable(&self, ctx: &Ctx<'_>) -> bool {
+        !matches!(self.stage, Stage::Decrypting { .. } | Stage::Done { .. })
+            && (self.failed.is_some() || ctx.now >= ctx.consortium.decrypt_end(self.number))
     }
 
     pub fn check_shares(
@@ -444,7 +463,6 @@ impl Epoch {
                 self.take_seal(s, out);
             }
             Body::DecryptionShares { shares, .. } => {
-                self.share_records.insert(hash);
                 let (seen, count) = self.shared.entry(author).or_default();
                 *count += shares.len();
                 let repeated = shares.iter().filter(|e| !seen.insert(e.submission)).count();
@@ -476,6 +494,7 @@ impl Epoch {
             Body::DkgRound1 { .. }
             | Body::DkgRound2 { .. }
             | Body::DkgComplaint { .. }
+            | Body::DkgDone { .. }
             | Body::Fault { .. } => {}
         }
     }
@@ -620,8 +639,10 @@ impl Epoch {
         let mut lookup =
             own.pseudonyms
                 .response(&oprf_keys, &own.clients, from, batch, evaluated, proof);
+        let holder = keys.k.verifying.contains_key(&from);
         for f in &mut lookup.faults {
-            if f.kind == FaultKind::BadOprfResponse && f.culprit == Culprit::Member(from) {
+            if holder && f.kind == FaultKind::BadOprfResponse && f.culprit == Culprit::Member(from)
+            {
                 f.evidence = Some(Evidence::BadOprfEvaluation(Box::new(signed.clone())));
             }
         }

@@ -17,6 +17,7 @@ use rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::crypto::schnorr;
 use crate::crypto::sealed::{self, ShareContext, SharedProof};
 use crate::genesis::Consortium;
 use crate::keys::EpochSecret;
@@ -45,6 +46,10 @@ pub struct Round1<'a> {
     pub seal_key: &'a [u8; 32],
     pub ring: Option<&'a RingKeyAnnouncement>,
 }
+
+/// Longest sealed share: a serialized round-2 package (a header and one scalar) and the AEAD
+/// tag, with room to spare. Anything longer is refused (it would only bloat the log).
+const SEALED_SHARE_MAX: usize = 256;
 
 /// Whom a DKG complaint proves at fault, judged by opening the disputed share from the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,13 +90,17 @@ pub struct DkgRun {
     bad_to_me: BTreeSet<MemberIndex>,
     /// Complaints on the log, by (complainer, dealer), with whom each proves at fault.
     complaints: BTreeMap<(MemberIndex, MemberIndex), Blame>,
+    /// Dealers we complained about in this process (our complaint may not be applied yet).
+    complained: BTreeSet<MemberIndex>,
+    /// Participants whose done record is in.
+    done_from: BTreeSet<MemberIndex>,
     my_round2: BTreeMap<frost::Identifier, round2::Package>,
     secret1: Option<round1::SecretPackage>,
     secret2: Option<round2::SecretPackage>,
     posted1: bool,
     posted2: bool,
-    /// Hashes of each participant's round-1 and round-2 records: the run's transcript.
-    record_hashes: BTreeMap<MemberIndex, [Option<Hash>; 2]>,
+    /// Hashes of each participant's round-1, round-2 and done records: the run's transcript.
+    record_hashes: BTreeMap<MemberIndex, [Option<Hash>; 3]>,
     /// Keys computed here, with the transcript they come from; used once the setup's
     /// agreement decides that transcript.
     computed: Option<(RunKeys, Hash)>,
@@ -136,6 +145,8 @@ impl DkgRun {
             dealt: BTreeMap::new(),
             bad_to_me: BTreeSet::new(),
             complaints: BTreeMap::new(),
+            complained: BTreeSet::new(),
+            done_from: BTreeSet::new(),
             my_round2: BTreeMap::new(),
             secret1: None,
             secret2: None,
@@ -202,7 +213,7 @@ impl DkgRun {
         format!("{r1}/{n} round-1, {r2}/{n} round-2 records")
     }
 
-    /// Notes the hash of a participant's round-1 (`round` 0) or round-2 (`round` 1) record.
+    /// Notes the hash of a participant's round-1 (`round` 0), round-2 (1) or done (2) record.
     pub fn note_record(&mut self, author: MemberIndex, round: usize, hash: Hash) {
         let slot = self.record_hashes.entry(author).or_default();
         if let Some(h) = slot.get_mut(round) {
@@ -210,19 +221,21 @@ impl DkgRun {
         }
     }
 
-    /// SHA-256 over every participant's round-1 and round-2 record hash, in index order.
+    /// SHA-256 over every participant's round-1, round-2 and done record hash, in index
+    /// order.
     fn transcript(&self, consortium_id: &[u8; 32]) -> Option<Hash> {
         let mut h = Sha256::new();
-        h.update(b"bankmesh.dkg-transcript.v1");
+        h.update(b"bankmesh.dkg-transcript.v2");
         h.update(consortium_id);
         h.update(self.epoch.to_be_bytes());
         h.update(self.run.label());
         h.update(self.attempt.to_be_bytes());
         for p in &self.participants {
-            let [r1, r2] = self.record_hashes.get(p)?;
+            let [r1, r2, done] = self.record_hashes.get(p)?;
             h.update(p.to_be_bytes());
             h.update(r1.as_ref()?);
             h.update(r2.as_ref()?);
+            h.update(done.as_ref()?);
         }
         Some(h.finalize().into())
     }
@@ -431,23 +444,28 @@ impl DkgRun {
         }
         self.secret2 = Some(secret2);
         self.posted2 = true;
-        let ephemeral = epoch_keys::seal_public(&ephemeral);
+        let (key, proof) =
+            epoch_keys::prove_ephemeral(secret, consortium, self.epoch, self.run, self.attempt, me);
         Some(Body::DkgRound2 {
             epoch: self.epoch,
             run: self.run,
             attempt: self.attempt,
-            ephemeral,
+            ephemeral: key,
+            ephemeral_proof: proof,
             shares,
         })
     }
 
     /// Structural check of a round-2 record: one sealed share for every other participant.
+    #[allow(clippy::too_many_arguments)]
     pub fn check_round2(
         &self,
+        consortium: &Consortium,
         author: MemberIndex,
         epoch: u64,
         attempt: u32,
         ephemeral: &[u8; 32],
+        ephemeral_proof: &schnorr::Signature,
         shares: &[SealedShare],
     ) -> Result<(), DkgReject> {
         if epoch != self.epoch || attempt != self.attempt || !self.participants.contains(&author) {
@@ -456,11 +474,26 @@ impl DkgRun {
         if self.round2_from.contains(&author) {
             return Err(DkgReject::Duplicate);
         }
-        sealed::peer_point(ephemeral).map_err(|_| {
+        let e = sealed::peer_point(ephemeral).map_err(|_| {
             DkgReject::Invalid(
                 "round-2 ephemeral key is not a canonical point other than the identity".into(),
             )
         })?;
+        epoch_keys::check_ephemeral(
+            consortium,
+            epoch,
+            self.run,
+            attempt,
+            author,
+            &e,
+            ephemeral_proof,
+        )
+        .map_err(DkgReject::Invalid)?;
+        if shares.iter().any(|s| s.ciphertext.len() > SEALED_SHARE_MAX) {
+            return Err(DkgReject::Invalid(format!(
+                "a sealed share longer than {SEALED_SHARE_MAX} bytes"
+            )));
+        }
         let recipients: Vec<MemberIndex> = shares.iter().map(|s| s.recipient).collect();
         let expected: Vec<MemberIndex> = self
             .participants
@@ -488,7 +521,10 @@ impl DkgRun {
         ephemeral: &[u8; 32],
         shares: &[SealedShare],
     ) -> Result<(), String> {
-        self.round2_from.insert(author);
+        // The first one counts (two can pass their checks side by side in one batch).
+        if !self.round2_from.insert(author) {
+            return Ok(());
+        }
         self.dealt.insert(author, (*ephemeral, shares.to_vec()));
         let Some(mine) = shares.iter().find(|s| s.recipient == me) else {
             return Ok(());
@@ -555,16 +591,21 @@ impl DkgRun {
     /// Our complaints not yet on the log: one per dealer whose share to us failed, revealing
     /// the shared point of that share only.
     pub fn complaints_to_post(
-        &self,
+        &mut self,
         consortium: &Consortium,
         me: MemberIndex,
         secret: &EpochSecret,
     ) -> Vec<Body> {
         let seal = epoch_keys::seal_secret(secret, consortium, self.epoch, self.run, self.attempt);
-        self.bad_to_me
+        let due: Vec<MemberIndex> = self
+            .bad_to_me
             .iter()
-            .filter(|&&dealer| !self.complaints.contains_key(&(me, dealer)))
-            .filter_map(|&dealer| {
+            .copied()
+            .filter(|d| !self.complaints.contains_key(&(me, *d)) && !self.complained.contains(d))
+            .collect();
+        self.complained.extend(due.iter().copied());
+        due.into_iter()
+            .filter_map(|dealer| {
                 let (ephemeral, _) = self.dealt.get(&dealer)?;
                 let e = sealed::peer_point(ephemeral).ok()?;
                 let ctx = self.share_context(consortium, dealer, me);
@@ -600,9 +641,17 @@ impl DkgRun {
         if self.complaints.contains_key(&(complainer, dealer)) {
             return Err(DkgReject::Duplicate);
         }
-        let (Some(key), Some((ephemeral, _))) =
-            (self.seal_keys.get(&complainer), self.dealt.get(&dealer))
-        else {
+        if self.done_from.contains(&complainer) {
+            return Err(DkgReject::Invalid(
+                "a complaint after its author's done record".into(),
+            ));
+        }
+        // The complainer's round 1 precedes this in its chain.
+        let key = self
+            .seal_keys
+            .get(&complainer)
+            .ok_or(DkgReject::NotExpected)?;
+        let Some((ephemeral, _)) = self.dealt.get(&dealer) else {
             return Ok(None);
         };
         let invalid = |why: &str| DkgReject::Invalid(format!("complaint: {why}"));
@@ -648,15 +697,68 @@ impl DkgRun {
         Some(blame)
     }
 
-    /// Members this run's complaints prove at fault: dealers of bad shares, false complainers.
-    pub fn convicted(&self) -> BTreeMap<MemberIndex, Blame> {
+    /// Members this run's complaints prove at fault: dealers of bad shares and false
+    /// complainers.
+    pub fn convicted(&self) -> BTreeSet<MemberIndex> {
         self.complaints
             .iter()
             .map(|(&(complainer, dealer), &b)| match b {
-                Blame::Dealer => (dealer, b),
-                Blame::Complainer => (complainer, b),
+                Blame::Dealer => dealer,
+                Blame::Complainer => complainer,
             })
             .collect()
+    }
+
+    /// Whether a dealer of a bad share is proven, or one dealt us a share that failed.
+    pub fn has_bad_dealer(&self) -> bool {
+        !self.bad_to_me.is_empty() || self.complaints.values().any(|b| *b == Blame::Dealer)
+    }
+
+    /// Our done record, once every round-2 record is applied and our complaints are out.
+    pub fn done_body(&mut self, me: MemberIndex) -> Option<Body> {
+        let all = self.participants.len();
+        let complained = self
+            .bad_to_me
+            .iter()
+            .all(|d| self.complained.contains(d) || self.complaints.contains_key(&(me, *d)));
+        if !self.participants.contains(&me)
+            || self.done_from.contains(&me)
+            || self.round2_from.len() != all
+            || !complained
+        {
+            return None;
+        }
+        // Marked now; the record itself is applied when it is signed.
+        self.done_from.insert(me);
+        Some(Body::DkgDone {
+            epoch: self.epoch,
+            run: self.run,
+            attempt: self.attempt,
+        })
+    }
+
+    /// Checks a done record: a participant's, once, after its round-2 record.
+    pub fn check_done(&self, author: MemberIndex, attempt: u32) -> Result<Option<()>, DkgReject> {
+        if attempt != self.attempt || !self.participants.contains(&author) {
+            return Err(DkgReject::NotExpected);
+        }
+        if self.done_from.contains(&author) {
+            return Err(DkgReject::Duplicate);
+        }
+        Ok(self.round2_from.contains(&author).then_some(()))
+    }
+
+    pub fn apply_done(&mut self, author: MemberIndex) {
+        self.done_from.insert(author);
+    }
+
+    /// Whether `member` posted its done record.
+    pub fn has_done(&self, member: MemberIndex) -> bool {
+        self.done_from.contains(&member)
+    }
+    /// Whether every participant's round-2 record is in.
+    pub fn round2_complete(&self) -> bool {
+        self.round2_from.len() == self.participants.len()
     }
 
     /// Computes the run's keys once every participant's round-2 record is in; they are used
@@ -670,7 +772,7 @@ impl DkgRun {
             return Ok(false);
         }
         let all: BTreeSet<MemberIndex> = self.participants.iter().copied().collect();
-        if self.round1.len() != all.len() || self.round2_from != all {
+        if self.round1.len() != all.len() || self.round2_from != all || self.done_from != all {
             return Ok(false);
         }
         let commitments: BTreeMap<
@@ -848,7 +950,6 @@ mod tests {
     fn a_round2_for_another_epoch_is_not_expected() {
         let c = consortium();
         let dkg = run(&c, Run::Decryption);
-        const G_BYTES: [u8; 32] = curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED.0;
         let shares: Vec<SealedShare> = [2, 3, 4]
             .iter()
             .map(|&recipient| SealedShare {
@@ -856,11 +957,23 @@ mod tests {
                 ciphertext: vec![0; 8],
             })
             .collect();
-        assert!(dkg.check_round2(1, 2, 0, &G_BYTES, &shares).is_ok());
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([6; 32]);
+        let secret = EpochSecret::generate(&mut rng);
+        let (e, proof) = epoch_keys::prove_ephemeral(&secret, &c, 2, Run::Decryption, 0, 1);
+        assert!(dkg.check_round2(&c, 1, 2, 0, &e, &proof, &shares).is_ok());
         assert_eq!(
-            dkg.check_round2(1, 3, 0, &G_BYTES, &shares),
+            dkg.check_round2(&c, 1, 3, 0, &e, &proof, &shares),
             Err(DkgReject::NotExpected)
         );
+        // Another dealer's ephemeral (its proof is bound to member 1), or a forged proof.
+        assert!(dkg.check_round2(&c, 2, 2, 0, &e, &proof, &shares).is_err());
+        let (e2, _) = epoch_keys::prove_ephemeral(&secret, &c, 2, Run::Decryption, 1, 1);
+        assert!(dkg.check_round2(&c, 1, 2, 0, &e2, &proof, &shares).is_err());
+        let long = vec![SealedShare {
+            recipient: 2,
+            ciphertext: vec![0; 300],
+        }];
+        assert!(dkg.check_round2(&c, 1, 2, 0, &e, &proof, &long).is_err());
     }
 
     /// Four members' runs of one attempt, every round-1 package applied everywhere.
@@ -906,6 +1019,7 @@ mod tests {
             let (secret, dkg) = &mut members[usize::from(author) - 1];
             let Some(Body::DkgRound2 {
                 ephemeral,
+                ephemeral_proof,
                 mut shares,
                 ..
             }) = dkg.round2_body(c, author, secret)
@@ -917,7 +1031,8 @@ mod tests {
             }
             for (i, (secret, d)) in members.iter_mut().enumerate() {
                 let me = i as u16 + 1;
-                d.check_round2(author, 2, 0, &ephemeral, &shares).unwrap();
+                d.check_round2(c, author, 2, 0, &ephemeral, &ephemeral_proof, &shares)
+                    .unwrap();
                 if let Err(e) = d.apply_round2(c, me, Some(secret), author, &ephemeral, &shares) {
                     outcomes[i] = Err(e);
                 }
@@ -944,7 +1059,8 @@ mod tests {
         let mut members = four_after_round1(&c);
         let outcomes = deal_round2(&c, &mut members, Some(vec![7; 60]));
         assert!(outcomes[0].is_err() && outcomes[1..].iter().all(Result::is_ok));
-        let complaints = members[0].1.complaints_to_post(&c, 1, &members[0].0);
+        let (secret, dkg) = &mut members[0];
+        let complaints = dkg.complaints_to_post(&c, 1, secret);
         assert_eq!(complaints.len(), 1, "one complaint, against member 4");
         let (dealer, shared, proof) = fields(complaints[0].clone());
         assert_eq!(dealer, 4);
@@ -975,16 +1091,23 @@ mod tests {
             judge.apply_complaint(&c, 1, 4, &shared),
             Some(Blame::Dealer)
         );
-        assert_eq!(judge.convicted().get(&4), Some(&Blame::Dealer));
+        assert!(judge.convicted().contains(&4) && judge.has_bad_dealer());
         assert_eq!(
             judge.check_complaint(&c, 1, 4, &shared, &proof),
             Err(DkgReject::Duplicate)
         );
         // The complainer still computes the run's public keys, without a share of its own.
         for (me, (_, d)) in (1..).zip(members.iter_mut().take(2)) {
+            assert_eq!(
+                d.try_finish(&c.id, me),
+                Ok(false),
+                "not before the done records"
+            );
             for m in 1..=4 {
                 d.note_record(m, 0, [1; 32]);
                 d.note_record(m, 1, [2; 32]);
+                d.note_record(m, 2, [3; 32]);
+                d.apply_done(m);
             }
             d.try_finish(&c.id, me).unwrap();
         }
@@ -1001,10 +1124,8 @@ mod tests {
         let mut members = four_after_round1(&c);
         let outcomes = deal_round2(&c, &mut members, None);
         assert!(outcomes.iter().all(Result::is_ok));
-        assert!(members[0]
-            .1
-            .complaints_to_post(&c, 1, &members[0].0)
-            .is_empty());
+        let (secret, dkg) = &mut members[0];
+        assert!(dkg.complaints_to_post(&c, 1, secret).is_empty());
         // Member 3 reveals the key of member 2's good share to it, and complains.
         let seal = epoch_keys::seal_secret(&members[2].0, &c, 2, Run::Decryption, 0);
         let (ephemeral, _) = members[0].1.dealt.get(&2).cloned().unwrap();
@@ -1020,6 +1141,6 @@ mod tests {
             judge.apply_complaint(&c, 3, 2, &shared),
             Some(Blame::Complainer)
         );
-        assert_eq!(judge.convicted().get(&3), Some(&Blame::Complainer));
+        assert!(judge.convicted().contains(&3) && !judge.has_bad_dealer());
     }
 }

@@ -53,6 +53,55 @@ pub fn ephemeral(
     scalar(&secret.derive(b"bankmesh.dkg-ephemeral.v3", &ctx))
 }
 
+fn ephemeral_transcript(
+    c: &Consortium,
+    epoch: u64,
+    run: Run,
+    attempt: u32,
+    dealer: MemberIndex,
+) -> merlin::Transcript {
+    let mut t = transcript(&c.id, epoch, b"dkg-ephemeral");
+    t.append_message(b"run", run.label());
+    t.append_u64(b"attempt", u64::from(attempt));
+    t.append_u64(b"dealer", u64::from(dealer));
+    t
+}
+
+/// Our round-2 ephemeral key for one run and attempt, with a proof that we know its secret,
+/// bound to the run, the attempt and us.
+pub fn prove_ephemeral(
+    secret: &EpochSecret,
+    c: &Consortium,
+    epoch: u64,
+    run: Run,
+    attempt: u32,
+    me: MemberIndex,
+) -> ([u8; 32], schnorr::Signature) {
+    let e = TagKey::from_scalar(*ephemeral(secret, c, epoch, run, attempt));
+    let ctx = context(c, epoch, &[run.label(), &attempt.to_be_bytes()]);
+    // Deterministic, so the record rebuilt after a crash is the same.
+    let seed = secret.derive(b"bankmesh.dkg-ephemeral-proof.v1", &ctx);
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
+    let mut t = ephemeral_transcript(c, epoch, run, attempt, me);
+    let proof = schnorr::sign(&mut t, &e, b"ephemeral", &mut rng);
+    (e.public().compress().to_bytes(), proof)
+}
+
+/// Checks a dealer's proof that it knows its round-2 ephemeral's secret.
+pub fn check_ephemeral(
+    c: &Consortium,
+    epoch: u64,
+    run: Run,
+    attempt: u32,
+    dealer: MemberIndex,
+    ephemeral: &RistrettoPoint,
+    proof: &schnorr::Signature,
+) -> Result<(), String> {
+    let mut t = ephemeral_transcript(c, epoch, run, attempt, dealer);
+    schnorr::verify(&mut t, ephemeral, b"ephemeral", proof)
+        .map_err(|e| format!("round-2 ephemeral proof: {e}"))
+}
+
 /// The secret our round-2 shares of one run and attempt are sealed to. Per attempt, so that a
 /// complaint, which reveals what one dealer sealed to us, opens nothing of another attempt.
 pub fn seal_secret(

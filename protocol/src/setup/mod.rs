@@ -100,16 +100,17 @@ impl Attempt {
         Some([x.computed()?.1, k.computed()?.1])
     }
     /// Members the attempt's complaints prove at fault, in either run.
-    fn convicted(&self) -> BTreeMap<MemberIndex, Blame> {
+    fn convicted(&self) -> BTreeSet<MemberIndex> {
         let [x, k] = &self.runs;
         let mut all = x.convicted();
         all.extend(k.convicted());
         all
     }
-    /// A dealer of a bad share is proven: the attempt's keys are not used (the share's
-    /// recipient has none), and the next attempt runs without it.
+    /// A dealer of a bad share is proven (or dealt us one): the attempt's keys are not used
+    /// (the share's recipient has none), and the next attempt runs without it. Every member
+    /// judges the same complaints, the ones before the participants' done records.
     fn has_bad_dealer(&self) -> bool {
-        self.convicted().values().any(|b| *b == Blame::Dealer)
+        self.runs.iter().any(DkgRun::has_bad_dealer)
     }
     /// The transcripts this member would vote for: none once a bad dealer is proven.
     fn usable_transcripts(&self) -> Option<[Hash; 2]> {
@@ -352,15 +353,34 @@ impl Setup {
                 run,
                 attempt,
                 ephemeral,
+                ephemeral_proof,
                 shares,
                 ..
             } => {
                 let a = self
                     .attempt(*attempt)
                     .ok_or(CheckDkg::Wait(Wait::Attempt(epoch, *attempt)))?;
-                a.run(*run)
-                    .check_round2(author, epoch, *attempt, ephemeral, shares)
-                    .map_err(CheckDkg::Reject)
+                let dkg = a.run(*run);
+                if !dkg.has_round1(author) {
+                    // Its round 1 precedes this in its chain.
+                    return Err(CheckDkg::Wait(Wait::Dealt {
+                        epoch,
+                        attempt: *attempt,
+                        run: *run,
+                        dealer: author,
+                        round: 0,
+                    }));
+                }
+                dkg.check_round2(
+                    consortium,
+                    author,
+                    epoch,
+                    *attempt,
+                    ephemeral,
+                    ephemeral_proof,
+                    shares,
+                )
+                .map_err(CheckDkg::Reject)
             }
             Body::DkgComplaint {
                 run,
@@ -383,6 +403,23 @@ impl Setup {
                         attempt: *attempt,
                         run: *run,
                         dealer: *dealer,
+                        round: 1,
+                    })),
+                    Err(r) => Err(CheckDkg::Reject(r)),
+                }
+            }
+            Body::DkgDone { run, attempt, .. } => {
+                let a = self
+                    .attempt(*attempt)
+                    .ok_or(CheckDkg::Wait(Wait::Attempt(epoch, *attempt)))?;
+                match a.run(*run).check_done(author, *attempt) {
+                    Ok(Some(())) => Ok(()),
+                    Ok(None) => Err(CheckDkg::Wait(Wait::Dealt {
+                        epoch,
+                        attempt: *attempt,
+                        run: *run,
+                        dealer: author,
+                        round: 1,
                     })),
                     Err(r) => Err(CheckDkg::Reject(r)),
                 }
@@ -406,7 +443,8 @@ impl Setup {
         let Some(attempt) = (match body {
             Body::DkgRound1 { attempt, .. }
             | Body::DkgRound2 { attempt, .. }
-            | Body::DkgComplaint { attempt, .. } => Some(*attempt),
+            | Body::DkgComplaint { attempt, .. }
+            | Body::DkgDone { attempt, .. } => Some(*attempt),
             _ => None,
         }) else {
             return;
@@ -467,6 +505,11 @@ impl Setup {
                 if let (true, Some(secret)) = (author == me, secret) {
                     dkg.resume_round2(consortium, me, secret);
                 }
+            }
+            Body::DkgDone { run, .. } => {
+                let dkg = a.run_mut(*run);
+                dkg.note_record(author, 2, hash);
+                dkg.apply_done(author);
             }
             Body::DkgComplaint {
                 run,
@@ -581,6 +624,7 @@ impl Setup {
                 }
                 out.bodies
                     .extend(dkg.complaints_to_post(consortium, me, secret));
+                out.bodies.extend(dkg.done_body(me));
                 if let Err(why) = dkg.try_finish(&consortium.id, me) {
                     dkg.fail(why);
                 }
@@ -658,7 +702,7 @@ impl Setup {
                     } else if ready
                         && next
                             .iter()
-                            .all(|&m| Self::posted(a, m) && !convicted.contains_key(&m))
+                            .all(|&m| Self::posted(a, m) && !convicted.contains(&m))
                     {
                         Validity::Valid
                     } else {
@@ -686,11 +730,13 @@ impl Setup {
     }
 
     /// Whether `member` posted everything it could in the attempt: its round-2 records too
-    /// once every round-1 package was in.
+    /// once every round-1 package was in, and its done records once every round-2 was.
     fn posted_all(a: &Attempt, member: MemberIndex) -> bool {
         Run::ALL.iter().all(|&run| {
             let dkg = a.run(run);
-            dkg.has_round1(member) && (!dkg.round1_complete() || dkg.has_round2(member))
+            dkg.has_round1(member)
+                && (!dkg.round1_complete() || dkg.has_round2(member))
+                && (!dkg.round2_complete() || dkg.has_done(member))
         })
     }
 
@@ -700,7 +746,7 @@ impl Setup {
             return Some(Value::SetupKeys { transcripts });
         }
         let convicted = a.convicted();
-        let clean = |m: &MemberIndex| !convicted.contains_key(m);
+        let clean = |m: &MemberIndex| !convicted.contains(m);
         // With a bad dealer proven, the retry need not wait for the deadline once everyone
         // else posted what it could.
         let early = a.has_bad_dealer()
