@@ -11,6 +11,7 @@ use bankmesh_protocol::crypto::oprf::{self, BatchContext};
 use bankmesh_protocol::crypto::ring::{self, RingContext, RingKey};
 use bankmesh_protocol::crypto::sealed::{self, ShareContext};
 use bankmesh_protocol::genesis::Consortium;
+use bankmesh_protocol::gossip;
 use bankmesh_protocol::keys::EpochSecret;
 use bankmesh_protocol::messages::{Request, Response};
 use bankmesh_protocol::record::{
@@ -67,12 +68,23 @@ impl Ctx<'_> {
         )
     }
 
+    /// `record` as the member puts it on gossip (a submission with its stamp as exit).
+    pub fn frame(&self, record: &Record) -> Vec<u8> {
+        gossip::frame(
+            &self.consortium.id,
+            self.me,
+            self.secrets.identity(),
+            record,
+        )
+    }
+
     fn to_all(&self, record: &Record, delay_ms: u64) -> Vec<Send> {
+        let bytes = self.frame(record);
         self.peers
             .iter()
             .map(|&to| Send {
                 to,
-                bytes: record.bytes().to_vec(),
+                bytes: bytes.clone(),
                 delay_ms,
                 via: Via::Gossip,
             })
@@ -666,6 +678,36 @@ impl Adversary for BadOprfEvaluator {
             proof,
             signature,
         }
+    }
+}
+
+/// Publishes, as an exit, an invalid submission: a copy of one of its own with the identity as
+/// one-time key (which would open every share for its tag), stamped with its own key. It also
+/// sends one through the relay, where the honest exit verifies it and drops it. Every member
+/// refuses the published one, and its stamp makes it evidence against the exit on the log.
+#[derive(Default)]
+pub struct InvalidPublisher {
+    done: bool,
+}
+
+impl Adversary for InvalidPublisher {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        ctx.to_all(record, 0)
+    }
+
+    fn on_tick(&mut self, ctx: &mut Ctx<'_>) -> Vec<Send> {
+        if self.done {
+            return Vec::new();
+        }
+        let Some((_, mut s)) = DoubleSubmitter::own_submissions(ctx).into_iter().next() else {
+            return Vec::new();
+        };
+        self.done = true;
+        s.one_time = curve25519_dalek::ristretto::RistrettoPoint::default();
+        let bad = Record::submission(&ctx.consortium.id, s);
+        let mut out = ctx.to_all(&bad, 0);
+        out.extend(DoubleSubmitter::through_relay(ctx, &bad));
+        out
     }
 }
 

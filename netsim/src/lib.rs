@@ -632,15 +632,24 @@ impl Sim {
             }
             let sends = match self.with_adversary(from, |adv, ctx| adv.on_publish(ctx, record)) {
                 Some(sends) => sends,
-                None => peers
-                    .iter()
-                    .map(|&to| adversary::Send {
-                        to,
-                        bytes: record.bytes().to_vec(),
-                        delay_ms: 0,
-                        via: adversary::Via::Gossip,
-                    })
-                    .collect(),
+                None => {
+                    let Some(bytes) = self
+                        .nodes
+                        .get(&from)
+                        .map(|n| n.replica.bank().gossip_frame(record))
+                    else {
+                        continue;
+                    };
+                    peers
+                        .iter()
+                        .map(|&to| adversary::Send {
+                            to,
+                            bytes: bytes.clone(),
+                            delay_ms: 0,
+                            via: adversary::Via::Gossip,
+                        })
+                        .collect()
+                }
             };
             self.send_all(from, sends);
         }

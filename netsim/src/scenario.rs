@@ -9,7 +9,8 @@ use bankmesh_protocol::Event;
 
 use crate::adversary::{
     BadDealer, BadOprfEvaluator, BadShareDecryptor, CensoringProposer, DoubleSubmitter,
-    EquivocatingVoter, FalseComplainer, LateCosigner, SilentDealer, WithholdingDealer,
+    EquivocatingVoter, FalseComplainer, InvalidPublisher, LateCosigner, SilentDealer,
+    WithholdingDealer,
 };
 use crate::check::{self, Expect, Outcome};
 use crate::network::Partition;
@@ -35,6 +36,7 @@ pub const ALL: &[&str] = &[
     "false-complaint",
     "bad-decryption-share",
     "bad-oprf-eval",
+    "invalid-submission",
     "double-submission",
     "relay-offline",
     "multi-epoch",
@@ -53,6 +55,7 @@ pub const ADVERSARIAL: &[&str] = &[
     "false-complaint",
     "bad-decryption-share",
     "bad-oprf-eval",
+    "invalid-submission",
 ];
 
 /// Size parameters a command line may change.
@@ -201,6 +204,10 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
             c.adversary = Some((3, Box::new(FalseComplainer::default())));
             expect.named = Some("false-complaint");
             expect.left_out = true;
+        }
+        "invalid-submission" => {
+            c.adversary = Some((2, Box::new(InvalidPublisher::default())));
+            expect.named = Some("invalid-submission");
         }
         "bad-oprf-eval" => {
             c.adversary = Some((2, Box::new(BadOprfEvaluator::default())));

@@ -55,6 +55,7 @@ scenarios! {
     false_complaint => "false-complaint",
     bad_decryption_share => "bad-decryption-share",
     bad_oprf_eval => "bad-oprf-eval",
+    invalid_submission => "invalid-submission",
     double_submission => "double-submission",
     relay_offline => "relay-offline",
     multi_epoch => "multi-epoch",

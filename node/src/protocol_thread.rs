@@ -239,7 +239,7 @@ impl Core {
         let mut ids = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(batch.len());
         for g in batch {
-            let kind = UncheckedRecord::decode(&g.data)
+            let kind = UncheckedRecord::decode(bankmesh_protocol::gossip::record_part(&g.data))
                 .map_or("malformed", |r| kind_of(&r.envelope().payload));
             ids.push((g.id, g.source, g.from, kind));
             items.push((Origin::Gossip { from: g.from }, g.data));
@@ -284,7 +284,11 @@ impl Core {
     fn execute(&mut self, step: Step) -> Result<()> {
         if !step.publish.is_empty() || !step.requests.is_empty() {
             self.send(FromCore::Send {
-                publish: step.publish.iter().map(|r| r.bytes().to_vec()).collect(),
+                publish: step
+                    .publish
+                    .iter()
+                    .map(|r| self.replica.bank().gossip_frame(r))
+                    .collect(),
                 requests: step.requests,
             })?;
         }

@@ -471,6 +471,29 @@ impl Bank {
                     Err(why) => EvidenceVerdict::False(why),
                 }
             }
+            Evidence::InvalidPublication {
+                record,
+                exit,
+                signature,
+            } => {
+                let s = match evidence::stamped_submission(
+                    &self.consortium,
+                    epoch,
+                    record,
+                    *exit,
+                    signature,
+                ) {
+                    Ok(s) => s,
+                    Err(why) => return EvidenceVerdict::False(why),
+                };
+                let Some(keys) = self.keys(epoch) else {
+                    return EvidenceVerdict::Wait(Wait::Keys(epoch));
+                };
+                match verify_submission(&self.consortium, keys, &s) {
+                    Err(_) => EvidenceVerdict::Proven(*exit),
+                    Ok(_) => EvidenceVerdict::False("the submission is valid".into()),
+                }
+            }
             Evidence::BadOprfEvaluation(e) => {
                 let Some(keys) = self.keys(epoch) else {
                     return EvidenceVerdict::Wait(Wait::Keys(epoch));
@@ -725,6 +748,16 @@ impl Bank {
             }
             out.bodies.push(body);
         }
+    }
+
+    /// A record as this member puts it on gossip: a submission with our stamp as its exit.
+    pub fn gossip_frame(&self, record: &Record) -> Vec<u8> {
+        crate::gossip::frame(
+            &self.consortium.id,
+            self.me,
+            self.secrets.identity(),
+            record,
+        )
     }
 
     /// Each member's convictions on the log here: (kind, epoch).

@@ -7,8 +7,10 @@ use curve25519_dalek::ristretto::RistrettoPoint;
 
 use crate::crypto::oprf::{self, BatchContext};
 use crate::genesis::Consortium;
+use crate::gossip::{check_stamp, Stamp};
 use crate::record::{
-    epoch_of, Body, Evidence, Hash, Payload, ShareEntry, SignedEvaluation, UncheckedRecord,
+    epoch_of, Body, Evidence, Hash, Payload, ShareEntry, SignedEvaluation, Submission,
+    UncheckedRecord,
 };
 use crate::MemberIndex;
 
@@ -88,6 +90,7 @@ pub fn claimed_culprit(evidence: &Evidence) -> Option<MemberIndex> {
         Evidence::Equivocation { first, .. } => first,
         Evidence::BadDecryptionShares { record } => record,
         Evidence::BadOprfEvaluation(e) => return Some(e.evaluator),
+        Evidence::InvalidPublication { exit, .. } => return Some(*exit),
     };
     UncheckedRecord::decode(bytes).ok()?.claimed_author()
 }
@@ -98,8 +101,33 @@ pub fn claimed_epoch(evidence: &Evidence) -> Option<u64> {
         Evidence::Equivocation { first, .. } => first,
         Evidence::BadDecryptionShares { record } => record,
         Evidence::BadOprfEvaluation(e) => return Some(e.epoch),
+        Evidence::InvalidPublication { record, .. } => record,
     };
     epoch_of(&UncheckedRecord::decode(bytes).ok()?.envelope().payload)
+}
+
+/// An exit's stamped publication as evidence: the stamp is the exit's, and the record a
+/// submission of `epoch`. Whether it is invalid is judged with the epoch's keys by the caller.
+pub fn stamped_submission(
+    c: &Consortium,
+    epoch: u64,
+    record: &[u8],
+    exit: MemberIndex,
+    signature: &ed25519_dalek::Signature,
+) -> Result<Submission, String> {
+    let stamp = Stamp {
+        exit,
+        signature: *signature,
+    };
+    check_stamp(c, &crate::record::hash_bytes(record), &stamp).map_err(|e| e.to_string())?;
+    let u = UncheckedRecord::decode(record).map_err(|e| format!("evidence: {e}"))?;
+    if u.envelope().consortium != c.id {
+        return Err("evidence: a record of another consortium".into());
+    }
+    match &u.envelope().payload {
+        Payload::Submission(s) if s.epoch == epoch => Ok(Submission::clone(s)),
+        _ => Err(format!("evidence: not a submission of epoch {epoch}")),
+    }
 }
 
 /// A signed OPRF evaluation as evidence: signed by its evaluator, of `epoch`, and its proof

@@ -21,6 +21,7 @@ pub mod crypto;
 pub mod epoch;
 pub mod evidence;
 pub mod genesis;
+pub mod gossip;
 pub mod keys;
 pub mod local;
 pub mod merkle;

@@ -171,6 +171,13 @@ pub enum Evidence {
     BadDecryptionShares { record: Vec<u8> },
     /// A signed OPRF evaluation whose proof fails against the evaluator's verifying share.
     BadOprfEvaluation(Box<SignedEvaluation>),
+    /// An invalid submission an exit published, with the exit's stamp on it
+    /// ([`crate::gossip`]): exits verify what they publish.
+    InvalidPublication {
+        record: Vec<u8>,
+        exit: MemberIndex,
+        signature: Signature,
+    },
 }
 
 /// An OPRF partial evaluation as its evaluator signed it, with the request it answers: what a
@@ -243,6 +250,7 @@ impl Evidence {
             Evidence::Equivocation { .. } => "equivocation",
             Evidence::BadDecryptionShares { .. } => "bad-decryption-share",
             Evidence::BadOprfEvaluation(_) => "bad-oprf-eval",
+            Evidence::InvalidPublication { .. } => "invalid-submission",
         }
     }
 }

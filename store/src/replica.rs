@@ -5,8 +5,9 @@
 //! identically. It also makes sure, at every start, that the member's own chain head is
 //! confirmed by peers before the bank signs anything.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+use bankmesh_protocol::gossip::{self, Stamp};
 use bankmesh_protocol::messages::{Request, Response, SYNC_BATCH_MAX};
 use bankmesh_protocol::record::{DecodeError, Evidence, Payload, Record, UncheckedRecord};
 use bankmesh_protocol::{
@@ -235,9 +236,17 @@ impl Replica {
         let mut verdicts = vec![Acceptance::Ignore; items.len()];
         let mut chains = BatchChains::default();
         let mut candidates = Vec::new();
+        // Submissions from gossip with their exits' stamps: if one is invalid, the stamp and
+        // the record are the exit's own evidence.
+        let mut stamped: HashMap<Hash, Stamp> = HashMap::new();
         for (idx, (origin, bytes)) in items.into_iter().enumerate() {
             match self.precheck(origin, &bytes, &mut chains, step)? {
-                Ok(unchecked) => candidates.push((idx, origin, unchecked)),
+                Ok((unchecked, stamp)) => {
+                    if let Some(stamp) = stamp {
+                        stamped.insert(unchecked.hash(), stamp);
+                    }
+                    candidates.push((idx, origin, unchecked));
+                }
                 Err(acceptance) => {
                     if let Some(v) = verdicts.get_mut(idx) {
                         *v = acceptance;
@@ -246,12 +255,33 @@ impl Replica {
             }
         }
         let bank = &self.bank;
-        let judged: Vec<(usize, Origin, Verdict)> = candidates
+        let judged: Vec<(usize, Origin, Verdict, Vec<u8>)> = candidates
             .into_par_iter()
-            .map(|(idx, origin, unchecked)| (idx, origin, bank.check(now, origin, unchecked)))
+            .map(|(idx, origin, unchecked)| {
+                let bytes = if stamped.contains_key(&unchecked.hash()) {
+                    unchecked.bytes().to_vec()
+                } else {
+                    Vec::new()
+                };
+                (idx, origin, bank.check(now, origin, unchecked), bytes)
+            })
             .collect();
         let mut accepted = Vec::new();
-        for (idx, origin, verdict) in judged {
+        for (idx, origin, mut verdict, bytes) in judged {
+            if let Verdict::Reject(f) = &mut verdict {
+                if let (Culprit::Submission(h), FaultKind::InvalidSubmission) = (f.culprit, f.kind)
+                {
+                    if let Some(stamp) = stamped.remove(&h) {
+                        f.culprit = Culprit::Member(stamp.exit);
+                        f.detail = format!("published an invalid submission: {}", f.detail);
+                        f.evidence = Some(Evidence::InvalidPublication {
+                            record: bytes,
+                            exit: stamp.exit,
+                            signature: stamp.signature,
+                        });
+                    }
+                }
+            }
             let (acceptance, checked) = self.take_verdict(origin, verdict, step);
             if let Some(v) = verdicts.get_mut(idx) {
                 *v = acceptance;
@@ -271,7 +301,28 @@ impl Replica {
         bytes: &[u8],
         chains: &mut BatchChains,
         step: &mut Step,
-    ) -> Result<Result<UncheckedRecord, Acceptance>, StoreError> {
+    ) -> Result<Result<(UncheckedRecord, Option<Stamp>), Acceptance>, StoreError> {
+        // Gossip from a peer: a submission must carry the stamp of the exit that published it.
+        let (bytes, stamp) = match origin {
+            Origin::Gossip { from } if from != self.bank.me() => {
+                match gossip::unframe(self.bank.consortium(), from, bytes) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.stats.rejected += 1;
+                        step.faults.push(Fault {
+                            culprit: Culprit::Member(from),
+                            kind: FaultKind::InvalidSubmission,
+                            record: None,
+                            detail: e.to_string(),
+                            evidence: None,
+                        });
+                        return Ok(Err(Acceptance::Reject));
+                    }
+                }
+            }
+            _ => (bytes.to_vec(), None),
+        };
+        let bytes = bytes.as_slice();
         let hash = crate::record_hash(bytes);
         if self.store.contains(&hash)? || self.store.contains_evidence(&hash)? {
             self.stats.ignored += 1;
@@ -306,7 +357,7 @@ impl Replica {
                 *head = (*head).max(seq);
             }
         }
-        Ok(Ok(unchecked))
+        Ok(Ok((unchecked, stamp)))
     }
 
     /// Whether a record at `seq` names as `prev` a record kept as evidence at `seq - 1` (here
