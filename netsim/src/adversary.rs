@@ -711,6 +711,72 @@ impl Adversary for InvalidPublisher {
     }
 }
 
+/// Floods its peers while the epoch's submissions are open, in a few bursts: junk on gossip,
+/// its own records again, and onion packets past the relay's rate to one hop at a time. What it
+/// sends past the bounds is dropped and counted (the relay's token bucket, the duplicate
+/// check), junk names it as a fault at every member, and results stay exact.
+pub struct Spammer {
+    pub bursts: u32,
+    pub packets_per_burst: usize,
+    last: Option<Time>,
+}
+
+impl Spammer {
+    pub fn new(bursts: u32, packets_per_burst: usize) -> Spammer {
+        Spammer {
+            bursts,
+            packets_per_burst,
+            last: None,
+        }
+    }
+}
+
+impl Adversary for Spammer {
+    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
+        ctx.to_all(record, 0)
+    }
+
+    fn on_tick(&mut self, ctx: &mut Ctx<'_>) -> Vec<Send> {
+        let epoch = ctx.consortium.epoch_at(ctx.now);
+        let open = ctx.now >= ctx.consortium.epoch_start(epoch)
+            && ctx.now < ctx.consortium.submit_end(epoch);
+        let spaced = self.last.is_none_or(|t| ctx.now.0 >= t.0 + 2_000);
+        if self.bursts == 0 || !open || !spaced || ctx.peers.is_empty() {
+            return Vec::new();
+        }
+        self.bursts -= 1;
+        self.last = Some(ctx.now);
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            let mut junk = vec![0u8; 1 + ctx.rng.next_u32() as usize % 600];
+            ctx.rng.fill_bytes(&mut junk);
+            for &to in &ctx.peers {
+                out.push(Send {
+                    to,
+                    bytes: junk.clone(),
+                    delay_ms: 0,
+                    via: Via::Gossip,
+                });
+            }
+        }
+        for r in ctx.records_of(ctx.me) {
+            out.extend(ctx.to_all(&r, 0));
+        }
+        let to = ctx.peers[ctx.rng.next_u32() as usize % ctx.peers.len()];
+        for _ in 0..self.packets_per_burst {
+            let mut packet = vec![0u8; packet::PACKET_BYTES];
+            ctx.rng.fill_bytes(&mut packet);
+            out.push(Send {
+                to,
+                bytes: packet,
+                delay_ms: 0,
+                via: Via::Onion,
+            });
+        }
+        out
+    }
+}
+
 /// Posts nothing at all in the setup (no round-1 package): attempt 0 times out, and the retry
 /// leaves it out, accused by timeout rather than by evidence.
 pub struct SilentDealer;

@@ -25,6 +25,9 @@ pub struct Expect {
     pub named: Option<&'static str>,
     /// The faulty member is left out of epoch 1's keys (its setup retried without it).
     pub left_out: bool,
+    /// Every honest member named the faulty member in a fault of its own (what it sends
+    /// cannot be proven to others: junk carries no signature).
+    pub faulted: bool,
 }
 
 /// What a run showed.
@@ -58,6 +61,10 @@ fn culprit_named(sim: &Sim, culprit: MemberIndex, expect: Expect, out: &mut Outc
                     "member {m}: no record on its log proves member {culprit} at fault for {kind}"
                 ));
             }
+        }
+        if expect.faulted && sim.named.get(&(m, culprit)).copied().unwrap_or(0) == 0 {
+            out.violations
+                .push(format!("member {m} named no fault of member {culprit}"));
         }
         if expect.left_out && bank.ring_members(1).is_some_and(|r| r.contains(&culprit)) {
             out.violations.push(format!(

@@ -212,6 +212,8 @@ pub struct Sim {
     adv_rng: ChaCha20Rng,
     pub noted: Vec<Noted>,
     pub faults_seen: u64,
+    /// Faults each member saw, by (member, culprit).
+    pub named: BTreeMap<(MemberIndex, MemberIndex), u64>,
     /// The member that first published each submission on gossip (its exit).
     pub first_publisher: BTreeMap<bankmesh_protocol::Hash, MemberIndex>,
     /// Packets and OPRF requests each member sent, by epoch window (the traffic an observer of
@@ -291,6 +293,7 @@ impl Sim {
             adv_rng: ChaCha20Rng::seed_from_u64(seed ^ 0x6164_7665_7273),
             noted: Vec::new(),
             faults_seen: 0,
+            named: BTreeMap::new(),
             first_publisher: BTreeMap::new(),
             sent: BTreeMap::new(),
             config,
@@ -692,6 +695,11 @@ impl Sim {
             });
         }
         self.faults_seen += step.faults.len() as u64;
+        for f in &step.faults {
+            if let bankmesh_protocol::Culprit::Member(culprit) = f.culprit {
+                *self.named.entry((from, culprit)).or_default() += 1;
+            }
+        }
         if self.trace {
             for f in &step.faults {
                 eprintln!("[{}] member {from}: fault {f}", self.now.0);

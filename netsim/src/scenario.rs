@@ -9,7 +9,7 @@ use bankmesh_protocol::Event;
 
 use crate::adversary::{
     BadDealer, BadOprfEvaluator, BadShareDecryptor, CensoringProposer, DoubleSubmitter,
-    EquivocatingVoter, FalseComplainer, InvalidPublisher, LateCosigner, SilentDealer,
+    EquivocatingVoter, FalseComplainer, InvalidPublisher, LateCosigner, SilentDealer, Spammer,
     WithholdingDealer,
 };
 use crate::check::{self, Expect, Outcome};
@@ -37,6 +37,7 @@ pub const ALL: &[&str] = &[
     "bad-decryption-share",
     "bad-oprf-eval",
     "invalid-submission",
+    "spam",
     "double-submission",
     "relay-offline",
     "multi-epoch",
@@ -56,6 +57,7 @@ pub const ADVERSARIAL: &[&str] = &[
     "bad-decryption-share",
     "bad-oprf-eval",
     "invalid-submission",
+    "spam",
 ];
 
 /// Size parameters a command line may change.
@@ -204,6 +206,12 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
             c.adversary = Some((3, Box::new(FalseComplainer::default())));
             expect.named = Some("false-complaint");
             expect.left_out = true;
+        }
+        "spam" => {
+            // Three bursts, each with half again the relay's per-hop rate of onion packets.
+            let per_burst = c.privacy.relay_rate as usize * 3 / 2;
+            c.adversary = Some((2, Box::new(Spammer::new(3, per_burst))));
+            expect.faulted = true;
         }
         "invalid-submission" => {
             c.adversary = Some((2, Box::new(InvalidPublisher::default())));

@@ -56,6 +56,7 @@ scenarios! {
     bad_decryption_share => "bad-decryption-share",
     bad_oprf_eval => "bad-oprf-eval",
     invalid_submission => "invalid-submission",
+    spam => "spam",
     double_submission => "double-submission",
     relay_offline => "relay-offline",
     multi_epoch => "multi-epoch",
