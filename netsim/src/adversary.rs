@@ -418,38 +418,23 @@ impl Adversary for CensoringProposer {
     }
 }
 
-/// Deals its decryption run's first round-2 record with garbage sealed to one recipient (the
-/// others get good shares). The recipient complains, revealing that one share's key; every
-/// member opens it from the log, names the dealer, and the next attempt runs without it.
-#[derive(Default)]
-pub struct BadDealer {
-    chain: ForgedChain,
-    dealt: bool,
+/// A strategy that lies in some of its own records: it picks a new body for a record, and the
+/// record and all after it go out on a consistently forged chain ([`ForgedChain`]).
+pub trait Rewrite {
+    /// The body peers get in place of `record`'s, if it lies in this one.
+    fn body(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Option<Body>;
 }
 
-impl Adversary for BadDealer {
+/// The adversary of a [`Rewrite`] strategy.
+#[derive(Default)]
+pub struct Forging<R> {
+    chain: ForgedChain,
+    rewrite: R,
+}
+
+impl<R: Rewrite> Adversary for Forging<R> {
     fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
-        let mut body = None;
-        if let Payload::Identified(i) = record.payload() {
-            if let Body::DkgRound2 {
-                run: Run::Decryption,
-                shares,
-                ..
-            } = &i.body
-            {
-                if !self.dealt {
-                    self.dealt = true;
-                    let mut b = i.body.clone();
-                    if let Body::DkgRound2 { shares: s, .. } = &mut b {
-                        if let Some(first) = s.first_mut() {
-                            ctx.rng.fill_bytes(&mut first.ciphertext);
-                        }
-                    }
-                    debug_assert!(!shares.is_empty());
-                    body = Some(b);
-                }
-            }
-        }
+        let body = self.rewrite.body(ctx, record);
         let out = self.chain.rewrite(ctx, record, body);
         ctx.to_all(&out, 0)
     }
@@ -465,13 +450,48 @@ impl Adversary for BadDealer {
     }
 }
 
+/// The body of an identified record.
+fn body_of(record: &Record) -> Option<&Body> {
+    match record.payload() {
+        Payload::Identified(i) => Some(&i.body),
+        Payload::Submission(_) => None,
+    }
+}
+
+/// Deals its decryption run's first round-2 record with garbage sealed to one recipient (the
+/// others get good shares). The recipient complains, revealing that one share's key; every
+/// member opens it from the log, names the dealer, and the next attempt runs without it.
+#[derive(Default)]
+pub struct BadDealer {
+    dealt: bool,
+}
+
+impl Rewrite for BadDealer {
+    fn body(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Option<Body> {
+        let mut b = body_of(record)?.clone();
+        let Body::DkgRound2 {
+            run: Run::Decryption,
+            shares,
+            ..
+        } = &mut b
+        else {
+            return None;
+        };
+        if self.dealt {
+            return None;
+        }
+        self.dealt = true;
+        ctx.rng.fill_bytes(&mut shares.first_mut()?.ciphertext);
+        Some(b)
+    }
+}
+
 /// Complains about a good share: it reveals, with a valid proof, the key of the share member 1
 /// dealt it in epoch 1's decryption run, in place of its done record of that run (a complaint
 /// must come before it). Every member opens the share from the log, finds it good, and names
 /// the complainer; with its done record missing, the setup is retried without it.
 #[derive(Default)]
 pub struct FalseComplainer {
-    chain: ForgedChain,
     complained: bool,
 }
 
@@ -489,19 +509,16 @@ impl FalseComplainer {
         let seal = epoch_keys::seal_secret(&secret, ctx.consortium, epoch, run, attempt);
         let ephemeral = ctx
             .records_of(dealer)
-            .into_iter()
-            .find_map(|r| match r.payload() {
-                Payload::Identified(i) => match &i.body {
-                    Body::DkgRound2 {
-                        epoch: e,
-                        run: Run::Decryption,
-                        attempt: 0,
-                        ephemeral,
-                        ..
-                    } if *e == epoch => Some(*ephemeral),
-                    _ => None,
-                },
-                Payload::Submission(_) => None,
+            .iter()
+            .find_map(|r| match body_of(r)? {
+                Body::DkgRound2 {
+                    epoch: e,
+                    run: Run::Decryption,
+                    attempt: 0,
+                    ephemeral,
+                    ..
+                } if *e == epoch => Some(*ephemeral),
+                _ => None,
             })?;
         let e = sealed::peer_point(&ephemeral).ok()?;
         let share_ctx = ShareContext {
@@ -524,32 +541,22 @@ impl FalseComplainer {
     }
 }
 
-impl Adversary for FalseComplainer {
-    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
-        let mut body = None;
-        if let (false, Payload::Identified(i)) = (self.complained, record.payload()) {
-            if let Body::DkgDone {
-                epoch,
-                run: Run::Decryption,
-                attempt: 0,
-            } = &i.body
-            {
-                body = Self::complaint(ctx, *epoch);
-                self.complained = body.is_some();
-            }
+impl Rewrite for FalseComplainer {
+    fn body(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Option<Body> {
+        let Body::DkgDone {
+            epoch,
+            run: Run::Decryption,
+            attempt: 0,
+        } = body_of(record)?
+        else {
+            return None;
+        };
+        if self.complained {
+            return None;
         }
-        let out = self.chain.rewrite(ctx, record, body);
-        ctx.to_all(&out, 0)
-    }
-
-    fn on_response(
-        &mut self,
-        _ctx: &mut Ctx<'_>,
-        _to: MemberIndex,
-        _request: &Request,
-        response: Response,
-    ) -> Response {
-        self.chain.response(response)
+        let complaint = Self::complaint(ctx, *epoch);
+        self.complained = complaint.is_some();
+        complaint
     }
 }
 
@@ -558,37 +565,21 @@ impl Adversary for FalseComplainer {
 /// record, and the results come from the others' shares.
 #[derive(Default)]
 pub struct BadShareDecryptor {
-    chain: ForgedChain,
     tampered: bool,
 }
 
-impl Adversary for BadShareDecryptor {
-    fn on_publish(&mut self, ctx: &mut Ctx<'_>, record: &Record) -> Vec<Send> {
-        let mut body = None;
-        if let (false, Payload::Identified(i)) = (self.tampered, record.payload()) {
-            if let Body::DecryptionShares { .. } = &i.body {
-                let mut b = i.body.clone();
-                if let Body::DecryptionShares { shares, .. } = &mut b {
-                    if let Some(first) = shares.first_mut() {
-                        first.share.e += RISTRETTO_BASEPOINT_POINT;
-                    }
-                }
-                self.tampered = true;
-                body = Some(b);
-            }
+impl Rewrite for BadShareDecryptor {
+    fn body(&mut self, _ctx: &mut Ctx<'_>, record: &Record) -> Option<Body> {
+        let mut b = body_of(record)?.clone();
+        let Body::DecryptionShares { shares, .. } = &mut b else {
+            return None;
+        };
+        if self.tampered {
+            return None;
         }
-        let out = self.chain.rewrite(ctx, record, body);
-        ctx.to_all(&out, 0)
-    }
-
-    fn on_response(
-        &mut self,
-        _ctx: &mut Ctx<'_>,
-        _to: MemberIndex,
-        _request: &Request,
-        response: Response,
-    ) -> Response {
-        self.chain.response(response)
+        self.tampered = true;
+        shares.first_mut()?.share.e += RISTRETTO_BASEPOINT_POINT;
+        Some(b)
     }
 }
 

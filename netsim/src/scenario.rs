@@ -9,8 +9,8 @@ use bankmesh_protocol::Event;
 
 use crate::adversary::{
     BadDealer, BadOprfEvaluator, BadShareDecryptor, CensoringProposer, DoubleSubmitter,
-    EquivocatingVoter, FalseComplainer, InvalidPublisher, LateCosigner, SilentDealer, Spammer,
-    WithholdingDealer,
+    EquivocatingVoter, FalseComplainer, Forging, InvalidPublisher, LateCosigner, SilentDealer,
+    Spammer, WithholdingDealer,
 };
 use crate::check::{self, Expect, Outcome};
 use crate::network::Partition;
@@ -198,12 +198,12 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
             expect.left_out = true;
         }
         "bad-dkg-share" => {
-            c.adversary = Some((n, Box::new(BadDealer::default())));
+            c.adversary = Some((n, Box::new(Forging::<BadDealer>::default())));
             expect.named = Some("bad-dkg-share");
             expect.left_out = true;
         }
         "false-complaint" => {
-            c.adversary = Some((3, Box::new(FalseComplainer::default())));
+            c.adversary = Some((3, Box::new(Forging::<FalseComplainer>::default())));
             expect.named = Some("false-complaint");
             expect.left_out = true;
         }
@@ -222,7 +222,7 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
             expect.named = Some("bad-oprf-eval");
         }
         "bad-decryption-share" => {
-            c.adversary = Some((2, Box::new(BadShareDecryptor::default())));
+            c.adversary = Some((2, Box::new(Forging::<BadShareDecryptor>::default())));
             expect.named = Some("bad-decryption-share");
         }
         "double-submission" => {

@@ -523,7 +523,9 @@ impl Bank {
                     Some(Ok(())) => {
                         EvidenceVerdict::False("its decryption shares are valid".into())
                     }
-                    None if e.shares_unjudgeable(&ctx) => EvidenceVerdict::Unverifiable(s.author),
+                    None if !e.awaits_final_set(&self.consortium, now) => {
+                        EvidenceVerdict::Unverifiable(s.author)
+                    }
                     None => EvidenceVerdict::Wait(Wait::FinalSet(epoch)),
                 }
             }

@@ -10,7 +10,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 
 use crate::genesis::{Consortium, ConsortiumId};
-use crate::record::{hash_bytes, Hash, Payload, Record, UncheckedRecord};
+use crate::record::{Hash, Payload, Record, UncheckedRecord};
 use crate::MemberIndex;
 
 /// Bytes a stamp adds.
@@ -57,37 +57,30 @@ pub enum FrameError {
     BadStamp,
 }
 
-/// Splits gossip from `from` into the record's bytes and, for a submission, its checked stamp.
-/// Bytes that are no record at all are handed on as they are (the record check names them).
-pub fn unframe(
+/// Gossip from `from` that is no record by itself, read as a stamped submission: the record
+/// decoded and its stamp checked. `None` if it is not a record and a stamp either.
+pub fn split_stamped(
     c: &Consortium,
     from: MemberIndex,
     data: &[u8],
-) -> Result<(Vec<u8>, Option<Stamp>), FrameError> {
-    if let Ok(u) = UncheckedRecord::decode(data) {
-        return match u.envelope().payload {
-            Payload::Submission(_) => Err(FrameError::Unstamped),
-            Payload::Identified(_) => Ok((data.to_vec(), None)),
-        };
-    }
-    let Some(split) = data.len().checked_sub(STAMP_LEN) else {
-        return Ok((data.to_vec(), None));
-    };
-    let (record, stamp) = data.split_at(split);
-    let is_submission = UncheckedRecord::decode(record)
-        .is_ok_and(|u| matches!(u.envelope().payload, Payload::Submission(_)));
-    if !is_submission {
-        return Ok((data.to_vec(), None));
+) -> Option<Result<(UncheckedRecord, Stamp), FrameError>> {
+    let (record, stamp) = data.split_at_checked(data.len().checked_sub(STAMP_LEN)?)?;
+    let u = UncheckedRecord::decode(record).ok()?;
+    if !matches!(u.envelope().payload, Payload::Submission(_)) {
+        return None;
     }
     let (exit, signature) = stamp.split_at(2);
-    let exit = u16::from_be_bytes(exit.try_into().map_err(|_| FrameError::BadStamp)?);
-    let signature = Signature::from_slice(signature).map_err(|_| FrameError::BadStamp)?;
-    if exit != from {
-        return Err(FrameError::OtherExit(exit));
-    }
-    let stamp = Stamp { exit, signature };
-    check_stamp(c, &hash_bytes(record), &stamp)?;
-    Ok((record.to_vec(), Some(stamp)))
+    let checked = (|| {
+        let exit = u16::from_be_bytes(exit.try_into().map_err(|_| FrameError::BadStamp)?);
+        let signature = Signature::from_slice(signature).map_err(|_| FrameError::BadStamp)?;
+        if exit != from {
+            return Err(FrameError::OtherExit(exit));
+        }
+        let stamp = Stamp { exit, signature };
+        check_stamp(c, &u.hash(), &stamp)?;
+        Ok(stamp)
+    })();
+    Some(checked.map(|stamp| (u, stamp)))
 }
 
 /// The record's bytes in gossip, stamp or not (unchecked: for labels and logs).
@@ -120,7 +113,7 @@ mod tests {
     use crate::record::{Body, Submission};
 
     fn submission(c: &Consortium) -> Record {
-        // A well-formed submission; unframe does not verify its proofs or signatures.
+        // A well-formed submission; split_stamped does not verify its proofs or signatures.
         use crate::crypto::{ring::RingSignature, schnorr, validity};
         use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
         use curve25519_dalek::scalar::Scalar;
@@ -156,17 +149,26 @@ mod tests {
         let s = submission(&c);
         let framed = frame(&c.id, 2, keys[1].identity(), &s);
         assert_eq!(framed.len(), s.bytes().len() + STAMP_LEN);
-        let (record, stamp) = unframe(&c, 2, &framed).unwrap();
-        assert_eq!((record.as_slice(), stamp.unwrap().exit), (s.bytes(), 2));
-        assert_eq!(unframe(&c, 3, &framed), Err(FrameError::OtherExit(2)));
-        assert_eq!(unframe(&c, 2, s.bytes()), Err(FrameError::Unstamped));
+        let (record, stamp) = split_stamped(&c, 2, &framed).unwrap().unwrap();
+        assert_eq!((record.bytes(), stamp.exit), (s.bytes(), 2));
+        assert_eq!(
+            split_stamped(&c, 3, &framed).unwrap().err(),
+            Some(FrameError::OtherExit(2))
+        );
+        assert!(
+            split_stamped(&c, 2, s.bytes()).is_none(),
+            "bare: not a stamped frame"
+        );
         let forged = frame(&c.id, 2, keys[2].identity(), &s);
-        assert_eq!(unframe(&c, 2, &forged), Err(FrameError::BadStamp));
+        assert_eq!(
+            split_stamped(&c, 2, &forged).unwrap().err(),
+            Some(FrameError::BadStamp)
+        );
         let mut flipped = framed.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(unframe(&c, 2, &flipped).is_err());
-        // Identified records go as they are; bytes that are no record are handed on.
+        assert!(split_stamped(&c, 2, &flipped).unwrap().is_err());
+        // Identified records go as they are; bytes that are no record are no frame.
         let r = Record::identified(
             &c.id,
             keys[0].identity(),
@@ -179,10 +181,8 @@ mod tests {
             },
         );
         assert_eq!(frame(&c.id, 1, keys[0].identity(), &r), r.bytes());
-        assert_eq!(
-            unframe(&c, 1, r.bytes()).unwrap(),
-            (r.bytes().to_vec(), None)
-        );
-        assert_eq!(unframe(&c, 1, b"junk").unwrap(), (b"junk".to_vec(), None));
+        assert!(split_stamped(&c, 1, r.bytes()).is_none());
+        assert!(split_stamped(&c, 1, b"junk").is_none());
+        assert_eq!(record_part(&framed), s.bytes());
     }
 }

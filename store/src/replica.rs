@@ -302,46 +302,45 @@ impl Replica {
         chains: &mut BatchChains,
         step: &mut Step,
     ) -> Result<Result<(UncheckedRecord, Option<Stamp>), Acceptance>, StoreError> {
-        // Gossip from a peer: a submission must carry the stamp of the exit that published it.
-        let (bytes, stamp) = match origin {
-            Origin::Gossip { from } if from != self.bank.me() => {
-                match gossip::unframe(self.bank.consortium(), from, bytes) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.stats.rejected += 1;
-                        step.faults.push(Fault {
-                            culprit: Culprit::Member(from),
-                            kind: FaultKind::InvalidSubmission,
-                            record: None,
-                            detail: e.to_string(),
-                            evidence: None,
-                        });
-                        return Ok(Err(Acceptance::Reject));
-                    }
-                }
-            }
-            _ => (bytes.to_vec(), None),
-        };
-        let bytes = bytes.as_slice();
         let hash = crate::record_hash(bytes);
-        if self.store.contains(&hash)? || self.store.contains_evidence(&hash)? {
-            self.stats.ignored += 1;
+        if self.known(&hash)? {
             return Ok(Err(Acceptance::Ignore));
         }
-        let unchecked = match UncheckedRecord::decode(bytes) {
-            Ok(u) => u,
-            Err(e) => {
+        // Gossip from a peer: a submission must carry the stamp of the exit that published it.
+        let from_peer = match origin {
+            Origin::Gossip { from } if from != self.bank.me() => Some(from),
+            _ => None,
+        };
+        let frame = match UncheckedRecord::decode(bytes) {
+            Ok(u) => match (from_peer, &u.envelope().payload) {
+                (Some(_), Payload::Submission(_)) => Err(gossip::FrameError::Unstamped.to_string()),
+                _ => Ok((u, None)),
+            },
+            Err(e) => match from_peer
+                .and_then(|from| gossip::split_stamped(self.bank.consortium(), from, bytes))
+            {
+                Some(Ok((u, stamp))) => Ok((u, Some(stamp))),
+                Some(Err(frame)) => Err(frame.to_string()),
+                None => Err(e.to_string()),
+            },
+        };
+        let (unchecked, stamp) = match frame {
+            Ok(v) => v,
+            Err(detail) => {
                 self.stats.rejected += 1;
                 step.faults.push(Fault {
                     culprit: Culprit::Member(origin.peer()),
                     kind: FaultKind::Malformed,
                     record: None,
-                    detail: e.to_string(),
+                    detail,
                     evidence: None,
                 });
                 return Ok(Err(Acceptance::Reject));
             }
         };
+        if stamp.is_some() && self.known(&unchecked.hash())? {
+            return Ok(Err(Acceptance::Ignore));
+        }
         if self.gap(&unchecked, chains)? {
             self.request_gap(origin, &unchecked, step)?;
             self.defer(origin, unchecked, None);
@@ -358,6 +357,15 @@ impl Replica {
             }
         }
         Ok(Ok((unchecked, stamp)))
+    }
+
+    /// A record already held (in the log or as evidence): ignored without a decode.
+    fn known(&mut self, hash: &Hash) -> Result<bool, StoreError> {
+        let known = self.store.contains(hash)? || self.store.contains_evidence(hash)?;
+        if known {
+            self.stats.ignored += 1;
+        }
+        Ok(known)
     }
 
     /// Whether a record at `seq` names as `prev` a record kept as evidence at `seq - 1` (here

@@ -298,13 +298,6 @@ impl Epoch {
         )
     }
 
-    /// Whether shares of this epoch can no longer be judged here (it failed, or its
-    /// decryption window closed before the final set was built).
-    pub fn shares_unjudgeable(&self, ctx: &Ctx<'_>) -> bool {
-        !matches!(self.stage, Stage::Decrypting { .. } | Stage::Done { .. })
-            && (self.failed.is_some() || ctx.now >= ctx.consortium.decrypt_end(self.number))
-    }
-
     pub fn check_shares(
         &self,
         ctx: &Ctx<'_>,
@@ -352,25 +345,11 @@ impl Epoch {
                     Err(why) => ShareCheck::Reject(why),
                 }
             }
-            Stage::Done { set } => {
-                let Some(verifying) = ctx.keys.and_then(|k| k.x.verifying.get(&author)) else {
-                    return ShareCheck::Reject("author holds no decryption key share".into());
-                };
-                match decrypt::check_record(
-                    ctx.consortium,
-                    self.number,
-                    set,
-                    author,
-                    verifying,
-                    root,
-                    shares,
-                    |_| false,
-                ) {
-                    // Nothing uses them any more: our results are stored.
-                    Ok(_) => ShareCheck::Unchecked,
-                    Err(why) => ShareCheck::Reject(why),
-                }
-            }
+            // Nothing uses them any more (our results are stored), but a bad one is still named.
+            Stage::Done { .. } => match self.shares_fail_alone(ctx, author, root, shares) {
+                Some(Err(why)) => ShareCheck::Reject(why),
+                _ => ShareCheck::Unchecked,
+            },
             _ if self.failed.is_some() || ctx.now >= ctx.consortium.decrypt_end(self.number) => {
                 ShareCheck::Unchecked
             }
