@@ -98,8 +98,9 @@ pub fn build_swarm(secrets: &MemberSecrets, members: usize) -> Result<Swarm<Beha
 
 /// Gossipsub peer scoring (issue 6): a member whose messages fail validation loses score, and
 /// under the thresholds its gossip is ignored, then it is graylisted, until the count decays.
-/// Only invalid messages count (P4); mesh delivery rates (P3) are off, since a small
-/// consortium's traffic comes in bursts and would penalize honest members. One invalid message
+/// Only invalid messages count (P4); mesh delivery rates (P3), broken promises (P7) and slowness
+/// are off, since a small consortium's traffic comes in bursts and would penalize honest
+/// members under load. One invalid message
 /// weighs -10 (the gossip threshold); the count is squared, so three put a member past the
 /// graylist threshold (-80); it halves every second, so an honest member that relayed one
 /// record another member judged differently (a clock at the edge of a window) recovers within
@@ -122,6 +123,11 @@ pub fn enable_scoring(gossipsub: &mut gossipsub::Behaviour, topic: &IdentTopic) 
     let mut params = gossipsub::PeerScoreParams {
         // Members are few and known; several on one host (the demo) is normal.
         ip_colocation_factor_weight: 0.0,
+        // Broken IWANT promises and slow peers are what a loaded honest member looks like (the
+        // demo's five banks on two cores graylisted each other and lost submissions): only
+        // invalid messages count.
+        behaviour_penalty_weight: 0.0,
+        slow_peer_weight: 0.0,
         decay_interval: Duration::from_secs(1),
         ..gossipsub::PeerScoreParams::default()
     };
