@@ -219,7 +219,10 @@ impl Pseudonyms {
         let Some(b) = self.batches.get_mut(&batch) else {
             return out;
         };
-        if b.done || b.partials.contains_key(&from) {
+        // A batch already done still has its late answers verified, so an evaluator whose bad
+        // answer arrives after `t` good ones is named too. Answers come only to our requests,
+        // so this costs at most one check per request sent.
+        if b.partials.contains_key(&from) {
             return out;
         }
         let verified = keys
@@ -244,8 +247,10 @@ impl Pseudonyms {
             ));
             return out;
         }
-        b.partials.insert(from, evaluated);
-        self.finish(keys, clients, &mut out);
+        if !b.done {
+            b.partials.insert(from, evaluated);
+            self.finish(keys, clients, &mut out);
+        }
         out
     }
 
@@ -391,6 +396,37 @@ mod tests {
             let plain = oprf::finalize(id, &blind, &(Scalar::from(7u64) * b));
             assert_eq!(*y, plain);
         }
+    }
+
+    #[test]
+    fn a_bad_answer_after_the_batch_is_done_still_names_its_evaluator() {
+        let mut rng = ChaCha20Rng::from_seed([7; 32]);
+        let (shares, verifying) = holders();
+        let keys = OprfKeys {
+            consortium: &[0; 32],
+            me: 1,
+            share: shares.get(&1),
+            verifying: &verifying,
+            threshold: 2,
+        };
+        let clients = clients();
+        let mut p = Pseudonyms::new(3);
+        let start = p.start(&keys, &clients, &[0, 1], 1, Time(0), &mut rng);
+        let ask = |m: MemberIndex| &start.requests.iter().find(|(i, _)| *i == m).unwrap().1;
+        let (batch, evaluated, proof) = answer(ask(2), 2, shares.get(&2).unwrap(), &mut rng);
+        let good = p.response(&keys, &clients, 2, batch, evaluated, proof);
+        assert_eq!(good.ready.len(), 2);
+        assert!(!p.pending(), "our share and member 2's complete the batch");
+        // Member 3's answer comes late, with member 2's share: named all the same.
+        let (batch, evaluated, proof) = answer(ask(3), 3, shares.get(&2).unwrap(), &mut rng);
+        let late = p.response(&keys, &clients, 3, batch, evaluated, proof);
+        assert_eq!(late.faults.len(), 1);
+        assert_eq!(late.faults[0].culprit, crate::step::Culprit::Member(3));
+        assert!(late.ready.is_empty() && late.requests.is_empty());
+        // A good late answer changes nothing.
+        let (batch, evaluated, proof) = answer(ask(3), 3, shares.get(&3).unwrap(), &mut rng);
+        let fine = p.response(&keys, &clients, 3, batch, evaluated, proof);
+        assert!(fine.faults.is_empty() && fine.ready.is_empty());
     }
 
     #[test]
