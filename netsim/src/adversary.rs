@@ -674,8 +674,10 @@ impl Adversary for BadOprfEvaluator {
 
 /// Publishes, as an exit, an invalid submission: a copy of one of its own with the identity as
 /// one-time key (which would open every share for its tag), stamped with its own key. It also
-/// sends one through the relay, where the honest exit verifies it and drops it. Every member
-/// refuses the published one, and its stamp makes it evidence against the exit on the log.
+/// sends one through the relay, where the honest exit verifies it and drops it, and a bare one
+/// (another one-time key) on gossip without any stamp. Every member refuses the published one,
+/// and its stamp makes it evidence against the exit on the log; the bare one is refused
+/// undecoded further and names the member that sent it.
 #[derive(Default)]
 pub struct InvalidPublisher {
     done: bool,
@@ -694,10 +696,19 @@ impl Adversary for InvalidPublisher {
             return Vec::new();
         };
         self.done = true;
+        let mut bare = s.clone();
         s.one_time = curve25519_dalek::ristretto::RistrettoPoint::default();
         let bad = Record::submission(&ctx.consortium.id, s);
         let mut out = ctx.to_all(&bad, 0);
         out.extend(DoubleSubmitter::through_relay(ctx, &bad));
+        bare.one_time = curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
+        let bare = Record::submission(&ctx.consortium.id, bare);
+        out.extend(ctx.peers.iter().map(|&to| Send {
+            to,
+            bytes: bare.bytes().to_vec(),
+            delay_ms: 0,
+            via: Via::Gossip,
+        }));
         out
     }
 }

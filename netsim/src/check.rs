@@ -25,9 +25,10 @@ pub struct Expect {
     pub named: Option<&'static str>,
     /// The faulty member is left out of epoch 1's keys (its setup retried without it).
     pub left_out: bool,
-    /// Every honest member named the faulty member in a fault of its own (what it sends
-    /// cannot be proven to others: junk carries no signature).
-    pub faulted: bool,
+    /// Every honest member named the faulty member in a fault of its own whose detail holds
+    /// this ("" for any fault): what it sent cannot be proven to others (junk carries no
+    /// signature; a submission without its exit's stamp names only the member that sent it).
+    pub faulted: Option<&'static str>,
 }
 
 /// What a run showed.
@@ -62,9 +63,13 @@ fn culprit_named(sim: &Sim, culprit: MemberIndex, expect: Expect, out: &mut Outc
                 ));
             }
         }
-        if expect.faulted && sim.named.get(&(m, culprit)).copied().unwrap_or(0) == 0 {
-            out.violations
-                .push(format!("member {m} named no fault of member {culprit}"));
+        if let Some(what) = expect.faulted {
+            let details = sim.named.get(&(m, culprit)).map_or(&[][..], Vec::as_slice);
+            if !details.iter().any(|d| d.contains(what)) {
+                out.violations.push(format!(
+                    "member {m} named no fault of member {culprit} for {what:?}: {details:?}"
+                ));
+            }
         }
         if expect.left_out && bank.ring_members(1).is_some_and(|r| r.contains(&culprit)) {
             out.violations.push(format!(

@@ -212,8 +212,8 @@ pub struct Sim {
     adv_rng: ChaCha20Rng,
     pub noted: Vec<Noted>,
     pub faults_seen: u64,
-    /// Faults each member saw, by (member, culprit).
-    pub named: BTreeMap<(MemberIndex, MemberIndex), u64>,
+    /// Faults each member saw, by (member, culprit): the details of the first few.
+    pub named: BTreeMap<(MemberIndex, MemberIndex), Vec<String>>,
     /// The member that first published each submission on gossip (its exit).
     pub first_publisher: BTreeMap<bankmesh_protocol::Hash, MemberIndex>,
     /// Packets and OPRF requests each member sent, by epoch window (the traffic an observer of
@@ -230,6 +230,8 @@ pub struct SentCounts {
 }
 
 const SYNC_EVERY_MS: u64 = 2_000;
+/// Fault details kept per (member, culprit): enough to check what a member was named for.
+const NAMED_DETAILS_MAX: usize = 64;
 
 impl Sim {
     /// Builds a consortium of `config.banks` members with seeded keys and scores.
@@ -697,7 +699,10 @@ impl Sim {
         self.faults_seen += step.faults.len() as u64;
         for f in &step.faults {
             if let bankmesh_protocol::Culprit::Member(culprit) = f.culprit {
-                *self.named.entry((from, culprit)).or_default() += 1;
+                let details = self.named.entry((from, culprit)).or_default();
+                if details.len() < NAMED_DETAILS_MAX {
+                    details.push(f.detail.clone());
+                }
             }
         }
         if self.trace {

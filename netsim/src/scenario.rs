@@ -211,11 +211,13 @@ pub fn build(name: &str, seed: u64, size: Size) -> Option<(SimConfig, Expect)> {
             // Three bursts, each with half again the relay's per-hop rate of onion packets.
             let per_burst = c.privacy.relay_rate as usize * 3 / 2;
             c.adversary = Some((2, Box::new(Spammer::new(3, per_burst))));
-            expect.faulted = true;
+            expect.faulted = Some("");
         }
         "invalid-submission" => {
             c.adversary = Some((2, Box::new(InvalidPublisher::default())));
             expect.named = Some("invalid-submission");
+            // Its bare copy, sent without a stamp, is refused by every member that gets it.
+            expect.faulted = Some("without its publisher's stamp");
         }
         "bad-oprf-eval" => {
             c.adversary = Some((2, Box::new(BadOprfEvaluator::default())));

@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod net;
 pub mod peer;
 pub mod protocol_thread;
+pub mod throttle;

@@ -29,6 +29,13 @@ pub struct FaultLabels {
     pub kind: String,
 }
 
+/// A member's requests dropped by class (see [`crate::throttle`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThrottleLabels {
+    pub member: String,
+    pub class: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
@@ -50,6 +57,8 @@ pub struct Metrics {
     pub faults: Family<FaultLabels, Counter>,
     /// Faults the log proves, by member: fault records and judged DKG complaints.
     pub convictions: Family<FaultLabels, Counter>,
+    /// Requests dropped because their member was over its rate or its share of open answers.
+    pub throttled: Family<ThrottleLabels, Counter>,
     pub phase_seconds: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     pub check_seconds: Histogram,
     pub peers_connected: Gauge,
@@ -86,6 +95,12 @@ impl Metrics {
             "convictions",
             "Faults the log proves, by member and kind",
             convictions.clone(),
+        );
+        let throttled = Family::<ThrottleLabels, Counter>::default();
+        registry.register(
+            "throttled",
+            "Direct requests dropped because their member was over its rate, by member and class",
+            throttled.clone(),
         );
         let phase_seconds =
             Family::<PhaseLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -143,6 +158,7 @@ impl Metrics {
             records,
             faults,
             convictions,
+            throttled,
             phase_seconds,
             check_seconds,
             peers_connected,
@@ -160,6 +176,15 @@ impl Metrics {
                 kind: kind.to_string(),
                 peer: peer.to_string(),
                 verdict,
+            })
+            .inc();
+    }
+
+    pub fn throttled(&self, member: u16, class: &str) {
+        self.throttled
+            .get_or_create(&ThrottleLabels {
+                member: member.to_string(),
+                class: class.to_string(),
             })
             .inc();
     }

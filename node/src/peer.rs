@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metrics::Metrics;
 use crate::net::{topic, Behaviour, BehaviourEvent, Members};
 use crate::protocol_thread::{Core, FromCore, Gossip, NetView, ToCore, INGEST_BATCH};
+use crate::throttle::{Class, Throttle};
 
 /// Most records waiting to be published while no peer is subscribed yet.
 const OUTBOX_MAX: usize = 65_536;
@@ -119,8 +120,9 @@ pub struct Peer {
     topic: IdentTopic,
     outbox: VecDeque<Vec<u8>>,
     pending_requests: HashMap<OutboundRequestId, MemberIndex>,
-    /// Inbound requests waiting for the protocol thread's answer.
-    channels: HashMap<u64, ResponseChannel<Response>>,
+    /// Inbound requests waiting for the protocol thread's answer, with who asked.
+    channels: HashMap<u64, (MemberIndex, ResponseChannel<Response>)>,
+    throttle: Throttle,
     next_channel: u64,
     /// Per unreachable member: when to dial it next, and the wait after that.
     redial: HashMap<MemberIndex, (std::time::Instant, Duration)>,
@@ -162,6 +164,11 @@ impl Peer {
             events,
             Arc::clone(&metrics),
         );
+        let throttle = Throttle::new(
+            consortium.genesis.privacy.relay_rate,
+            consortium.genesis.members.len(),
+            OPEN_CHANNELS_MAX,
+        );
         Ok(Peer {
             swarm,
             consortium,
@@ -171,6 +178,7 @@ impl Peer {
             outbox: VecDeque::new(),
             pending_requests: HashMap::new(),
             channels: HashMap::new(),
+            throttle,
             next_channel: 0,
             redial: HashMap::new(),
             unsubscribed: HashMap::new(),
@@ -355,7 +363,7 @@ impl Peer {
                 }
             }
             FromCore::Respond { channel, response } => {
-                if let Some(ch) = self.channels.remove(&channel) {
+                if let Some((_, ch)) = self.channels.remove(&channel) {
                     let _ = self
                         .swarm
                         .behaviour_mut()
@@ -430,8 +438,10 @@ impl Peer {
                     request_response::Message::Request {
                         request, channel, ..
                     } => {
-                        if self.channels.len() >= OPEN_CHANNELS_MAX {
-                            return; // the requester times out and asks again
+                        // Dropping the channel closes the stream: the requester sees the
+                        // request fail and asks again later.
+                        if !self.admit(from, &request) {
+                            return;
                         }
                         let id = self.next_channel;
                         self.next_channel += 1;
@@ -441,7 +451,7 @@ impl Peer {
                             channel: id,
                         };
                         if self.to_core.try_send(input).is_ok() {
-                            self.channels.insert(id, channel);
+                            self.channels.insert(id, (from, channel));
                         }
                     }
                     request_response::Message::Response {
@@ -463,7 +473,7 @@ impl Peer {
                 request_response::Event::InboundFailure { .. },
             )) => {
                 // The answer could not be sent (timeout, closed stream): forget its channel.
-                self.channels.retain(|_, ch| ch.is_open());
+                self.channels.retain(|_, (_, ch)| ch.is_open());
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
                 ..
@@ -472,6 +482,21 @@ impl Peer {
             }
             _ => {}
         }
+    }
+
+    /// Whether a request of `from` goes to the protocol thread: within its member's rate for
+    /// its class, and its member's share of open answers (see [`crate::throttle`]).
+    fn admit(&self, from: MemberIndex, request: &Request) -> bool {
+        let class = Class::of(request);
+        let admitted = self.channels.len() < OPEN_CHANNELS_MAX
+            && self.throttle.admit(from, class)
+            && self
+                .throttle
+                .may_open(self.channels.values().filter(|(m, _)| *m == from).count());
+        if !admitted {
+            self.metrics.throttled(from, class.name());
+        }
+        admitted
     }
 
     fn send_request(&mut self, to: MemberIndex, request: Request) {

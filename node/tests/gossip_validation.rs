@@ -1,12 +1,15 @@
 //! Over real libp2p on loopback: a record that fails validation is rejected by the node, named
-//! as a fault of the member that published it, and never stored; a valid one is stored.
+//! as a fault of the member that published it, and never stored; a valid one is stored; a
+//! member flooding requests is throttled.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bankmesh_node::net::{build_swarm, topic};
+use bankmesh_node::metrics::ThrottleLabels;
+use bankmesh_node::net::{build_swarm, topic, BehaviourEvent};
 use bankmesh_node::peer::{now, Command, NodeEvent, Peer};
 use bankmesh_protocol::genesis::{Consortium, Genesis, Timing};
+use bankmesh_protocol::messages::Request;
 use bankmesh_protocol::record::{Body, Record};
 use bankmesh_protocol::{Bank, MemberSecrets};
 use bankmesh_protocol::{Culprit, FaultKind};
@@ -14,7 +17,7 @@ use bankmesh_store::replica::Replica;
 use bankmesh_store::Store;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::Multiaddr;
+use libp2p::{request_response, Multiaddr};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
@@ -30,9 +33,20 @@ async fn listen(swarm: &mut libp2p::Swarm<bankmesh_node::net::Behaviour>) -> Mul
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_gossip_is_rejected_and_attributed() {
-    let mut rng = ChaCha20Rng::from_seed([4; 32]);
+/// One honest node running, and a rogue member's bare swarm dialled to it.
+struct Setup {
+    consortium: Arc<Consortium>,
+    rogue: MemberSecrets,
+    rogue_swarm: libp2p::Swarm<bankmesh_node::net::Behaviour>,
+    honest_peer: libp2p::PeerId,
+    commands: mpsc::Sender<Command>,
+    events: mpsc::Receiver<(u16, NodeEvent)>,
+    metrics: Arc<bankmesh_node::metrics::Metrics>,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(seed: u8) -> Setup {
+    let mut rng = ChaCha20Rng::from_seed([seed; 32]);
     let honest = MemberSecrets::generate(&mut rng);
     let rogue = MemberSecrets::generate(&mut rng);
     let bystander = MemberSecrets::generate(&mut rng);
@@ -40,7 +54,7 @@ async fn invalid_gossip_is_rejected_and_attributed() {
     let mut rogue_swarm = build_swarm(&rogue, 2).unwrap();
     let honest_addr = listen(&mut honest_swarm).await;
     let rogue_addr = listen(&mut rogue_swarm).await;
-    // The DKG starts far in the future: this test is only about validation.
+    // The DKG starts far in the future: these tests are only about what a peer sends.
     let genesis = Genesis::new(
         "validation",
         2,
@@ -56,26 +70,48 @@ async fn invalid_gossip_is_rejected_and_attributed() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path()).unwrap();
     let replica = Replica::open(Bank::new(Arc::clone(&consortium), 1, honest), store).unwrap();
-    let (events_tx, mut events) = mpsc::channel(1024);
+    let (events_tx, events) = mpsc::channel(1024);
+    let metrics = Arc::new(bankmesh_node::metrics::Metrics::new());
     let peer = Peer::new(
         honest_swarm,
         replica,
         Arc::clone(&consortium),
         events_tx,
-        Arc::new(bankmesh_node::metrics::Metrics::new()),
+        Arc::clone(&metrics),
     )
     .unwrap();
     let (commands, commands_rx) = mpsc::channel(8);
     tokio::spawn(peer.run(commands_rx));
-
-    // The rogue member connects and subscribes, then publishes: garbage, a record signed by
-    // itself but claiming another consortium... and finally one valid record.
-    let t = topic(&consortium.id);
-    rogue_swarm.behaviour_mut().gossipsub.subscribe(&t).unwrap();
     let honest_peer =
         bankmesh_node::net::peer_id_of(&consortium.genesis.members[0].identity).unwrap();
     rogue_swarm.behaviour_mut().allow.allow_peer(honest_peer);
     rogue_swarm.dial(honest_addr).unwrap();
+    Setup {
+        consortium,
+        rogue,
+        rogue_swarm,
+        honest_peer,
+        commands,
+        events,
+        metrics,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_gossip_is_rejected_and_attributed() {
+    let Setup {
+        consortium,
+        rogue,
+        mut rogue_swarm,
+        commands,
+        mut events,
+        ..
+    } = setup(4).await;
+    // The rogue member connects and subscribes, then publishes: garbage, a record signed by
+    // itself but claiming another consortium... and finally one valid record.
+    let t = topic(&consortium.id);
+    rogue_swarm.behaviour_mut().gossipsub.subscribe(&t).unwrap();
     let mut other = consortium.id;
     other[0] ^= 1;
     let bad = vec![
@@ -160,5 +196,74 @@ async fn invalid_gossip_is_rejected_and_attributed() {
         }
     }
     assert!(stored, "the valid Ready record was applied");
+    commands.send(Command::Shutdown).await.unwrap();
+}
+
+/// A member flooding direct requests is cut at its rate: the node answers some, drops the
+/// rest before they reach the protocol thread, and counts them against that member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_flooding_requests_is_throttled() {
+    let Setup {
+        mut rogue_swarm,
+        honest_peer,
+        commands,
+        metrics,
+        ..
+    } = setup(5).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !rogue_swarm.is_connected(&honest_peer) {
+        assert!(tokio::time::Instant::now() < deadline, "never connected");
+        let _ =
+            tokio::time::timeout(Duration::from_millis(100), rogue_swarm.select_next_some()).await;
+    }
+    const SENT: usize = 5_000;
+    let flood = std::time::Instant::now();
+    for _ in 0..SENT {
+        rogue_swarm
+            .behaviour_mut()
+            .direct
+            .send_request(&honest_peer, Request::Heads);
+    }
+    let (mut answered, mut failed) = (0, 0);
+    while answered + failed < SENT {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{answered} answered, {failed} failed of {SENT}"
+        );
+        let Ok(event) =
+            tokio::time::timeout(Duration::from_millis(500), rogue_swarm.select_next_some()).await
+        else {
+            continue;
+        };
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(request_response::Event::Message {
+                message: request_response::Message::Response { .. },
+                ..
+            })) => answered += 1,
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(
+                request_response::Event::OutboundFailure { .. },
+            )) => failed += 1,
+            _ => {}
+        }
+    }
+    let throttled = metrics
+        .throttled
+        .get_or_create(&ThrottleLabels {
+            member: "2".into(),
+            class: "sync".into(),
+        })
+        .get();
+    eprintln!("{answered} answered, {failed} failed, {throttled} throttled of {SENT}");
+    assert!(answered > 0, "some requests are answered");
+    // Sync requests: bursts of 800, then 200 a second (node/src/throttle.rs).
+    let allowed = 800.0 + 200.0 * (flood.elapsed().as_secs_f64() + 1.0);
+    assert!(
+        (answered as f64) <= allowed,
+        "{answered} answered, more than the {allowed} the rate allows"
+    );
+    assert!(
+        throttled > 0 && answered < SENT,
+        "{answered} answered, {throttled} throttled of {SENT}"
+    );
     commands.send(Command::Shutdown).await.unwrap();
 }
