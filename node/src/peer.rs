@@ -363,7 +363,8 @@ impl Peer {
                 }
             }
             FromCore::Respond { channel, response } => {
-                if let Some((_, ch)) = self.channels.remove(&channel) {
+                if let Some((from, ch)) = self.channels.remove(&channel) {
+                    self.throttle.closed(from);
                     let _ = self
                         .swarm
                         .behaviour_mut()
@@ -452,6 +453,8 @@ impl Peer {
                         };
                         if self.to_core.try_send(input).is_ok() {
                             self.channels.insert(id, (from, channel));
+                        } else {
+                            self.throttle.closed(from);
                         }
                     }
                     request_response::Message::Response {
@@ -473,7 +476,14 @@ impl Peer {
                 request_response::Event::InboundFailure { .. },
             )) => {
                 // The answer could not be sent (timeout, closed stream): forget its channel.
-                self.channels.retain(|_, (_, ch)| ch.is_open());
+                let throttle = &mut self.throttle;
+                self.channels.retain(|_, (from, ch)| {
+                    let open = ch.is_open();
+                    if !open {
+                        throttle.closed(*from);
+                    }
+                    open
+                });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
                 ..
@@ -486,13 +496,9 @@ impl Peer {
 
     /// Whether a request of `from` goes to the protocol thread: within its member's rate for
     /// its class, and its member's share of open answers (see [`crate::throttle`]).
-    fn admit(&self, from: MemberIndex, request: &Request) -> bool {
+    fn admit(&mut self, from: MemberIndex, request: &Request) -> bool {
         let class = Class::of(request);
-        let admitted = self.channels.len() < OPEN_CHANNELS_MAX
-            && self.throttle.admit(from, class)
-            && self
-                .throttle
-                .may_open(self.channels.values().filter(|(m, _)| *m == from).count());
+        let admitted = self.throttle.admit(from, class);
         if !admitted {
             self.metrics.throttled(from, class.name());
         }

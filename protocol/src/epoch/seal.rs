@@ -44,22 +44,69 @@ pub fn check_report(c: &Consortium, part: u32, hashes: &[Hash]) -> Result<(), St
 }
 
 /// A report part as met, in its author's chain or as evidence of a fork.
-struct Part {
-    author: MemberIndex,
-    part: u32,
-    last: bool,
-    hashes: Vec<Hash>,
-    prev: Hash,
+pub struct Part {
+    pub author: MemberIndex,
+    pub part: u32,
+    pub last: bool,
+    pub hashes: Vec<Hash>,
+    /// The author's record before this one: the previous part, unless this is part 0.
+    pub prev: Hash,
 }
 
 /// A pinned report, walked back from its last part.
-enum Walk {
+pub enum Walk {
     /// Its submissions, ascending.
     Complete(Vec<Hash>),
     /// This part (by record hash) is not here yet.
     Missing(Hash),
     /// It breaks a rule (parts out of order, another author): never valid.
     Broken,
+}
+
+/// Walks the report whose last part is the record `last` back to its part 0, through `parts`
+/// (report parts by record hash): the same walk for members and auditors.
+pub fn walk(parts: &BTreeMap<Hash, Part>, last: &Hash) -> Walk {
+    let Some(first) = parts.get(last) else {
+        return Walk::Missing(*last);
+    };
+    if !first.last {
+        return Walk::Broken;
+    }
+    let mut chunks: Vec<&[Hash]> = Vec::new();
+    let mut current = first;
+    loop {
+        chunks.push(&current.hashes);
+        if current.part == 0 {
+            break;
+        }
+        let Some(prev) = parts.get(&current.prev) else {
+            return Walk::Missing(current.prev);
+        };
+        let ordered = match (prev.hashes.last(), current.hashes.first()) {
+            (Some(a), Some(b)) => a < b,
+            _ => true,
+        };
+        if prev.author != current.author || prev.last || prev.part + 1 != current.part || !ordered {
+            return Walk::Broken;
+        }
+        current = prev;
+    }
+    chunks.reverse();
+    Walk::Complete(chunks.concat())
+}
+
+/// The final set the pinned reports imply: every submission listed in more than `faulty` of
+/// them, ascending.
+pub fn final_hashes<'a>(lists: impl IntoIterator<Item = &'a [Hash]>, faulty: usize) -> Vec<Hash> {
+    let mut all: Vec<Hash> = lists.into_iter().flatten().copied().collect();
+    all.sort_unstable();
+    let mut hashes = Vec::new();
+    for run in all.chunk_by(|a, b| a == b) {
+        if let Some(h) = run.first().filter(|_| run.len() > faulty) {
+            hashes.push(*h);
+        }
+    }
+    hashes
 }
 
 /// The seal's decision: the decided value and the final set it implies.
@@ -190,37 +237,7 @@ impl Seal {
         if let Some(list) = self.lists.get(last) {
             return Walk::Complete(list.clone());
         }
-        let Some(first) = self.parts.get(last) else {
-            return Walk::Missing(*last);
-        };
-        if !first.last {
-            return Walk::Broken;
-        }
-        let mut chunks: Vec<&[Hash]> = Vec::new();
-        let mut current = first;
-        loop {
-            chunks.push(&current.hashes);
-            if current.part == 0 {
-                break;
-            }
-            let Some(prev) = self.parts.get(&current.prev) else {
-                return Walk::Missing(current.prev);
-            };
-            let ordered = match (prev.hashes.last(), current.hashes.first()) {
-                (Some(a), Some(b)) => a < b,
-                _ => true,
-            };
-            if prev.author != current.author
-                || prev.last
-                || prev.part + 1 != current.part
-                || !ordered
-            {
-                return Walk::Broken;
-            }
-            current = prev;
-        }
-        chunks.reverse();
-        Walk::Complete(chunks.concat())
+        walk(&self.parts, last)
     }
 
     /// Takes a report part met in its author's chain or as evidence.
@@ -496,23 +513,14 @@ impl Seal {
         let Value::Seal { reports } = value else {
             return;
         };
-        let mut all = Vec::new();
+        let mut lists = Vec::new();
         for (_, h) in reports {
             match self.lists.get(h) {
-                Some(list) => all.extend_from_slice(list),
+                Some(list) => lists.push(list.as_slice()),
                 None => return,
             }
         }
-        all.sort_unstable();
-        let mut hashes = Vec::new();
-        let mut i = 0;
-        while let Some(h) = all.get(i) {
-            let run = all.iter().skip(i).take_while(|x| *x == h).count();
-            if run > self.faulty {
-                hashes.push(*h);
-            }
-            i += run.max(1);
-        }
+        let hashes = final_hashes(lists, self.faulty);
         self.handed_on = true;
         out.decided = Some(Decided {
             round: *round,
