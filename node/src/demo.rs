@@ -211,6 +211,12 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport> {
     for t in tasks {
         let _ = t.await;
     }
+    // The auditors' bundle, from bank 1's log (its node is stopped, so its store is free).
+    crate::audit::export_store(
+        &args.out.join("stores").join("bank-1"),
+        &args.out.join("consortium.toml"),
+        &args.out.join("audit.jsonl"),
+    )?;
     for (i, (rows, res)) in scores.iter().zip(&results).enumerate() {
         if res.len() != rows.len() {
             bail!(

@@ -2,6 +2,7 @@
 //! and commands, and the local demo.
 
 pub mod admin;
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod consortium;

@@ -112,6 +112,38 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Export the log as an audit bundle, verify a bundle offline, or summarize one.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write this node's log as a bundle (JSON Lines; docs/audit.md). Stop the node first.
+    Export {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The genesis the node runs with.
+        #[arg(long)]
+        consortium: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check every line of a bundle against the genesis you hold; exit 0 only if all holds.
+    Verify {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        consortium: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarize a bundle per epoch: members, records by kind, submissions, tags, faults.
+    Show {
+        #[arg(long)]
+        bundle: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -297,6 +329,43 @@ fn dispatch(command: Commands) -> Result<()> {
         Commands::Status { dir, json } => {
             println!("{}", client::status(&dir, json)?);
         }
+        Commands::Audit(command) => audit(command)?,
+    }
+    Ok(())
+}
+
+fn audit(command: AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::Export {
+            dir,
+            consortium,
+            out,
+        } => {
+            let s = bankmesh_node::audit::export(&dir, &consortium, &out)?;
+            eprintln!(
+                "wrote {}: {} records, {} evidence, {} checkpoints",
+                out.display(),
+                s.records,
+                s.evidence,
+                s.checkpoints
+            );
+        }
+        AuditCommand::Verify {
+            bundle,
+            consortium,
+            json,
+        } => {
+            let v = bankmesh_node::audit::verify(&bundle, &consortium)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", bankmesh_node::audit::report(&v));
+            }
+            if !v.ok() {
+                anyhow::bail!("the bundle does not hold ({} failures)", v.failures.len());
+            }
+        }
+        AuditCommand::Show { bundle } => print!("{}", bankmesh_node::audit::show(&bundle)?),
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod keys;
 pub use keys::check_entry;
 pub mod replica;

@@ -1,0 +1,442 @@
+//! Checks an audit bundle offline, with the genesis as the only trusted input: no key, no
+//! score, no network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+
+use bankmesh_protocol::evidence;
+use bankmesh_protocol::genesis::{Consortium, Genesis};
+use bankmesh_protocol::record::{Body, Evidence, Hash, Payload, UncheckedRecord};
+use bankmesh_protocol::MemberIndex;
+use rayon::prelude::*;
+
+use super::{order_key, view, CheckpointLine, Index, Line, RecordLine, FORMAT};
+
+/// One thing in the bundle that does not hold: where, what, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Failure {
+    /// 1-based line number (0: the bundle as a whole).
+    pub line: u64,
+    pub hash: Option<String>,
+    pub kind: Option<String>,
+    pub why: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}", self.line)?;
+        if let Some(kind) = &self.kind {
+            write!(f, " ({kind}")?;
+            if let Some(hash) = &self.hash {
+                write!(f, " {}", hash.get(..16).unwrap_or(hash))?;
+            }
+            write!(f, ")")?;
+        }
+        write!(f, ": {}", self.why)
+    }
+}
+
+/// What one epoch holds, for `bankmesh audit show`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EpochSummary {
+    pub authors: BTreeSet<MemberIndex>,
+    pub kinds: BTreeMap<String, u64>,
+    pub submissions: u64,
+    /// From the checkpoint: sealed submissions, left out, and submissions per tag (hex).
+    pub sealed: Option<u64>,
+    pub excluded: u64,
+    pub tags: BTreeMap<String, u32>,
+    /// Fault records: (culprit, kind) each.
+    pub faults: Vec<(MemberIndex, String)>,
+}
+
+/// What a verification found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Verified {
+    pub records: u64,
+    pub evidence: u64,
+    pub checkpoints: u64,
+    pub epochs: BTreeMap<u64, EpochSummary>,
+    pub failures: Vec<Failure>,
+}
+
+impl Verified {
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// A record line as read: where it is, and what it decoded to.
+struct Read {
+    line: u64,
+    hash: Hash,
+    record: UncheckedRecord,
+}
+
+/// Checks the bundle read from `input` against `consortium` (the genesis the auditor holds).
+/// `progress(done, total)` is called as records are checked. Every failure is collected; the
+/// bundle holds only if there is none.
+pub fn verify(
+    input: impl BufRead,
+    consortium: &Consortium,
+    progress: impl Fn(u64, u64) + Sync,
+) -> Verified {
+    let mut v = Verified::default();
+    let mut fail = |line: u64, hash: Option<String>, kind: Option<String>, why: String| {
+        v.failures.push(Failure {
+            line,
+            hash,
+            kind,
+            why,
+        })
+    };
+
+    // 1. Parse every line and check the sections' order.
+    let mut lines: Vec<(u64, Line)> = Vec::new();
+    for (i, text) in input.lines().enumerate() {
+        let n = i as u64 + 1;
+        match text {
+            Ok(text) => match serde_json::from_str::<Line>(&text) {
+                Ok(line) => lines.push((n, line)),
+                Err(e) => fail(n, None, None, format!("not a bundle line: {e}")),
+            },
+            Err(e) => fail(n, None, None, format!("unreadable: {e}")),
+        }
+    }
+    let rank = |l: &Line| match l {
+        Line::Header { .. } => 0,
+        Line::Genesis { .. } => 1,
+        Line::Record(_) => 2,
+        Line::Evidence(_) => 3,
+        Line::Checkpoint(_) => 4,
+        Line::End { .. } => 5,
+    };
+    let mut last_rank = None;
+    for (n, line) in &lines {
+        let r = rank(line);
+        let repeatable = matches!(r, 2..=4);
+        if last_rank.is_some_and(|l| r < l || (r == l && !repeatable)) {
+            fail(*n, None, None, "line out of order".into());
+        }
+        last_rank = Some(r);
+    }
+
+    // 2. Header, genesis, end.
+    let mut records = Vec::new();
+    let mut evidence_lines = Vec::new();
+    let mut checkpoint_lines = Vec::new();
+    let mut header = None;
+    let (mut genesis_seen, mut end_seen) = (false, false);
+    let total_lines = lines.len() as u64;
+    for (n, line) in lines {
+        match line {
+            Line::Header {
+                format,
+                consortium: id,
+                records,
+                evidence,
+                checkpoints,
+            } => {
+                if format != FORMAT {
+                    fail(n, None, None, format!("format {format:?}, not {FORMAT:?}"));
+                }
+                if id != hex::encode(consortium.id) {
+                    fail(n, None, None, "the bundle is of another consortium".into());
+                }
+                header = Some((n, records, evidence, checkpoints));
+            }
+            Line::Genesis { toml } => {
+                genesis_seen = true;
+                match Genesis::from_toml(&toml) {
+                    Ok(g) if g.id() == consortium.id => {}
+                    Ok(_) => fail(
+                        n,
+                        None,
+                        None,
+                        "the bundle's genesis is not the one given".into(),
+                    ),
+                    Err(e) => fail(n, None, None, format!("the bundle's genesis: {e}")),
+                }
+            }
+            Line::Record(r) => records.push((n, r)),
+            Line::Evidence(r) => evidence_lines.push((n, r)),
+            Line::Checkpoint(c) => checkpoint_lines.push((n, c)),
+            Line::End { lines: count } => {
+                end_seen = true;
+                if count + 1 != total_lines || count + 1 != n {
+                    fail(
+                        n,
+                        None,
+                        None,
+                        format!("the end line counts {count} lines before it"),
+                    );
+                }
+            }
+        }
+    }
+    if !genesis_seen {
+        fail(0, None, None, "no genesis line".into());
+    }
+    if !end_seen {
+        fail(0, None, None, "no end line: the bundle is cut short".into());
+    }
+    match header {
+        Some((n, r, e, c)) => {
+            let counted = (
+                records.len() as u64,
+                evidence_lines.len() as u64,
+                checkpoint_lines.len() as u64,
+            );
+            if (r, e, c) != counted {
+                fail(
+                    n,
+                    None,
+                    None,
+                    format!("the header counts {r} records, {e} evidence, {c} checkpoints; the bundle has {counted:?}"),
+                );
+            }
+        }
+        None => fail(0, None, None, "no header line".into()),
+    }
+
+    // 3. Every record on its own, on every core: bytes, hash, encoding, signature, view.
+    let total = records.len() as u64;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let checked: Vec<Result<Read, Failure>> = records
+        .par_iter()
+        .map(|(n, line)| {
+            let r = check_line(consortium, *n, line);
+            let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if d.is_multiple_of(1024) || d == total {
+                progress(d, total);
+            }
+            r
+        })
+        .collect();
+    let mut read = Vec::new();
+    for c in checked {
+        match c {
+            Ok(r) => read.push(r),
+            Err(f) => v.failures.push(f),
+        }
+    }
+    v.records = read.len() as u64;
+
+    // 4. Order, chains, summaries.
+    let mut previous: Option<(u8, u64, u64, Hash)> = None;
+    let mut chains: BTreeMap<MemberIndex, (u64, Hash)> = BTreeMap::new();
+    let mut at: BTreeMap<(MemberIndex, u64), Hash> = BTreeMap::new();
+    for r in &read {
+        let key = order_key(r.record.envelope(), &r.hash);
+        if previous.is_some_and(|p| p >= key) {
+            v.failures.push(at_record(
+                r.line,
+                &r.record,
+                "record out of order, or repeated".into(),
+            ));
+        }
+        previous = Some(key);
+        if let Payload::Identified(i) = &r.record.envelope().payload {
+            let (seq, prev) = chains.get(&i.author).copied().unwrap_or((0, [0; 32]));
+            if i.seq != seq + 1 {
+                v.failures.push(at_record(
+                    r.line,
+                    &r.record,
+                    format!("member {}'s chain jumps from {seq} to {}", i.author, i.seq),
+                ));
+            } else if i.prev != prev {
+                v.failures.push(at_record(
+                    r.line,
+                    &r.record,
+                    format!("does not chain to member {}'s record {seq}", i.author),
+                ));
+            }
+            chains.insert(i.author, (i.seq, r.hash));
+            at.insert((i.author, i.seq), r.hash);
+        }
+        summarize(&mut v.epochs, &r.record);
+    }
+
+    // 5. Evidence: a second record, signed, where the chain holds another.
+    let mut previous = None;
+    for (n, line) in &evidence_lines {
+        match check_line(consortium, *n, line) {
+            Err(f) => v.failures.push(f),
+            Ok(r) => {
+                if previous.is_some_and(|p| p >= r.hash) {
+                    v.failures.push(at_record(
+                        r.line,
+                        &r.record,
+                        "evidence out of order, or repeated".into(),
+                    ));
+                }
+                previous = Some(r.hash);
+                match r.record.claimed_position() {
+                    Some(pos) if at.get(&pos).is_some_and(|h| *h != r.hash) => {}
+                    _ => v.failures.push(at_record(
+                        r.line,
+                        &r.record,
+                        "no other record of its author at its sequence number".into(),
+                    )),
+                }
+                v.evidence += 1;
+            }
+        }
+    }
+
+    // 6. Fault records whose evidence needs no epoch state.
+    for r in &read {
+        if let Payload::Identified(i) = &r.record.envelope().payload {
+            if let Body::Fault {
+                epoch,
+                evidence: Evidence::Equivocation { first, second },
+            } = &i.body
+            {
+                if let Err(why) = evidence::check_equivocation(consortium, *epoch, first, second) {
+                    v.failures.push(at_record(
+                        r.line,
+                        &r.record,
+                        format!("false accusation: {why}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    // 7. Checkpoints: derived again from the records, and compared line by line.
+    let mut index = Index::default();
+    for r in &read {
+        index.add(r.hash, &r.record.envelope().payload);
+    }
+    match index.checkpoints(consortium) {
+        Err(why) => v.failures.push(Failure {
+            line: 0,
+            hash: None,
+            kind: Some("checkpoint".into()),
+            why,
+        }),
+        Ok(derived) => {
+            let mut given = checkpoint_lines.iter();
+            for c in &derived {
+                let expected = CheckpointLine::from(c);
+                match given.next() {
+                    Some((_, line)) if *line == expected => {}
+                    Some((n, line)) => v.failures.push(Failure {
+                        line: *n,
+                        hash: None,
+                        kind: Some("checkpoint".into()),
+                        why: format!(
+                            "epoch {}: not what the log proves ({})",
+                            line.epoch,
+                            differing(line, &expected)
+                        ),
+                    }),
+                    None => v.failures.push(Failure {
+                        line: 0,
+                        hash: None,
+                        kind: Some("checkpoint".into()),
+                        why: format!("epoch {}'s checkpoint is missing", c.epoch),
+                    }),
+                }
+                let e = v.epochs.entry(c.epoch).or_default();
+                e.sealed = Some(c.submissions);
+                e.excluded = c.excluded.len() as u64;
+                e.tags = c.tags.iter().map(|(t, n)| (hex::encode(t), *n)).collect();
+            }
+            for (n, line) in given {
+                v.failures.push(Failure {
+                    line: *n,
+                    hash: None,
+                    kind: Some("checkpoint".into()),
+                    why: format!("epoch {}: no certificate in the log", line.epoch),
+                });
+            }
+            v.checkpoints = derived.len() as u64;
+        }
+    }
+    v
+}
+
+fn at_record(line: u64, r: &UncheckedRecord, why: String) -> Failure {
+    Failure {
+        line,
+        hash: Some(hex::encode(r.hash())),
+        kind: Some(r_kind(r)),
+        why,
+    }
+}
+
+/// One record line on its own.
+fn check_line(c: &Consortium, n: u64, line: &RecordLine) -> Result<Read, Failure> {
+    let fail = |kind: Option<String>, why: String| Failure {
+        line: n,
+        hash: Some(line.hash.clone()),
+        kind,
+        why,
+    };
+    let bytes = hex::decode(&line.bytes).map_err(|e| fail(None, format!("bytes: {e}")))?;
+    let record =
+        UncheckedRecord::decode(&bytes).map_err(|e| fail(None, format!("does not decode: {e}")))?;
+    let kind = Some(r_kind(&record));
+    if hex::encode(record.hash()) != line.hash {
+        return Err(fail(
+            kind,
+            "its hash is not the SHA-256 of its bytes".into(),
+        ));
+    }
+    record
+        .check_envelope(c)
+        .map_err(|e| fail(kind.clone(), e.to_string()))?;
+    if view(record.envelope()) != line.view {
+        return Err(fail(kind, "its view is not what its bytes say".into()));
+    }
+    Ok(Read {
+        line: n,
+        hash: record.hash(),
+        record,
+    })
+}
+
+fn r_kind(r: &UncheckedRecord) -> String {
+    bankmesh_protocol::record::kind_of(&r.envelope().payload).to_string()
+}
+
+fn summarize(epochs: &mut BTreeMap<u64, EpochSummary>, r: &UncheckedRecord) {
+    let payload = &r.envelope().payload;
+    let Some(epoch) = bankmesh_protocol::record::epoch_of(payload) else {
+        return;
+    };
+    let e = epochs.entry(epoch).or_default();
+    *e.kinds.entry(r_kind(r)).or_default() += 1;
+    match payload {
+        Payload::Submission(_) => e.submissions += 1,
+        Payload::Identified(i) => {
+            e.authors.insert(i.author);
+            if let Body::Fault { evidence: ev, .. } = &i.body {
+                if let Some(culprit) = evidence::claimed_culprit(ev) {
+                    e.faults.push((culprit, ev.kind().to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// The fields of a checkpoint line that differ from the derived one.
+fn differing(given: &CheckpointLine, derived: &CheckpointLine) -> String {
+    let mut fields = Vec::new();
+    let mut check = |name: &str, same: bool| {
+        if !same {
+            fields.push(name.to_string());
+        }
+    };
+    check("epoch", given.epoch == derived.epoch);
+    check("round", given.round == derived.round);
+    check("value", given.value == derived.value);
+    check("precommits", given.precommits == derived.precommits);
+    check("root", given.root == derived.root);
+    check("submissions", given.submissions == derived.submissions);
+    check("excluded", given.excluded == derived.excluded);
+    check("log_size", given.log_size == derived.log_size);
+    check("log_root", given.log_root == derived.log_root);
+    fields.join(", ")
+}
