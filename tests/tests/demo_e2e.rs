@@ -36,6 +36,44 @@ fn demo_over_loopback_gives_exact_results() {
     );
     assert!(out_dir.join("consortium.toml").is_file());
 
+    // The auditors' bundle verifies against the genesis; with one byte of a record changed
+    // it does not, and the failure names the line.
+    let bundle = out_dir.join("audit.jsonl");
+    let consortium = out_dir.join("consortium.toml");
+    let verify = |bundle: &std::path::Path| {
+        run(&[
+            "audit",
+            "verify",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--consortium",
+            consortium.to_str().unwrap(),
+        ])
+    };
+    let ok = verify(&bundle);
+    assert!(
+        ok.status.success(),
+        "audit verify: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("\"kind\":\"submission\""))
+        .unwrap();
+    lines[at] = lines[at].replacen("\"bytes\":\"02", "\"bytes\":\"03", 1);
+    let tampered = out_dir.join("tampered.jsonl");
+    std::fs::write(&tampered, lines.join("\n")).unwrap();
+    let bad = verify(&tampered);
+    let report = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success(), "a tampered bundle was accepted");
+    assert!(
+        report.contains(&format!("FAIL line {} (", at + 1))
+            || report.contains(&format!("FAIL line {}:", at + 1)),
+        "{report}"
+    );
+
     let truth = expected(&banks);
     for (i, rows) in banks.iter().enumerate() {
         let path = out_dir.join(format!("bank-{}-results.csv", i + 1));

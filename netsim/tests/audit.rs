@@ -1,0 +1,207 @@
+//! The audit bundle (issue 9): an honest bundle verifies; every kind of tampering fails and
+//! names the line.
+
+use std::sync::OnceLock;
+
+use bankmesh_netsim::{Sim, SimConfig};
+use bankmesh_store::audit::{self, Verified};
+use serde_json::Value;
+
+/// The bundle of member 1's log after one honest epoch, and the genesis text (made once).
+fn honest() -> &'static (Vec<String>, bankmesh_protocol::genesis::Consortium) {
+    static BUNDLE: OnceLock<(Vec<String>, bankmesh_protocol::genesis::Consortium)> =
+        OnceLock::new();
+    BUNDLE.get_or_init(|| {
+        let mut sim = Sim::new(SimConfig::new(21)).unwrap_or_else(|e| panic!("{e}"));
+        sim.run_epoch().unwrap_or_else(|e| panic!("{e}"));
+        let c = (**sim.consortium()).clone();
+        let toml = c.genesis.to_toml();
+        let mut out = Vec::new();
+        let summary = audit::export(sim.store(1).unwrap(), &c, &toml, &mut out).unwrap();
+        assert_eq!(summary.checkpoints, 1, "epoch 1 is sealed");
+        let text = String::from_utf8(out).unwrap();
+        (text.lines().map(str::to_string).collect(), c)
+    })
+}
+
+fn verify(lines: &[String]) -> Verified {
+    let (_, c) = honest();
+    let text = lines.join("\n");
+    audit::verify(text.as_bytes(), c, |_, _| {})
+}
+
+/// Fails, and some failure names line `line` (1-based; 0 for the bundle as a whole).
+fn fails_at(lines: &[String], line: u64, what: &str) {
+    let v = verify(lines);
+    assert!(!v.ok(), "{what}: accepted");
+    assert!(
+        v.failures.iter().any(|f| f.line == line),
+        "{what}: no failure names line {line}: {:?}",
+        v.failures
+    );
+}
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap()
+}
+
+/// Line numbers (1-based) of records of `kind`.
+fn records_of(lines: &[String], kind: &str) -> Vec<usize> {
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            let v = json(l);
+            v["type"] == "record" && v["view"]["kind"] == kind
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+#[test]
+fn an_honest_bundle_verifies_and_summarizes() {
+    let (lines, _) = honest();
+    let v = verify(lines);
+    assert!(v.ok(), "{:?}", v.failures);
+    assert_eq!(v.checkpoints, 1);
+    assert!(v.records > 50);
+    let e = &v.epochs[&1];
+    assert_eq!(e.sealed, Some(e.submissions), "every submission sealed");
+    assert_eq!(e.authors.len(), 5);
+    assert!(e.faults.is_empty());
+}
+
+#[test]
+fn a_changed_byte_in_any_record_kind_fails_at_that_line() {
+    let (lines, _) = honest();
+    for kind in [
+        "dkg-round1",
+        "dkg-round2",
+        "dkg-done",
+        "oprf-usage",
+        "report",
+        "proposal",
+        "prevote",
+        "precommit",
+        "decryption-shares",
+        "submission",
+    ] {
+        let at = *records_of(lines, kind)
+            .first()
+            .unwrap_or_else(|| panic!("no {kind}"));
+        let mut v = json(&lines[at - 1]);
+        let bytes = v["bytes"].as_str().unwrap().to_string();
+        // A byte near the end (a signature or proof), and one in the middle.
+        for pos in [bytes.len() - 10, bytes.len() / 2] {
+            let mut b = bytes.clone().into_bytes();
+            b[pos] = if b[pos] == b'0' { b'1' } else { b'0' };
+            v["bytes"] = Value::String(String::from_utf8(b).unwrap());
+            let mut tampered = lines.clone();
+            tampered[at - 1] = v.to_string();
+            fails_at(&tampered, at as u64, kind);
+        }
+    }
+}
+
+#[test]
+fn removed_duplicated_or_reordered_records_fail() {
+    let (lines, _) = honest();
+    let dkg = records_of(lines, "dkg-done")[0];
+    let sub = records_of(lines, "submission")[0];
+    // Removed: the header's count, and the author's chain (or the final set) break.
+    for at in [dkg, sub] {
+        let mut t = lines.clone();
+        t.remove(at - 1);
+        fails_at(&t, 1, "removed record");
+    }
+    // Duplicated.
+    let mut t = lines.clone();
+    t.insert(dkg, lines[dkg - 1].clone());
+    fails_at(&t, dkg as u64 + 1, "duplicated record");
+    // Two records swapped.
+    let mut t = lines.clone();
+    t.swap(sub - 1, sub);
+    fails_at(&t, sub as u64 + 1, "reordered records");
+}
+
+#[test]
+fn checkpoints_certificates_genesis_and_end_are_checked() {
+    let (lines, _) = honest();
+    let cp = lines
+        .iter()
+        .position(|l| json(l)["type"] == "checkpoint")
+        .unwrap()
+        + 1;
+    // Dropped checkpoint.
+    let mut t = lines.clone();
+    t.remove(cp - 1);
+    fails_at(&t, 0, "dropped checkpoint");
+    // A certificate below its quorum, a changed root, another log root.
+    for (field, edit) in [
+        ("precommits", 0),
+        ("root", 1),
+        ("log_root", 2),
+        ("submissions", 3),
+    ] {
+        let mut v = json(&lines[cp - 1]);
+        match edit {
+            0 => {
+                let kept: Vec<Value> = v[field].as_array().unwrap()[1..].to_vec();
+                v[field] = Value::Array(kept);
+            }
+            3 => v[field] = Value::from(v[field].as_u64().unwrap() + 1),
+            _ => v[field] = Value::String("00".repeat(32)),
+        }
+        let mut t = lines.clone();
+        t[cp - 1] = v.to_string();
+        fails_at(&t, cp as u64, field);
+    }
+    // Precommit records gone below the quorum: no certificate, so the checkpoint is refuted.
+    let precommits = records_of(lines, "precommit");
+    let mut t = lines.clone();
+    for at in precommits.iter().rev() {
+        t.remove(at - 1);
+    }
+    assert!(!verify(&t).ok());
+    // Another genesis.
+    let mut v = json(&lines[1]);
+    let toml = v["toml"]
+        .as_str()
+        .unwrap()
+        .replacen("name = \"", "name = \"forged-", 1);
+    v["toml"] = Value::String(toml);
+    let mut t = lines.clone();
+    t[1] = v.to_string();
+    fails_at(&t, 2, "replaced genesis");
+    // Cut short: no end line.
+    let mut t = lines.clone();
+    t.pop();
+    fails_at(&t, 0, "no end");
+}
+
+#[test]
+fn any_edited_field_of_a_view_fails() {
+    let (lines, _) = honest();
+    for kind in ["report", "submission", "precommit"] {
+        let at = records_of(lines, kind)[0];
+        let v = json(&lines[at - 1]);
+        for field in ["kind", "epoch", "author", "seq"] {
+            let mut e = v.clone();
+            e["view"][field] = Value::from(99);
+            let mut t = lines.clone();
+            t[at - 1] = e.to_string();
+            fails_at(&t, at as u64, field);
+        }
+        // Deep in the envelope: the first number found.
+        let mut e = v.clone();
+        let text = e["view"]["envelope"].to_string();
+        let pos = text.find(|c: char| c.is_ascii_digit()).unwrap();
+        let digit = text.as_bytes()[pos];
+        let mut edited = text.into_bytes();
+        edited[pos] = if digit == b'9' { b'8' } else { digit + 1 };
+        e["view"]["envelope"] = serde_json::from_slice(&edited).unwrap();
+        let mut t = lines.clone();
+        t[at - 1] = e.to_string();
+        fails_at(&t, at as u64, "envelope");
+    }
+}
