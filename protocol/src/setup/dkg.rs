@@ -124,6 +124,71 @@ fn point(bytes: &[u8]) -> Option<RistrettoPoint> {
     CompressedRistretto::from_slice(bytes).ok()?.decompress()
 }
 
+/// A round-1 package as posted (its proof of knowledge is checked by [`DkgRun::check_round1`]).
+pub fn parse_round1(package: &[u8]) -> Result<round1::Package, String> {
+    round1::Package::deserialize(package).map_err(|e| e.to_string())
+}
+
+/// A run's public keys from its participants' round-1 commitments: the group key and each
+/// participant's verifying share. Members compute them so, and auditors from the log alone.
+pub fn public_keys<'a>(
+    round1: impl IntoIterator<Item = (MemberIndex, &'a round1::Package)>,
+) -> Result<(RistrettoPoint, BTreeMap<MemberIndex, RistrettoPoint>), String> {
+    let mut members = Vec::new();
+    let mut commitments = BTreeMap::new();
+    for (i, p) in round1 {
+        commitments.insert(identifier(i).ok_or("identifier")?, p.commitment());
+        members.push(i);
+    }
+    let public = frost::keys::PublicKeyPackage::from_dkg_commitments(&commitments)
+        .map_err(|e| e.to_string())?;
+    let group = public
+        .verifying_key()
+        .serialize()
+        .ok()
+        .and_then(|b| point(&b))
+        .ok_or("group key")?;
+    let mut verifying = BTreeMap::new();
+    for i in members {
+        let id = identifier(i).ok_or("identifier")?;
+        let share = public
+            .verifying_shares()
+            .get(&id)
+            .ok_or("missing verifying share")?;
+        let p = share
+            .serialize()
+            .ok()
+            .and_then(|b| point(&b))
+            .ok_or("verifying share")?;
+        verifying.insert(i, p);
+    }
+    Ok((group, verifying))
+}
+
+/// The transcript a setup agreement decides on: the hashes of each participant's round-1,
+/// round-2 and done records of one run and attempt, in member order.
+pub fn transcript_hash(
+    consortium_id: &[u8; 32],
+    epoch: u64,
+    run: Run,
+    attempt: u32,
+    records: &BTreeMap<MemberIndex, [Hash; 3]>,
+) -> Hash {
+    let mut h = Sha256::new();
+    h.update(b"bankmesh.dkg-transcript.v2");
+    h.update(consortium_id);
+    h.update(epoch.to_be_bytes());
+    h.update(run.label());
+    h.update(attempt.to_be_bytes());
+    for (p, [r1, r2, done]) in records {
+        h.update(p.to_be_bytes());
+        h.update(r1);
+        h.update(r2);
+        h.update(done);
+    }
+    h.finalize().into()
+}
+
 impl DkgRun {
     pub fn new(
         consortium: &Consortium,
@@ -224,20 +289,18 @@ impl DkgRun {
     /// SHA-256 over every participant's round-1, round-2 and done record hash, in index
     /// order.
     fn transcript(&self, consortium_id: &[u8; 32]) -> Option<Hash> {
-        let mut h = Sha256::new();
-        h.update(b"bankmesh.dkg-transcript.v2");
-        h.update(consortium_id);
-        h.update(self.epoch.to_be_bytes());
-        h.update(self.run.label());
-        h.update(self.attempt.to_be_bytes());
+        let mut records = BTreeMap::new();
         for p in &self.participants {
             let [r1, r2, done] = self.record_hashes.get(p)?;
-            h.update(p.to_be_bytes());
-            h.update(r1.as_ref()?);
-            h.update(r2.as_ref()?);
-            h.update(done.as_ref()?);
+            records.insert(*p, [(*r1)?, (*r2)?, (*done)?]);
         }
-        Some(h.finalize().into())
+        Some(transcript_hash(
+            consortium_id,
+            self.epoch,
+            self.run,
+            self.attempt,
+            &records,
+        ))
     }
     pub fn failed(&self) -> Option<&str> {
         self.failed.as_deref()
@@ -775,36 +838,7 @@ impl DkgRun {
         if self.round1.len() != all.len() || self.round2_from != all || self.done_from != all {
             return Ok(false);
         }
-        let commitments: BTreeMap<
-            frost::Identifier,
-            &frost::keys::VerifiableSecretSharingCommitment,
-        > = self
-            .round1
-            .iter()
-            .filter_map(|(&i, p)| Some((identifier(i)?, p.commitment())))
-            .collect();
-        let public = frost::keys::PublicKeyPackage::from_dkg_commitments(&commitments)
-            .map_err(|e| e.to_string())?;
-        let group = public
-            .verifying_key()
-            .serialize()
-            .ok()
-            .and_then(|b| point(&b))
-            .ok_or("group key")?;
-        let mut verifying = BTreeMap::new();
-        for &i in &self.participants {
-            let id = identifier(i).ok_or("identifier")?;
-            let share = public
-                .verifying_shares()
-                .get(&id)
-                .ok_or("missing verifying share")?;
-            let p = share
-                .serialize()
-                .ok()
-                .and_then(|b| point(&b))
-                .ok_or("verifying share")?;
-            verifying.insert(i, p);
-        }
+        let (group, verifying) = public_keys(self.round1.iter().map(|(&i, p)| (i, p)))?;
         let share = match self.secret2.take() {
             // A dealer's share to us failed: we hold no share of this run (the complaint shows
             // why), but its public keys are the same as everyone's.
