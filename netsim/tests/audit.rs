@@ -71,6 +71,23 @@ fn an_honest_bundle_verifies_and_summarizes() {
     assert!(e.faults.is_empty());
 }
 
+/// Changes one hex digit of a record's bytes at `pos`, and makes its hash and view agree with
+/// the new bytes (where they still decode), so that only a signature, proof or chain check can
+/// catch it.
+fn tamper(line: &str, pos: usize) -> String {
+    let mut v = json(line);
+    let mut b = v["bytes"].as_str().unwrap().to_string().into_bytes();
+    b[pos] = if b[pos] == b'0' { b'1' } else { b'0' };
+    let bytes = String::from_utf8(b).unwrap();
+    let raw = hex::decode(&bytes).unwrap();
+    if let Ok(r) = bankmesh_protocol::record::UncheckedRecord::decode(&raw) {
+        v["hash"] = Value::String(hex::encode(r.hash()));
+        v["view"] = audit::view(r.envelope());
+    }
+    v["bytes"] = Value::String(bytes);
+    v.to_string()
+}
+
 #[test]
 fn a_changed_byte_in_any_record_kind_fails_at_that_line() {
     let (lines, _) = honest();
@@ -89,18 +106,57 @@ fn a_changed_byte_in_any_record_kind_fails_at_that_line() {
         let at = *records_of(lines, kind)
             .first()
             .unwrap_or_else(|| panic!("no {kind}"));
-        let mut v = json(&lines[at - 1]);
-        let bytes = v["bytes"].as_str().unwrap().to_string();
+        let len = json(&lines[at - 1])["bytes"].as_str().unwrap().len();
         // A byte near the end (a signature or proof), and one in the middle.
-        for pos in [bytes.len() - 10, bytes.len() / 2] {
-            let mut b = bytes.clone().into_bytes();
-            b[pos] = if b[pos] == b'0' { b'1' } else { b'0' };
-            v["bytes"] = Value::String(String::from_utf8(b).unwrap());
+        for pos in [len - 10, len / 2] {
             let mut tampered = lines.clone();
-            tampered[at - 1] = v.to_string();
-            fails_at(&tampered, at as u64, kind);
+            tampered[at - 1] = tamper(&lines[at - 1], pos);
+            let v = verify(&tampered);
+            assert!(
+                v.failures
+                    .iter()
+                    .any(|f| f.line == at as u64 && !f.why.contains("out of order")),
+                "{kind} at {pos}: {:?}",
+                v.failures
+            );
         }
     }
+}
+
+/// A submission whose range proof was made for another score, re-encoded consistently, is
+/// refused for its proof.
+#[test]
+fn a_submission_with_a_broken_proof_is_named() {
+    let (lines, _) = honest();
+    let at = records_of(lines, "submission")[0];
+    let raw = hex::decode(json(&lines[at - 1])["bytes"].as_str().unwrap()).unwrap();
+    let r = bankmesh_protocol::record::UncheckedRecord::decode(&raw).unwrap();
+    let bankmesh_protocol::record::Payload::Submission(mut s) = r.envelope().payload.clone() else {
+        panic!("not a submission")
+    };
+    // The ciphertext moved by G: the validity proof no longer holds.
+    s.ciphertext.c2 += curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
+    let forged = bankmesh_protocol::Record::submission(&r.envelope().consortium, *s);
+    let mut v = json(&lines[at - 1]);
+    v["bytes"] = Value::String(hex::encode(forged.bytes()));
+    v["hash"] = Value::String(hex::encode(forged.hash()));
+    v["view"] = audit::view(
+        &bankmesh_protocol::record::UncheckedRecord::decode(forged.bytes())
+            .unwrap()
+            .envelope()
+            .clone(),
+    );
+    let mut t = lines.clone();
+    t[at - 1] = v.to_string();
+    let result = verify(&t);
+    assert!(
+        result
+            .failures
+            .iter()
+            .any(|f| f.kind.as_deref() == Some("submission") && f.why.contains("proof")),
+        "{:?}",
+        result.failures
+    );
 }
 
 #[test]

@@ -88,7 +88,8 @@ pub enum Body {
         run: Run,
         attempt: u32,
         package: Vec<u8>,
-        /// x25519 key the other dealers seal this member's round-2 shares of the run to; fresh
+        /// Ristretto255 key (`P = p*G`) the other dealers seal this member's round-2 shares of
+        /// the run to; fresh
         /// for the epoch and erased after it, so the sealed shares on the log open for nobody.
         seal_key: [u8; 32],
         /// Decryption run only: the author's ring key for the epoch's submissions.
@@ -605,7 +606,7 @@ impl Record {
     }
 }
 
-/// The epoch a payload belongs to, if any (setup records belong to none).
+/// The epoch a payload belongs to (setup records to the epoch whose keys they make).
 pub fn epoch_of(payload: &Payload) -> Option<u64> {
     match payload {
         Payload::Submission(s) => Some(s.epoch),

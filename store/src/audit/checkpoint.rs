@@ -23,7 +23,8 @@ pub struct Checkpoint {
     pub precommits: Vec<Hash>,
     /// The final set's root (RFC 6962 over its submission hashes, ascending).
     pub root: Hash,
-    /// Submissions in the final set, and those left out for a repeated link or slot tag.
+    /// Submissions in the final set, and those left out (a repeated link or slot tag, or a
+    /// tag with more than `n` submissions).
     pub submissions: u64,
     pub excluded: Vec<Hash>,
     /// Submissions per tag (hex of the tag), for the summary.

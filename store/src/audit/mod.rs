@@ -16,10 +16,12 @@
 
 mod checkpoint;
 mod export;
+mod keys;
 mod verify;
 
 pub use checkpoint::{Checkpoint, Index};
 pub use export::{export, ExportSummary};
+pub use keys::KeyIndex;
 pub use verify::{verify, Failure, Verified};
 
 use bankmesh_protocol::record::{self, Envelope, Hash, Payload};

@@ -10,7 +10,9 @@ use bankmesh_protocol::record::{Body, Evidence, Hash, Payload, UncheckedRecord};
 use bankmesh_protocol::MemberIndex;
 use rayon::prelude::*;
 
-use super::{order_key, view, CheckpointLine, Index, Line, RecordLine, FORMAT};
+use bankmesh_protocol::epoch::submit::verify_submission;
+
+use super::{order_key, view, CheckpointLine, Index, KeyIndex, Line, RecordLine, FORMAT};
 
 /// One thing in the bundle that does not hold: where, what, and why.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -284,22 +286,26 @@ pub fn verify(
         }
     }
 
-    // 6. Fault records whose evidence needs no epoch state.
+    // 6. Rules of one record that need no epoch state: report parts (bounded, strictly
+    //    ascending) and equivocation evidence.
     for r in &read {
-        if let Payload::Identified(i) = &r.record.envelope().payload {
-            if let Body::Fault {
+        let Payload::Identified(i) = &r.record.envelope().payload else {
+            continue;
+        };
+        let broken = match &i.body {
+            Body::Report { part, hashes, .. } => {
+                bankmesh_protocol::epoch::seal::check_report(consortium, *part, hashes).err()
+            }
+            Body::Fault {
                 epoch,
                 evidence: Evidence::Equivocation { first, second },
-            } = &i.body
-            {
-                if let Err(why) = evidence::check_equivocation(consortium, *epoch, first, second) {
-                    v.failures.push(at_record(
-                        r.line,
-                        &r.record,
-                        format!("false accusation: {why}"),
-                    ));
-                }
-            }
+            } => evidence::check_equivocation(consortium, *epoch, first, second)
+                .err()
+                .map(|why| format!("false accusation: {why}")),
+            _ => None,
+        };
+        if let Some(why) = broken {
+            v.failures.push(at_record(r.line, &r.record, why));
         }
     }
 
@@ -352,6 +358,37 @@ pub fn verify(
                 });
             }
             v.checkpoints = derived.len() as u64;
+        }
+    }
+
+    // 8. Every submission's proofs (validity, holder, ring) under its epoch's keys, derived
+    //    from the log, on every core.
+    let mut keys = KeyIndex::default();
+    for r in &read {
+        keys.add(r.hash, &r.record.envelope().payload);
+    }
+    match keys.keys(consortium) {
+        Err(why) => v.failures.push(Failure {
+            line: 0,
+            hash: None,
+            kind: Some("setup".into()),
+            why,
+        }),
+        Ok(keys) => {
+            let failures: Vec<Failure> = read
+                .par_iter()
+                .filter_map(|r| {
+                    let Payload::Submission(s) = &r.record.envelope().payload else {
+                        return None;
+                    };
+                    let why = match keys.get(&s.epoch) {
+                        None => format!("no setup of epoch {} is decided in the log", s.epoch),
+                        Some(k) => verify_submission(consortium, k, s).err()?.to_string(),
+                    };
+                    Some(at_record(r.line, &r.record, why))
+                })
+                .collect();
+            v.failures.extend(failures);
         }
     }
     v

@@ -1,0 +1,170 @@
+//! Each epoch's public keys, derived from the log: the setup attempt a quorum of precommits
+//! decided, its DKG transcripts recomputed from the records and compared with the decided
+//! ones, the group keys and verifying shares from the round-1 commitments, and the ring from
+//! the participants' announced ring keys. No secret is needed, and none is learnt.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bankmesh_protocol::consensus::VoteKind;
+use bankmesh_protocol::genesis::Consortium;
+use bankmesh_protocol::record::{Body, Hash, Instance, Payload, Run, Value};
+use bankmesh_protocol::setup::{dkg, RunKeys, SetupKeys};
+use bankmesh_protocol::MemberIndex;
+
+/// One participant's records of one run and attempt.
+#[derive(Default)]
+struct Posted<'a> {
+    round1: Option<(Hash, &'a [u8])>,
+    ring: Option<curve25519_dalek::ristretto::RistrettoPoint>,
+    round2: Option<Hash>,
+    done: Option<Hash>,
+}
+
+/// Who precommitted one setup value, and the transcripts it decides.
+type Certificate = (BTreeSet<MemberIndex>, [Hash; 2]);
+
+/// The records the keys are derived from.
+#[derive(Default)]
+pub struct KeyIndex<'a> {
+    /// Setup precommits for a SetupKeys value: (epoch, attempt, value id) -> authors and the
+    /// decided transcripts.
+    precommits: BTreeMap<(u64, u32, Hash), Certificate>,
+    /// DKG records: (epoch, run, attempt) -> author -> what it posted.
+    dkg: BTreeMap<(u64, Run, u32), BTreeMap<MemberIndex, Posted<'a>>>,
+}
+
+impl<'a> KeyIndex<'a> {
+    pub fn add(&mut self, hash: Hash, payload: &'a Payload) {
+        let Payload::Identified(i) = payload else {
+            return;
+        };
+        match &i.body {
+            Body::Vote {
+                instance: Instance::Setup { epoch, attempt },
+                kind: VoteKind::Precommit,
+                value: Some(value @ Value::SetupKeys { transcripts }),
+                ..
+            } => {
+                self.precommits
+                    .entry((*epoch, *attempt, value.id()))
+                    .or_insert_with(|| (BTreeSet::new(), *transcripts))
+                    .0
+                    .insert(i.author);
+            }
+            Body::DkgRound1 {
+                epoch,
+                run,
+                attempt,
+                package,
+                ring,
+                ..
+            } => {
+                let p = self.posted(*epoch, *run, *attempt, i.author);
+                p.round1 = Some((hash, package));
+                p.ring = ring.as_ref().map(|r| r.key);
+            }
+            Body::DkgRound2 {
+                epoch,
+                run,
+                attempt,
+                ..
+            } => self.posted(*epoch, *run, *attempt, i.author).round2 = Some(hash),
+            Body::DkgDone {
+                epoch,
+                run,
+                attempt,
+            } => self.posted(*epoch, *run, *attempt, i.author).done = Some(hash),
+            _ => {}
+        }
+    }
+
+    fn posted(
+        &mut self,
+        epoch: u64,
+        run: Run,
+        attempt: u32,
+        author: MemberIndex,
+    ) -> &mut Posted<'a> {
+        self.dkg
+            .entry((epoch, run, attempt))
+            .or_default()
+            .entry(author)
+            .or_default()
+    }
+
+    /// Each epoch whose setup a quorum decided: its public keys. An epoch whose decided
+    /// transcripts do not follow from the log is an error.
+    pub fn keys(&self, c: &Consortium) -> Result<BTreeMap<u64, SetupKeys>, String> {
+        let mut out = BTreeMap::new();
+        for ((epoch, attempt, _), (authors, transcripts)) in &self.precommits {
+            if authors.len() < c.quorum() {
+                continue;
+            }
+            if let Some(other) = out.get(epoch).map(|k: &SetupKeys| k.attempt) {
+                return Err(format!(
+                    "epoch {epoch}: keys decided in attempts {other} and {attempt}"
+                ));
+            }
+            let mut runs = Vec::new();
+            for (run, transcript) in Run::ALL.iter().zip(transcripts) {
+                runs.push(self.run_keys(c, *epoch, *run, *attempt, transcript)?);
+            }
+            let [(x, participants), (k, _)]: [_; 2] = runs
+                .try_into()
+                .map_err(|_| format!("epoch {epoch}: two runs expected"))?;
+            let posted = self.dkg.get(&(*epoch, Run::Decryption, *attempt));
+            let ring = participants
+                .iter()
+                .map(|m| posted.and_then(|p| p.get(m)).and_then(|p| p.ring))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| format!("epoch {epoch}: a participant announced no ring key"))?;
+            out.insert(
+                *epoch,
+                SetupKeys {
+                    attempt: *attempt,
+                    x,
+                    k,
+                    ring_members: participants,
+                    ring,
+                    ring_secret: None,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// One run's public keys and participants, if its records give the decided transcript.
+    fn run_keys(
+        &self,
+        c: &Consortium,
+        epoch: u64,
+        run: Run,
+        attempt: u32,
+        transcript: &Hash,
+    ) -> Result<(RunKeys, Vec<MemberIndex>), String> {
+        let none = BTreeMap::new();
+        let posted = self.dkg.get(&(epoch, run, attempt)).unwrap_or(&none);
+        let mut records = BTreeMap::new();
+        let mut packages = Vec::new();
+        for (m, p) in posted {
+            if let (Some((r1, package)), Some(r2), Some(done)) = (p.round1, p.round2, p.done) {
+                records.insert(*m, [r1, r2, done]);
+                packages.push((*m, dkg::parse_round1(package)?));
+            }
+        }
+        if dkg::transcript_hash(&c.id, epoch, run, attempt, &records) != *transcript {
+            return Err(format!(
+                "epoch {epoch}: the decided {run:?} transcript of attempt {attempt} does not follow from the log"
+            ));
+        }
+        let (group, verifying) = dkg::public_keys(packages.iter().map(|(m, p)| (*m, p)))?;
+        Ok((
+            RunKeys {
+                group,
+                verifying,
+                share: None,
+            },
+            records.into_keys().collect(),
+        ))
+    }
+}
