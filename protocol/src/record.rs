@@ -89,8 +89,8 @@ pub enum Body {
         attempt: u32,
         package: Vec<u8>,
         /// Ristretto255 key (`P = p*G`) the other dealers seal this member's round-2 shares of
-        /// the run to; fresh
-        /// for the epoch and erased after it, so the sealed shares on the log open for nobody.
+        /// the run to; fresh for the epoch and erased after it, so the sealed shares on the log
+        /// open for nobody.
         seal_key: [u8; 32],
         /// Decryption run only: the author's ring key for the epoch's submissions.
         ring: Option<Box<RingKeyAnnouncement>>,
