@@ -7,10 +7,17 @@ use bankmesh_netsim::{Sim, SimConfig};
 use bankmesh_store::audit::{self, Verified};
 use serde_json::Value;
 
-/// The bundle of member 1's log after one honest epoch, and the genesis text (made once).
-fn honest() -> &'static (Vec<String>, bankmesh_protocol::genesis::Consortium) {
-    static BUNDLE: OnceLock<(Vec<String>, bankmesh_protocol::genesis::Consortium)> =
-        OnceLock::new();
+type Honest = (
+    Vec<String>,
+    bankmesh_protocol::genesis::Consortium,
+    Vec<ed25519_dalek::SigningKey>,
+);
+
+/// The bundle of member 1's log after one honest epoch, the consortium, and the members'
+/// identity keys (index 0 is member 1), to forge records that only proofs can refute. Made
+/// once.
+fn honest() -> &'static Honest {
+    static BUNDLE: OnceLock<Honest> = OnceLock::new();
     BUNDLE.get_or_init(|| {
         let mut sim = Sim::new(SimConfig::new(21)).unwrap_or_else(|e| panic!("{e}"));
         sim.run_epoch().unwrap_or_else(|e| panic!("{e}"));
@@ -20,12 +27,17 @@ fn honest() -> &'static (Vec<String>, bankmesh_protocol::genesis::Consortium) {
         let summary = audit::export(sim.store(1).unwrap(), &c, &toml, &mut out).unwrap();
         assert_eq!(summary.checkpoints, 1, "epoch 1 is sealed");
         let text = String::from_utf8(out).unwrap();
-        (text.lines().map(str::to_string).collect(), c)
+        let keys = sim
+            .members()
+            .into_iter()
+            .map(|m| sim.member_secrets(m).unwrap().identity().clone())
+            .collect();
+        (text.lines().map(str::to_string).collect(), c, keys)
     })
 }
 
 fn verify(lines: &[String]) -> Verified {
-    let (_, c) = honest();
+    let (_, c, _) = honest();
     let text = lines.join("\n");
     audit::verify(text.as_bytes(), c, |_, _| {})
 }
@@ -60,7 +72,7 @@ fn records_of(lines: &[String], kind: &str) -> Vec<usize> {
 
 #[test]
 fn an_honest_bundle_verifies_and_summarizes() {
-    let (lines, _) = honest();
+    let (lines, _, _) = honest();
     let v = verify(lines);
     assert!(v.ok(), "{:?}", v.failures);
     assert_eq!(v.checkpoints, 1);
@@ -90,7 +102,7 @@ fn tamper(line: &str, pos: usize) -> String {
 
 #[test]
 fn a_changed_byte_in_any_record_kind_fails_at_that_line() {
-    let (lines, _) = honest();
+    let (lines, _, _) = honest();
     for kind in [
         "dkg-round1",
         "dkg-round2",
@@ -127,7 +139,7 @@ fn a_changed_byte_in_any_record_kind_fails_at_that_line() {
 /// refused for its proof.
 #[test]
 fn a_submission_with_a_broken_proof_is_named() {
-    let (lines, _) = honest();
+    let (lines, _, _) = honest();
     let at = records_of(lines, "submission")[0];
     let raw = hex::decode(json(&lines[at - 1])["bytes"].as_str().unwrap()).unwrap();
     let r = bankmesh_protocol::record::UncheckedRecord::decode(&raw).unwrap();
@@ -161,7 +173,7 @@ fn a_submission_with_a_broken_proof_is_named() {
 
 #[test]
 fn removed_duplicated_or_reordered_records_fail() {
-    let (lines, _) = honest();
+    let (lines, _, _) = honest();
     let dkg = records_of(lines, "dkg-done")[0];
     let sub = records_of(lines, "submission")[0];
     // Removed: the header's count, and the author's chain (or the final set) break.
@@ -182,7 +194,7 @@ fn removed_duplicated_or_reordered_records_fail() {
 
 #[test]
 fn checkpoints_certificates_genesis_and_end_are_checked() {
-    let (lines, _) = honest();
+    let (lines, _, _) = honest();
     let cp = lines
         .iter()
         .position(|l| json(l)["type"] == "checkpoint")
@@ -237,7 +249,7 @@ fn checkpoints_certificates_genesis_and_end_are_checked() {
 
 #[test]
 fn any_edited_field_of_a_view_fails() {
-    let (lines, _) = honest();
+    let (lines, _, _) = honest();
     for kind in ["report", "submission", "precommit"] {
         let at = records_of(lines, kind)[0];
         let v = json(&lines[at - 1]);
@@ -260,4 +272,50 @@ fn any_edited_field_of_a_view_fails() {
         t[at - 1] = e.to_string();
         fails_at(&t, at as u64, "envelope");
     }
+}
+
+/// A decryption shares record re-signed by its author with one share moved: its signature
+/// and chain hold, its key-switch proof does not.
+#[test]
+fn a_decryption_share_with_a_broken_proof_is_named() {
+    use bankmesh_protocol::record::{Body, Payload, Record, UncheckedRecord};
+    let (lines, c, keys) = honest();
+    let at = records_of(lines, "decryption-shares")[0];
+    let raw = hex::decode(json(&lines[at - 1])["bytes"].as_str().unwrap()).unwrap();
+    let r = UncheckedRecord::decode(&raw).unwrap();
+    let Payload::Identified(i) = r.envelope().payload.clone() else {
+        panic!("not identified")
+    };
+    let Body::DecryptionShares {
+        epoch,
+        root,
+        mut shares,
+    } = i.body
+    else {
+        panic!("not shares")
+    };
+    shares[0].share.e += curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
+    let key = &keys[usize::from(i.author) - 1];
+    let body = Body::DecryptionShares {
+        epoch,
+        root,
+        shares,
+    };
+    let forged = Record::identified(&c.id, key, i.author, i.seq, i.prev, body);
+    let decoded = UncheckedRecord::decode(forged.bytes()).unwrap();
+    let mut v = json(&lines[at - 1]);
+    v["bytes"] = Value::String(hex::encode(forged.bytes()));
+    v["hash"] = Value::String(hex::encode(forged.hash()));
+    v["view"] = audit::view(decoded.envelope());
+    let mut t = lines.clone();
+    t[at - 1] = v.to_string();
+    let result = verify(&t);
+    assert!(
+        result
+            .failures
+            .iter()
+            .any(|f| f.line == at as u64 && f.why.contains("share for")),
+        "{:?}",
+        result.failures
+    );
 }

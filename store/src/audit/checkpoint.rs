@@ -92,6 +92,11 @@ impl<'a> Index<'a> {
 
     /// Every epoch with a certificate, its checkpoint; or why one cannot be derived.
     pub fn checkpoints(&self, c: &Consortium) -> Result<Vec<Checkpoint>, String> {
+        Ok(self.sealed(c)?.into_iter().map(|(cp, _)| cp).collect())
+    }
+
+    /// Every epoch with a certificate: its checkpoint and final set.
+    pub fn sealed(&self, c: &Consortium) -> Result<Vec<(Checkpoint, FinalSet)>, String> {
         let mut certified: BTreeMap<u64, (u32, Hash, &Votes)> = BTreeMap::new();
         for ((epoch, round, id), votes) in &self.precommits {
             if votes.len() < c.quorum() {
@@ -122,7 +127,7 @@ impl<'a> Index<'a> {
             let set = self.final_set(c, epoch, round, value)?;
             let submissions = set.entries.len() as u64;
             log.push(checkpoint_leaf(epoch, &set.root, submissions));
-            out.push(Checkpoint {
+            let checkpoint = Checkpoint {
                 epoch,
                 round,
                 value: id,
@@ -133,7 +138,8 @@ impl<'a> Index<'a> {
                 tags: set.aggregates.iter().map(|(t, (_, n))| (*t, *n)).collect(),
                 log_size: log.len(),
                 log_root: log.root(),
-            });
+            };
+            out.push((checkpoint, set));
         }
         Ok(out)
     }

@@ -10,7 +10,10 @@ use bankmesh_protocol::record::{Body, Evidence, Hash, Payload, UncheckedRecord};
 use bankmesh_protocol::MemberIndex;
 use rayon::prelude::*;
 
+use bankmesh_protocol::epoch::decrypt;
 use bankmesh_protocol::epoch::submit::verify_submission;
+use bankmesh_protocol::epoch::values::FinalSet;
+use bankmesh_protocol::setup::SetupKeys;
 
 use super::{order_key, view, CheckpointLine, Index, KeyIndex, Line, RecordLine, FORMAT};
 
@@ -314,14 +317,20 @@ pub fn verify(
     for r in &read {
         index.add(r.hash, &r.record.envelope().payload);
     }
-    match index.checkpoints(consortium) {
+    let mut sets = BTreeMap::new();
+    match index.sealed(consortium) {
         Err(why) => v.failures.push(Failure {
             line: 0,
             hash: None,
             kind: Some("checkpoint".into()),
             why,
         }),
-        Ok(derived) => {
+        Ok(sealed) => {
+            let mut derived = Vec::new();
+            for (checkpoint, set) in sealed {
+                sets.insert(checkpoint.epoch, set);
+                derived.push(checkpoint);
+            }
             let mut given = checkpoint_lines.iter();
             for c in &derived {
                 let expected = CheckpointLine::from(c);
@@ -378,13 +387,7 @@ pub fn verify(
             let failures: Vec<Failure> = read
                 .par_iter()
                 .filter_map(|r| {
-                    let Payload::Submission(s) = &r.record.envelope().payload else {
-                        return None;
-                    };
-                    let why = match keys.get(&s.epoch) {
-                        None => format!("no setup of epoch {} is decided in the log", s.epoch),
-                        Some(k) => verify_submission(consortium, k, s).err()?.to_string(),
-                    };
+                    let why = proofs_fail(consortium, &keys, &sets, &r.record)?;
                     Some(at_record(r.line, &r.record, why))
                 })
                 .collect();
@@ -392,6 +395,48 @@ pub fn verify(
         }
     }
     v
+}
+
+/// Why a record's proofs fail under its epoch's keys and final set, if they do: a
+/// submission's validity, holder and ring proofs; a decryption shares record's root, bounds and
+/// every key-switch proof against its author's verifying share.
+fn proofs_fail(
+    c: &Consortium,
+    keys: &BTreeMap<u64, SetupKeys>,
+    sets: &BTreeMap<u64, FinalSet>,
+    record: &UncheckedRecord,
+) -> Option<String> {
+    let no_keys = |epoch| format!("no setup of epoch {epoch} is decided in the log");
+    match &record.envelope().payload {
+        Payload::Submission(s) => match keys.get(&s.epoch) {
+            None => Some(no_keys(s.epoch)),
+            Some(k) => verify_submission(c, k, s).err().map(|e| e.to_string()),
+        },
+        Payload::Identified(i) => {
+            let Body::DecryptionShares {
+                epoch,
+                root,
+                shares,
+            } = &i.body
+            else {
+                return None;
+            };
+            let Some(k) = keys.get(epoch) else {
+                return Some(no_keys(*epoch));
+            };
+            let Some(set) = sets.get(epoch) else {
+                return Some(format!("epoch {epoch} is not sealed in the log"));
+            };
+            let Some(verifying) = k.x.verifying.get(&i.author) else {
+                return Some(format!(
+                    "member {} holds no share of epoch {epoch}'s key",
+                    i.author
+                ));
+            };
+            decrypt::check_record(c, *epoch, set, i.author, verifying, root, shares, |_| false)
+                .err()
+        }
+    }
 }
 
 fn at_record(line: u64, r: &UncheckedRecord, why: String) -> Failure {
