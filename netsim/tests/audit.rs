@@ -319,3 +319,89 @@ fn a_decryption_share_with_a_broken_proof_is_named() {
         result.failures
     );
 }
+
+/// A member's bundle after a run of scenario `name` (seed 1), with its consortium and keys.
+fn bundle_of(name: &str, member: u16) -> Honest {
+    use bankmesh_netsim::scenario::{self, Size};
+    let (config, _) = scenario::build(name, 1, Size::default()).unwrap();
+    let mut sim = Sim::new(config).unwrap_or_else(|e| panic!("{e}"));
+    sim.run().unwrap_or_else(|e| panic!("{e}"));
+    let c = (**sim.consortium()).clone();
+    let mut out = Vec::new();
+    audit::export(
+        sim.store(member).unwrap(),
+        &c,
+        &c.genesis.to_toml(),
+        &mut out,
+    )
+    .unwrap();
+    let keys = sim
+        .members()
+        .into_iter()
+        .map(|m| sim.member_secrets(m).unwrap().identity().clone())
+        .collect();
+    let text = String::from_utf8(out).unwrap();
+    (text.lines().map(str::to_string).collect(), c, keys)
+}
+
+/// Fault records are judged as members judge them: the evidence of each Byzantine scenario
+/// holds in an honest member's bundle; evidence swapped for a valid record is a false
+/// accusation, named.
+#[test]
+fn fault_evidence_in_a_bundle_is_judged() {
+    use bankmesh_protocol::record::{Body, Evidence, Payload, Record, UncheckedRecord};
+    for (name, kind) in [
+        ("bad-decryption-share", "bad-decryption-share"),
+        ("invalid-submission", "invalid-submission"),
+        ("bad-oprf-eval", "bad-oprf-eval"),
+    ] {
+        let (lines, c, keys) = bundle_of(name, 1);
+        let v = audit::verify(lines.join("\n").as_bytes(), &c, |_, _| {});
+        assert!(v.ok(), "{name}: {:?}", v.failures);
+        let faults: Vec<_> = v.epochs.values().flat_map(|e| e.faults.clone()).collect();
+        assert!(
+            faults.contains(&(2, kind.to_string())),
+            "{name}: faults {faults:?}"
+        );
+        if name != "bad-decryption-share" {
+            continue;
+        }
+        // Swap the evidence for an honest member's valid shares record, and re-sign.
+        let honest_shares = records_of(&lines, "decryption-shares")
+            .into_iter()
+            .map(|at| hex::decode(json(&lines[at - 1])["bytes"].as_str().unwrap()).unwrap())
+            .find(|b| UncheckedRecord::decode(b).unwrap().claimed_author() == Some(3))
+            .unwrap();
+        let at = records_of(&lines, "fault")[0];
+        let raw = hex::decode(json(&lines[at - 1])["bytes"].as_str().unwrap()).unwrap();
+        let r = UncheckedRecord::decode(&raw).unwrap();
+        let Payload::Identified(i) = r.envelope().payload.clone() else {
+            panic!()
+        };
+        let Body::Fault { epoch, .. } = i.body else {
+            panic!()
+        };
+        let body = Body::Fault {
+            epoch,
+            evidence: Evidence::BadDecryptionShares {
+                record: honest_shares,
+            },
+        };
+        let key = &keys[usize::from(i.author) - 1];
+        let forged = Record::identified(&c.id, key, i.author, i.seq, i.prev, body);
+        let mut e = json(&lines[at - 1]);
+        e["bytes"] = Value::String(hex::encode(forged.bytes()));
+        e["hash"] = Value::String(hex::encode(forged.hash()));
+        e["view"] = audit::view(UncheckedRecord::decode(forged.bytes()).unwrap().envelope());
+        let mut t = lines.clone();
+        t[at - 1] = e.to_string();
+        let v = audit::verify(t.join("\n").as_bytes(), &c, |_, _| {});
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.line == at as u64 && f.why.contains("false accusation")),
+            "{:?}",
+            v.failures
+        );
+    }
+}

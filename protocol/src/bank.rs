@@ -19,7 +19,7 @@ use crate::agreement::{well_formed, Agreement, MAX_ROUNDS};
 use crate::epoch::decrypt::VerifiedShares;
 use crate::epoch::submit::verify_submission;
 use crate::epoch::{Ctx, Epoch, Out, ShareCheck};
-use crate::evidence;
+use crate::evidence::{self, Judgement};
 use crate::genesis::Consortium;
 use crate::keys::{EpochSecret, MemberSecrets};
 use crate::local::{LocalEntry, LocalWrite, Restored};
@@ -464,71 +464,20 @@ impl Bank {
 
     /// Judges a fault record's evidence against the genesis and what the log holds here.
     fn judge_evidence(&self, now: Time, epoch: u64, evidence: &Evidence) -> EvidenceVerdict {
-        match evidence {
-            Evidence::Equivocation { first, second } => {
-                match evidence::check_equivocation(&self.consortium, epoch, first, second) {
-                    Ok(m) => EvidenceVerdict::Proven(m),
-                    Err(why) => EvidenceVerdict::False(why),
-                }
+        let e = self.epochs.get(&epoch);
+        let set = e.and_then(Epoch::set);
+        match evidence::judge(&self.consortium, epoch, evidence, self.keys(epoch), set) {
+            Judgement::Proven(m) => EvidenceVerdict::Proven(m),
+            Judgement::False(why) => EvidenceVerdict::False(why),
+            Judgement::NeedsKeys => EvidenceVerdict::Wait(Wait::Keys(epoch)),
+            // The final set is gone here (or will never be built): the record is kept for
+            // auditors, who judge it from the log.
+            Judgement::NeedsFinalSet(author)
+                if e.is_some_and(|e| !e.awaits_final_set(&self.consortium, now)) =>
+            {
+                EvidenceVerdict::Unverifiable(author)
             }
-            Evidence::InvalidPublication {
-                record,
-                exit,
-                signature,
-            } => {
-                let s = match evidence::stamped_submission(
-                    &self.consortium,
-                    epoch,
-                    record,
-                    *exit,
-                    signature,
-                ) {
-                    Ok(s) => s,
-                    Err(why) => return EvidenceVerdict::False(why),
-                };
-                let Some(keys) = self.keys(epoch) else {
-                    return EvidenceVerdict::Wait(Wait::Keys(epoch));
-                };
-                match verify_submission(&self.consortium, keys, &s) {
-                    Err(_) => EvidenceVerdict::Proven(*exit),
-                    Ok(_) => EvidenceVerdict::False("the submission is valid".into()),
-                }
-            }
-            Evidence::BadOprfEvaluation(e) => {
-                let Some(keys) = self.keys(epoch) else {
-                    return EvidenceVerdict::Wait(Wait::Keys(epoch));
-                };
-                let Some(pk) = keys.k.verifying.get(&e.evaluator) else {
-                    return EvidenceVerdict::False(format!(
-                        "member {} holds no pseudonym key share of epoch {epoch}",
-                        e.evaluator
-                    ));
-                };
-                match evidence::check_bad_evaluation(&self.consortium, epoch, e, pk) {
-                    Ok(m) => EvidenceVerdict::Proven(m),
-                    Err(why) => EvidenceVerdict::False(why),
-                }
-            }
-            Evidence::BadDecryptionShares { record } => {
-                let s = match evidence::signed_shares(&self.consortium, epoch, record) {
-                    Ok(s) => s,
-                    Err(why) => return EvidenceVerdict::False(why),
-                };
-                let Some(e) = self.epochs.get(&epoch) else {
-                    return EvidenceVerdict::Wait(Wait::FinalSet(epoch));
-                };
-                let ctx = self.ctx(now, epoch);
-                match e.shares_fail_alone(&ctx, s.author, &s.root, &s.shares) {
-                    Some(Err(_)) => EvidenceVerdict::Proven(s.author),
-                    Some(Ok(())) => {
-                        EvidenceVerdict::False("its decryption shares are valid".into())
-                    }
-                    None if !e.awaits_final_set(&self.consortium, now) => {
-                        EvidenceVerdict::Unverifiable(s.author)
-                    }
-                    None => EvidenceVerdict::Wait(Wait::FinalSet(epoch)),
-                }
-            }
+            Judgement::NeedsFinalSet(_) => EvidenceVerdict::Wait(Wait::FinalSet(epoch)),
         }
     }
 

@@ -1,17 +1,21 @@
 //! Fault evidence (DESIGN 5; issue 6): what a fault record carries is the culprit's own signed
 //! bytes, so anyone holding the genesis checks it, with the log for what the bytes refer to.
-//! These checks need no protocol state; the bank adds what does (a decryption share is judged
-//! against the final set it names).
+//! [`judge`] is the one judgement, for members and auditors alike: it takes the epoch's keys
+//! and final set where the evidence needs them.
 
 use curve25519_dalek::ristretto::RistrettoPoint;
 
 use crate::crypto::oprf::{self, BatchContext};
+use crate::epoch::decrypt;
+use crate::epoch::submit::verify_submission;
+use crate::epoch::values::FinalSet;
 use crate::genesis::Consortium;
 use crate::gossip::{check_stamp, Stamp};
 use crate::record::{
     epoch_of, Body, Evidence, Hash, Payload, ShareEntry, SignedEvaluation, Submission,
     UncheckedRecord,
 };
+use crate::setup::SetupKeys;
 use crate::MemberIndex;
 
 /// A signed decryption shares record offered as evidence, decoded and its signature checked.
@@ -151,6 +155,92 @@ pub fn check_bad_evaluation(
     match oprf::verify_partial(pk, &e.blinded, &e.evaluated, &e.proof, &ctx) {
         Ok(()) => Err("the evaluation's proof verifies".into()),
         Err(_) => Ok(e.evaluator),
+    }
+}
+
+/// What evidence in a fault record shows.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Judgement {
+    /// It holds: the member is at fault.
+    Proven(MemberIndex),
+    /// It does not hold: the accuser is at fault.
+    False(String),
+    /// It needs the epoch's keys.
+    NeedsKeys,
+    /// It needs the epoch's final set; its signed shares are `author`'s.
+    NeedsFinalSet(MemberIndex),
+}
+
+/// Judges `evidence` of `epoch` with the epoch's decided keys and final set, if known.
+pub fn judge(
+    c: &Consortium,
+    epoch: u64,
+    evidence: &Evidence,
+    keys: Option<&SetupKeys>,
+    set: Option<&FinalSet>,
+) -> Judgement {
+    let verdict = |r: Result<MemberIndex, String>| match r {
+        Ok(m) => Judgement::Proven(m),
+        Err(why) => Judgement::False(why),
+    };
+    match evidence {
+        Evidence::Equivocation { first, second } => {
+            verdict(check_equivocation(c, epoch, first, second))
+        }
+        Evidence::InvalidPublication {
+            record,
+            exit,
+            signature,
+        } => {
+            let s = match stamped_submission(c, epoch, record, *exit, signature) {
+                Ok(s) => s,
+                Err(why) => return Judgement::False(why),
+            };
+            let Some(keys) = keys else {
+                return Judgement::NeedsKeys;
+            };
+            match verify_submission(c, keys, &s) {
+                Err(_) => Judgement::Proven(*exit),
+                Ok(_) => Judgement::False("the submission is valid".into()),
+            }
+        }
+        Evidence::BadOprfEvaluation(e) => {
+            let Some(keys) = keys else {
+                return Judgement::NeedsKeys;
+            };
+            let Some(pk) = keys.k.verifying.get(&e.evaluator) else {
+                return Judgement::False(format!(
+                    "member {} holds no pseudonym key share of epoch {epoch}",
+                    e.evaluator
+                ));
+            };
+            verdict(check_bad_evaluation(c, epoch, e, pk))
+        }
+        Evidence::BadDecryptionShares { record } => {
+            let s = match signed_shares(c, epoch, record) {
+                Ok(s) => s,
+                Err(why) => return Judgement::False(why),
+            };
+            let (Some(keys), Some(set)) = (keys, set) else {
+                return Judgement::NeedsFinalSet(s.author);
+            };
+            let Some(verifying) = keys.x.verifying.get(&s.author) else {
+                return Judgement::Proven(s.author);
+            };
+            match decrypt::check_record(
+                c,
+                epoch,
+                set,
+                s.author,
+                verifying,
+                &s.root,
+                &s.shares,
+                |_| false,
+            ) {
+                Err(_) => Judgement::Proven(s.author),
+                Ok(_) => Judgement::False("its decryption shares are valid".into()),
+            }
+        }
     }
 }
 

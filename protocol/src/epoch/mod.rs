@@ -1286,6 +1286,14 @@ impl Epoch {
             .collect()
     }
 
+    /// The final set, once decided and built.
+    pub fn set(&self) -> Option<&FinalSet> {
+        match &self.stage {
+            Stage::Decrypting { set, .. } | Stage::Done { set } => Some(set),
+            _ => None,
+        }
+    }
+
     /// The final set's root and size, once decided and built.
     pub fn final_set(&self) -> Option<(Hash, usize)> {
         match &self.stage {

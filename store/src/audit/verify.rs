@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 
-use bankmesh_protocol::evidence;
+use bankmesh_protocol::evidence::{self, Judgement};
 use bankmesh_protocol::genesis::{Consortium, Genesis};
-use bankmesh_protocol::record::{Body, Evidence, Hash, Payload, UncheckedRecord};
+use bankmesh_protocol::record::{Body, Hash, Payload, UncheckedRecord};
 use bankmesh_protocol::MemberIndex;
 use rayon::prelude::*;
 
@@ -290,7 +290,7 @@ pub fn verify(
     }
 
     // 6. Rules of one record that need no epoch state: report parts (bounded, strictly
-    //    ascending) and equivocation evidence.
+    //    ascending).
     for r in &read {
         let Payload::Identified(i) = &r.record.envelope().payload else {
             continue;
@@ -299,12 +299,6 @@ pub fn verify(
             Body::Report { part, hashes, .. } => {
                 bankmesh_protocol::epoch::seal::check_report(consortium, *part, hashes).err()
             }
-            Body::Fault {
-                epoch,
-                evidence: Evidence::Equivocation { first, second },
-            } => evidence::check_equivocation(consortium, *epoch, first, second)
-                .err()
-                .map(|why| format!("false accusation: {why}")),
             _ => None,
         };
         if let Some(why) = broken {
@@ -399,7 +393,8 @@ pub fn verify(
 
 /// Why a record's proofs fail under its epoch's keys and final set, if they do: a
 /// submission's validity, holder and ring proofs; a decryption shares record's root, bounds and
-/// every key-switch proof against its author's verifying share.
+/// every key-switch proof against its author's verifying share; a fault record's evidence,
+/// judged as members judge it.
 fn proofs_fail(
     c: &Consortium,
     keys: &BTreeMap<u64, SetupKeys>,
@@ -413,6 +408,17 @@ fn proofs_fail(
             Some(k) => verify_submission(c, k, s).err().map(|e| e.to_string()),
         },
         Payload::Identified(i) => {
+            if let Body::Fault { epoch, evidence } = &i.body {
+                let (k, set) = (keys.get(epoch), sets.get(epoch));
+                return match evidence::judge(c, *epoch, evidence, k, set) {
+                    Judgement::Proven(_) => None,
+                    Judgement::False(why) => Some(format!("false accusation: {why}")),
+                    Judgement::NeedsKeys => Some(no_keys(*epoch)),
+                    Judgement::NeedsFinalSet(_) => {
+                        Some(format!("epoch {epoch} is not sealed in the log"))
+                    }
+                };
+            }
             let Body::DecryptionShares {
                 epoch,
                 root,
