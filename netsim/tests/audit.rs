@@ -405,3 +405,44 @@ fn fault_evidence_in_a_bundle_is_judged() {
         );
     }
 }
+
+/// An auditor holding the bundle of epoch 1 checks that the bundle of epoch 2 extends it (an
+/// RFC 6962 consistency proof over the checkpoint log); a rewritten history does not.
+#[test]
+fn a_later_bundle_extends_an_earlier_one() {
+    let mut config = SimConfig::new(23);
+    config.epochs = 2;
+    let mut sim = Sim::new(config).unwrap_or_else(|e| panic!("{e}"));
+    sim.run_until(|s| s.bank(1).and_then(|b| b.final_set(1)).is_some())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = (**sim.consortium()).clone();
+    let export = |sim: &Sim| {
+        let mut out = Vec::new();
+        audit::export(sim.store(1).unwrap(), &c, &c.genesis.to_toml(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let first = export(&sim);
+    sim.run().unwrap_or_else(|e| panic!("{e}"));
+    let second = export(&sim);
+    let v = audit::verify(second.as_bytes(), &c, |_, _| {});
+    assert!(v.ok(), "{:?}", v.failures);
+    assert_eq!(v.checkpoints, 2);
+    audit::extends(first.as_bytes(), second.as_bytes()).unwrap();
+    assert!(audit::extends(second.as_bytes(), first.as_bytes()).is_err());
+    // An older bundle whose epoch 1 had another root is not a prefix of the newer one.
+    let rewritten: Vec<String> = first
+        .lines()
+        .map(|l| {
+            let mut v = json(l);
+            if v["type"] == "checkpoint" {
+                let other = bankmesh_protocol::merkle::CheckpointLog::default();
+                let mut log = other;
+                log.push(bankmesh_protocol::merkle::checkpoint_leaf(1, &[7; 32], 1));
+                v["log_root"] = Value::String(hex::encode(log.root()));
+            }
+            v.to_string()
+        })
+        .collect();
+    let err = audit::extends(rewritten.join("\n").as_bytes(), second.as_bytes()).unwrap_err();
+    assert!(err.contains("does not extend"), "{err}");
+}

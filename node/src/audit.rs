@@ -70,6 +70,16 @@ fn verify_with(bundle: &Path, c: &Consortium) -> Result<Verified> {
     Ok(verified)
 }
 
+/// Whether `newer` extends the checkpoint log of `older` (see [`audit::extends`]).
+pub fn extends(older: &Path, newer: &Path) -> Result<(), String> {
+    let open = |p: &Path| {
+        File::open(p)
+            .map(BufReader::new)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    audit::extends(open(older)?, open(newer)?)
+}
+
 /// The report of `audit verify`, for a human.
 pub fn report(v: &Verified) -> String {
     let mut s = String::new();

@@ -138,6 +138,10 @@ enum AuditCommand {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// An older bundle of this consortium (verified before): check that this one extends
+        /// its checkpoint log (RFC 6962 consistency), rewriting no earlier epoch.
+        #[arg(long)]
+        extends: Option<PathBuf>,
     },
     /// Summarize a bundle per epoch: members, records by kind, submissions, tags, faults.
     Show {
@@ -354,8 +358,19 @@ fn audit(command: AuditCommand) -> Result<()> {
             bundle,
             consortium,
             json,
+            extends,
         } => {
-            let v = bankmesh_node::audit::verify(&bundle, &consortium)?;
+            let mut v = bankmesh_node::audit::verify(&bundle, &consortium)?;
+            if let Some(older) = extends {
+                if let Err(why) = bankmesh_node::audit::extends(&older, &bundle) {
+                    v.failures.push(bankmesh_store::audit::Failure {
+                        line: 0,
+                        hash: None,
+                        kind: Some("checkpoint".into()),
+                        why,
+                    });
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

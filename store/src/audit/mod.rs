@@ -22,7 +22,7 @@ mod verify;
 pub use checkpoint::{Checkpoint, Index};
 pub use export::{export, ExportSummary};
 pub use keys::KeyIndex;
-pub use verify::{verify, Failure, Verified};
+pub use verify::{extends, verify, Failure, Verified};
 
 use bankmesh_protocol::record::{self, Envelope, Hash, Payload};
 use serde::{Deserialize, Serialize};

@@ -528,3 +528,69 @@ fn differing(given: &CheckpointLine, derived: &CheckpointLine) -> String {
     check("log_root", given.log_root == derived.log_root);
     fields.join(", ")
 }
+
+/// Whether the bundle `newer` extends `older`: the checkpoint log of `newer` (rebuilt from its
+/// checkpoint lines, each of which `verify` checks against its records) has the last log of
+/// `older` as a prefix, shown by an RFC 6962 consistency proof. An auditor keeps only the
+/// older bundle's last log size and root.
+pub fn extends(older: impl BufRead, newer: impl BufRead) -> Result<(), String> {
+    let last = |input: &mut dyn Iterator<Item = std::io::Result<String>>| -> Result<Vec<CheckpointLine>, String> {
+        let mut out = Vec::new();
+        for line in input {
+            let line = line.map_err(|e| e.to_string())?;
+            if let Ok(Line::Checkpoint(c)) = serde_json::from_str::<Line>(&line) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    };
+    let old = last(&mut older.lines())?;
+    let new = last(&mut newer.lines())?;
+    let Some(old_last) = old.last() else {
+        return Ok(()); // an empty log is a prefix of any
+    };
+    let mut log = bankmesh_protocol::merkle::CheckpointLog::default();
+    for c in &new {
+        let root = parse_hash(&c.root)?;
+        log.push(bankmesh_protocol::merkle::checkpoint_leaf(
+            c.epoch,
+            &root,
+            c.submissions,
+        ));
+        if log.len() != c.log_size || hex::encode(log.root()) != c.log_root {
+            return Err(format!(
+                "the newer bundle's log at epoch {} is not its lines'",
+                c.epoch
+            ));
+        }
+    }
+    let old_root = parse_hash(&old_last.log_root)?;
+    let proof = log.prove_consistency(old_last.log_size).ok_or_else(|| {
+        format!(
+            "the newer bundle's log ({} epochs) is shorter than the older one's ({})",
+            log.len(),
+            old_last.log_size
+        )
+    })?;
+    if bankmesh_protocol::merkle::verify_consistency(
+        &old_root,
+        old_last.log_size,
+        &log.root(),
+        log.len(),
+        &proof,
+    ) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the newer bundle does not extend the older one: its first {} epochs differ",
+            old_last.log_size
+        ))
+    }
+}
+
+fn parse_hash(text: &str) -> Result<Hash, String> {
+    hex::decode(text)
+        .ok()
+        .and_then(|b| Hash::try_from(b.as_slice()).ok())
+        .ok_or_else(|| format!("not a hash: {text:?}"))
+}
