@@ -446,3 +446,48 @@ fn a_later_bundle_extends_an_earlier_one() {
     let err = audit::extends(rewritten.join("\n").as_bytes(), second.as_bytes()).unwrap_err();
     assert!(err.contains("does not extend"), "{err}");
 }
+
+/// Under an equivocating member, every honest member's bundle verifies: its forks are kept as
+/// evidence (beside the chain, or continuing the other side), and votes and report parts kept
+/// as evidence count towards the checkpoint as members count them.
+#[test]
+fn every_honest_bundle_verifies_under_an_equivocator() {
+    use bankmesh_netsim::scenario::{self, Size};
+    let (config, _) = scenario::build("equivocation", 1, Size::default()).unwrap();
+    let mut sim = Sim::new(config).unwrap_or_else(|e| panic!("{e}"));
+    sim.run().unwrap_or_else(|e| panic!("{e}"));
+    let c = (**sim.consortium()).clone();
+    let mut evidence = 0;
+    for m in sim
+        .members()
+        .into_iter()
+        .filter(|m| Some(*m) != sim.faulty())
+    {
+        let mut out = Vec::new();
+        audit::export(sim.store(m).unwrap(), &c, &c.genesis.to_toml(), &mut out).unwrap();
+        let v = audit::verify(out.as_slice(), &c, |_, _| {});
+        assert!(v.ok(), "member {m}: {:?}", v.failures);
+        assert_eq!(v.checkpoints, 1, "member {m}");
+        evidence += v.evidence;
+    }
+    assert!(evidence > 0, "the equivocation left evidence");
+}
+
+/// A line past the length bound is refused unread, named, and the lines after it still read;
+/// counts at the limits of u64 fail without overflow.
+#[test]
+fn hostile_lines_are_refused() {
+    let (lines, _, _) = honest();
+    let mut t = lines.clone();
+    t.insert(2, "x".repeat(9 << 20));
+    let v = verify(&t);
+    assert!(v
+        .failures
+        .iter()
+        .any(|f| f.line == 3 && f.why.contains("longer than")));
+    assert!(v.records > 0, "the lines after it are read");
+    let mut t = lines.clone();
+    let last = t.len() - 1;
+    t[last] = r#"{"type":"end","lines":18446744073709551615}"#.into();
+    fails_at(&t, last as u64 + 1, "end count at u64::MAX");
+}

@@ -86,6 +86,9 @@ pub fn report(v: &Verified) -> String {
     for f in &v.failures {
         s.push_str(&format!("FAIL {f}\n"));
     }
+    for f in &v.unjudged {
+        s.push_str(&format!("NOTE {f} (kept unjudged, as members keep it)\n"));
+    }
     let verdict = if v.ok() { "holds" } else { "does NOT hold" };
     s.push_str(&format!(
         "bundle {verdict}: {} records, {} evidence, {} checkpoints checked; {} failures\n",

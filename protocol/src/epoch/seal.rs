@@ -92,7 +92,14 @@ pub fn walk(parts: &BTreeMap<Hash, Part>, last: &Hash) -> Walk {
         current = prev;
     }
     chunks.reverse();
-    Walk::Complete(chunks.concat())
+    let list = chunks.concat();
+    // Strictly ascending as a whole, so no report lists a hash twice (an empty part between
+    // two others must not let the same hash through twice: each listing counts towards the
+    // `f + 1` that seal a submission).
+    if !list.windows(2).all(|w| w.first() < w.get(1)) {
+        return Walk::Broken;
+    }
+    Walk::Complete(list)
 }
 
 /// The final set the pinned reports imply: every submission listed in more than `faulty` of
@@ -585,6 +592,27 @@ mod tests {
         let out = seal.report_part(Time(0), m, 0, true, hashes, record, [0; 32]);
         assert!(out.faults.is_empty());
         (m, record)
+    }
+
+    /// A report whose parts list one hash twice, around an empty part, is broken: counted
+    /// twice it would seal a submission on one member's word.
+    #[test]
+    fn a_report_listing_a_hash_twice_is_broken() {
+        let part = |part, last, hashes: Vec<Hash>, prev| Part {
+            author: 2,
+            part,
+            last,
+            hashes,
+            prev,
+        };
+        let mut parts = BTreeMap::new();
+        parts.insert(h(10), part(0, false, vec![h(1)], [0; 32]));
+        parts.insert(h(11), part(1, false, vec![], h(10)));
+        parts.insert(h(12), part(2, true, vec![h(1)], h(11)));
+        assert!(matches!(walk(&parts, &h(12)), Walk::Broken));
+        parts.insert(h(13), part(2, true, vec![h(2)], h(11)));
+        assert!(matches!(walk(&parts, &h(13)), Walk::Complete(l) if l == vec![h(1), h(2)]));
+        assert_eq!(final_hashes([&[h(1), h(2)][..], &[h(2)]], 1), vec![h(2)]);
     }
 
     fn validity(seal: &Seal, v: &Value) -> Validity {

@@ -54,8 +54,9 @@ pub fn export(
         evidence.push(decode(i as u64, &bytes)?);
     }
     evidence.sort_by_key(UncheckedRecord::hash);
+    // Votes and report parts kept as evidence count as members count them.
     let mut index = Index::default();
-    for r in &records {
+    for r in records.iter().chain(&evidence) {
         index.add(r.hash(), &r.envelope().payload);
     }
     let checkpoints = index

@@ -26,9 +26,9 @@ type Certificate = (BTreeSet<MemberIndex>, [Hash; 2]);
 /// The records the keys are derived from.
 #[derive(Default)]
 pub struct KeyIndex<'a> {
-    /// Setup precommits for a SetupKeys value: (epoch, attempt, value id) -> authors and the
-    /// decided transcripts.
-    precommits: BTreeMap<(u64, u32, Hash), Certificate>,
+    /// Setup precommits for a SetupKeys value: (epoch, attempt, round, value id) -> authors
+    /// and the decided transcripts. A certificate is `q` precommits of one round.
+    precommits: BTreeMap<(u64, u32, u32, Hash), Certificate>,
     /// DKG records: (epoch, run, attempt) -> author -> what it posted.
     dkg: BTreeMap<(u64, Run, u32), BTreeMap<MemberIndex, Posted<'a>>>,
 }
@@ -42,11 +42,11 @@ impl<'a> KeyIndex<'a> {
             Body::Vote {
                 instance: Instance::Setup { epoch, attempt },
                 kind: VoteKind::Precommit,
+                round,
                 value: Some(value @ Value::SetupKeys { transcripts }),
-                ..
             } => {
                 self.precommits
-                    .entry((*epoch, *attempt, value.id()))
+                    .entry((*epoch, *attempt, *round, value.id()))
                     .or_insert_with(|| (BTreeSet::new(), *transcripts))
                     .0
                     .insert(i.author);
@@ -59,21 +59,30 @@ impl<'a> KeyIndex<'a> {
                 ring,
                 ..
             } => {
+                // The first is the one members keep (an identical copy later is no news).
                 let p = self.posted(*epoch, *run, *attempt, i.author);
-                p.round1 = Some((hash, package));
-                p.ring = ring.as_ref().map(|r| r.key);
+                if p.round1.is_none() {
+                    p.round1 = Some((hash, package));
+                    p.ring = ring.as_ref().map(|r| r.key);
+                }
             }
             Body::DkgRound2 {
                 epoch,
                 run,
                 attempt,
                 ..
-            } => self.posted(*epoch, *run, *attempt, i.author).round2 = Some(hash),
+            } => {
+                let p = self.posted(*epoch, *run, *attempt, i.author);
+                p.round2 = p.round2.or(Some(hash));
+            }
             Body::DkgDone {
                 epoch,
                 run,
                 attempt,
-            } => self.posted(*epoch, *run, *attempt, i.author).done = Some(hash),
+            } => {
+                let p = self.posted(*epoch, *run, *attempt, i.author);
+                p.done = p.done.or(Some(hash));
+            }
             _ => {}
         }
     }
@@ -96,14 +105,19 @@ impl<'a> KeyIndex<'a> {
     /// transcripts do not follow from the log is an error.
     pub fn keys(&self, c: &Consortium) -> Result<BTreeMap<u64, SetupKeys>, String> {
         let mut out = BTreeMap::new();
-        for ((epoch, attempt, _), (authors, transcripts)) in &self.precommits {
+        for ((epoch, attempt, _, _), (authors, transcripts)) in &self.precommits {
             if authors.len() < c.quorum() {
                 continue;
             }
-            if let Some(other) = out.get(epoch).map(|k: &SetupKeys| k.attempt) {
-                return Err(format!(
-                    "epoch {epoch}: keys decided in attempts {other} and {attempt}"
-                ));
+            match out.get(epoch).map(|k: &SetupKeys| k.attempt) {
+                // Certified in two rounds of one attempt: the same value (Tendermint).
+                Some(other) if other == *attempt => continue,
+                Some(other) => {
+                    return Err(format!(
+                        "epoch {epoch}: keys decided in attempts {other} and {attempt}"
+                    ))
+                }
+                None => {}
             }
             let mut runs = Vec::new();
             for (run, transcript) in Run::ALL.iter().zip(transcripts) {

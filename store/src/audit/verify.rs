@@ -63,6 +63,9 @@ pub struct Verified {
     pub checkpoints: u64,
     pub epochs: BTreeMap<u64, EpochSummary>,
     pub failures: Vec<Failure>,
+    /// Records the log cannot judge, which members keep unjudged too (decryption shares and
+    /// their fault evidence for an epoch whose seal never completed): reported, not failures.
+    pub unjudged: Vec<Failure>,
 }
 
 impl Verified {
@@ -96,16 +99,27 @@ pub fn verify(
         })
     };
 
-    // 1. Parse every line and check the sections' order.
+    // 1. Parse every line (each of bounded length) and check the sections' order.
     let mut lines: Vec<(u64, Line)> = Vec::new();
-    for (i, text) in input.lines().enumerate() {
-        let n = i as u64 + 1;
-        match text {
-            Ok(text) => match serde_json::from_str::<Line>(&text) {
-                Ok(line) => lines.push((n, line)),
-                Err(e) => fail(n, None, None, format!("not a bundle line: {e}")),
-            },
-            Err(e) => fail(n, None, None, format!("unreadable: {e}")),
+    let mut input = input;
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        let text = match read_line(&mut input) {
+            Ok(None) => break,
+            Ok(Some(Ok(text))) => text,
+            Ok(Some(Err(why))) => {
+                fail(n, None, None, why);
+                continue;
+            }
+            Err(e) => {
+                fail(n, None, None, format!("unreadable: {e}"));
+                break;
+            }
+        };
+        match serde_json::from_str::<Line>(&text) {
+            Ok(line) => lines.push((n, line)),
+            Err(e) => fail(n, None, None, format!("not a bundle line: {e}")),
         }
     }
     let rank = |l: &Line| match l {
@@ -168,7 +182,7 @@ pub fn verify(
             Line::Checkpoint(c) => checkpoint_lines.push((n, c)),
             Line::End { lines: count } => {
                 end_seen = true;
-                if count + 1 != total_lines || count + 1 != n {
+                if count.checked_add(1) != Some(total_lines) || count.checked_add(1) != Some(n) {
                     fail(
                         n,
                         None,
@@ -243,7 +257,7 @@ pub fn verify(
         previous = Some(key);
         if let Payload::Identified(i) = &r.record.envelope().payload {
             let (seq, prev) = chains.get(&i.author).copied().unwrap_or((0, [0; 32]));
-            if i.seq != seq + 1 {
+            if Some(i.seq) != seq.checked_add(1) {
                 v.failures.push(at_record(
                     r.line,
                     &r.record,
@@ -262,8 +276,11 @@ pub fn verify(
         summarize(&mut v.epochs, &r.record);
     }
 
-    // 5. Evidence: a second record, signed, where the chain holds another.
+    // 5. Evidence: a second record, signed, where the chain holds another, or continuing such
+    //    a fork (its `prev` is the record before it on the fork: a member keeps what follows
+    //    the other side of a fork as evidence too).
     let mut previous = None;
+    let mut evidence_read = Vec::new();
     for (n, line) in &evidence_lines {
         match check_line(consortium, *n, line) {
             Err(f) => v.failures.push(f),
@@ -276,17 +293,32 @@ pub fn verify(
                     ));
                 }
                 previous = Some(r.hash);
-                match r.record.claimed_position() {
-                    Some(pos) if at.get(&pos).is_some_and(|h| *h != r.hash) => {}
-                    _ => v.failures.push(at_record(
-                        r.line,
-                        &r.record,
-                        "no other record of its author at its sequence number".into(),
-                    )),
-                }
-                v.evidence += 1;
+                evidence_read.push(r);
             }
         }
+    }
+    let mut forks: BTreeSet<(MemberIndex, u64, Hash)> = BTreeSet::new();
+    for r in &evidence_read {
+        if let Some((a, seq, _)) = r.record.claimed_chain() {
+            forks.insert((a, seq, r.hash));
+        }
+    }
+    for r in &evidence_read {
+        let placed = r.record.claimed_chain().is_some_and(|(a, seq, prev)| {
+            let beside = at.get(&(a, seq)).is_some_and(|h| *h != r.hash);
+            let before = seq.saturating_sub(1);
+            let follows = at.get(&(a, before)) == Some(&prev) || forks.contains(&(a, before, prev));
+            beside || (follows && at.get(&(a, seq)) != Some(&r.hash))
+        });
+        if !placed {
+            v.failures.push(at_record(
+                r.line,
+                &r.record,
+                "neither beside its author's record at its sequence number nor continuing a fork"
+                    .into(),
+            ));
+        }
+        v.evidence += 1;
     }
 
     // 6. Rules of one record that need no epoch state: report parts (bounded, strictly
@@ -307,8 +339,9 @@ pub fn verify(
     }
 
     // 7. Checkpoints: derived again from the records, and compared line by line.
+    // Votes and report parts kept as evidence count as members count them.
     let mut index = Index::default();
-    for r in &read {
+    for r in read.iter().chain(&evidence_read) {
         index.add(r.hash, &r.record.envelope().payload);
     }
     let mut sets = BTreeMap::new();
@@ -367,7 +400,7 @@ pub fn verify(
     // 8. Every submission's proofs (validity, holder, ring) under its epoch's keys, derived
     //    from the log, on every core.
     let mut keys = KeyIndex::default();
-    for r in &read {
+    for r in read.iter().chain(&evidence_read) {
         keys.add(r.hash, &r.record.envelope().payload);
     }
     match keys.keys(consortium) {
@@ -378,14 +411,19 @@ pub fn verify(
             why,
         }),
         Ok(keys) => {
-            let failures: Vec<Failure> = read
+            let judged: Vec<(Proofs, Failure)> = read
                 .par_iter()
                 .filter_map(|r| {
-                    let why = proofs_fail(consortium, &keys, &sets, &r.record)?;
-                    Some(at_record(r.line, &r.record, why))
+                    let (proofs, why) = proofs_fail(consortium, &keys, &sets, &r.record)?;
+                    Some((proofs, at_record(r.line, &r.record, why)))
                 })
                 .collect();
-            v.failures.extend(failures);
+            for (proofs, f) in judged {
+                match proofs {
+                    Proofs::Fail => v.failures.push(f),
+                    Proofs::Unjudged => v.unjudged.push(f),
+                }
+            }
         }
     }
     v
@@ -396,6 +434,31 @@ pub fn verify(
 /// every key-switch proof against its author's verifying share; a fault record's evidence,
 /// judged as members judge it.
 fn proofs_fail(
+    c: &Consortium,
+    keys: &BTreeMap<u64, SetupKeys>,
+    sets: &BTreeMap<u64, FinalSet>,
+    record: &UncheckedRecord,
+) -> Option<(Proofs, String)> {
+    proofs_why(c, keys, sets, record).map(|why| {
+        // Members keep shares of an epoch that never sealed unchecked (its deadline passed),
+        // and evidence about them as unverifiable: so does the auditor.
+        if why.ends_with(UNSEALED) {
+            (Proofs::Unjudged, why)
+        } else {
+            (Proofs::Fail, why)
+        }
+    })
+}
+
+/// How a record's proofs came out, where they did not hold.
+enum Proofs {
+    Fail,
+    Unjudged,
+}
+
+const UNSEALED: &str = "is not sealed in the log";
+
+fn proofs_why(
     c: &Consortium,
     keys: &BTreeMap<u64, SetupKeys>,
     sets: &BTreeMap<u64, FinalSet>,
@@ -414,9 +477,7 @@ fn proofs_fail(
                     Judgement::Proven(_) => None,
                     Judgement::False(why) => Some(format!("false accusation: {why}")),
                     Judgement::NeedsKeys => Some(no_keys(*epoch)),
-                    Judgement::NeedsFinalSet(_) => {
-                        Some(format!("epoch {epoch} is not sealed in the log"))
-                    }
+                    Judgement::NeedsFinalSet(_) => Some(format!("epoch {epoch} {UNSEALED}")),
                 };
             }
             let Body::DecryptionShares {
@@ -431,7 +492,7 @@ fn proofs_fail(
                 return Some(no_keys(*epoch));
             };
             let Some(set) = sets.get(epoch) else {
-                return Some(format!("epoch {epoch} is not sealed in the log"));
+                return Some(format!("epoch {epoch} {UNSEALED}"));
             };
             let Some(verifying) = k.x.verifying.get(&i.author) else {
                 return Some(format!(
@@ -593,4 +654,47 @@ fn parse_hash(text: &str) -> Result<Hash, String> {
         .ok()
         .and_then(|b| Hash::try_from(b.as_slice()).ok())
         .ok_or_else(|| format!("not a hash: {text:?}"))
+}
+
+/// The longest line read: a record at the size limit in hex, with its view (every byte as a
+/// number of up to three digits and a comma), and room to spare.
+const LINE_MAX: usize = 16 * bankmesh_protocol::record::MAX_RECORD_BYTES;
+
+/// Reads one line of at most [`LINE_MAX`] bytes: `None` at the end; a line too long is
+/// skipped to its end and named.
+fn read_line(input: &mut impl BufRead) -> std::io::Result<Option<Result<String, String>>> {
+    let mut buf = Vec::new();
+    let read = std::io::Read::take(&mut *input, LINE_MAX as u64 + 1).read_until(b'\n', &mut buf)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if buf.len() > LINE_MAX {
+        // Skip the rest of the line.
+        loop {
+            let available = input.fill_buf()?;
+            if available.is_empty() {
+                break;
+            }
+            match available.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    input.consume(i + 1);
+                    break;
+                }
+                None => {
+                    let len = available.len();
+                    input.consume(len);
+                }
+            }
+        }
+        return Ok(Some(Err(format!("a line longer than {LINE_MAX} bytes"))));
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    Ok(Some(
+        String::from_utf8(buf).map_err(|_| "a line that is not UTF-8".to_string()),
+    ))
 }
