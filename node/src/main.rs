@@ -346,6 +346,9 @@ fn audit(command: AuditCommand) -> Result<()> {
             out,
         } => {
             let s = bankmesh_node::audit::export(&dir, &consortium, &out)?;
+            for u in &s.unproven {
+                eprintln!("warning: no checkpoint: {}", u.why);
+            }
             eprintln!(
                 "wrote {}: {} records, {} evidence, {} checkpoints",
                 out.display(),

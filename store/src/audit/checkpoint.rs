@@ -34,6 +34,15 @@ pub struct Checkpoint {
     pub log_root: Hash,
 }
 
+/// A certified epoch whose checkpoint the log does not give.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unproven {
+    /// The log proves something wrong (two certified values, a certified value no member
+    /// could have accepted); otherwise it only lacks a record (a node still catching up).
+    pub wrong: bool,
+    pub why: String,
+}
+
 /// The precommits of one (epoch, round, value id): each author's first, with its value.
 type Votes<'a> = BTreeMap<MemberIndex, (Hash, &'a Value)>;
 
@@ -91,12 +100,17 @@ impl<'a> Index<'a> {
     }
 
     /// Every epoch with a certificate, its checkpoint; or why one cannot be derived.
-    pub fn checkpoints(&self, c: &Consortium) -> Result<Vec<Checkpoint>, String> {
-        Ok(self.sealed(c)?.into_iter().map(|(cp, _)| cp).collect())
+    pub fn checkpoints(&self, c: &Consortium) -> (Vec<Checkpoint>, Vec<Unproven>) {
+        let (sealed, problems) = self.sealed(c);
+        (sealed.into_iter().map(|(cp, _)| cp).collect(), problems)
     }
 
-    /// Every epoch with a certificate: its checkpoint and final set.
-    pub fn sealed(&self, c: &Consortium) -> Result<Vec<(Checkpoint, FinalSet)>, String> {
+    /// Every epoch with a certificate: its checkpoint and final set; and, per epoch whose
+    /// checkpoint cannot be derived, why (that epoch has no leaf in the checkpoint log; the
+    /// others are derived all the same).
+    pub fn sealed(&self, c: &Consortium) -> (Vec<(Checkpoint, FinalSet)>, Vec<Unproven>) {
+        let mut problems = Vec::new();
+        let mut violated = std::collections::BTreeSet::new();
         let mut certified: BTreeMap<u64, (u32, Hash, &Votes)> = BTreeMap::new();
         for ((epoch, round, id), votes) in &self.precommits {
             if votes.len() < c.quorum() {
@@ -106,9 +120,14 @@ impl<'a> Index<'a> {
                 // Tendermint decides one value per instance: two certified values are a
                 // safety violation the log proves.
                 Some((r, other, _)) if other != id => {
-                    return Err(format!(
-                        "epoch {epoch}: two values certified (rounds {r} and {round})"
-                    ))
+                    if violated.insert(*epoch) {
+                        problems.push(Unproven {
+                            wrong: true,
+                            why: format!(
+                                "epoch {epoch}: two values certified (rounds {r} and {round})"
+                            ),
+                        });
+                    }
                 }
                 Some(_) => {}
                 None => {
@@ -119,12 +138,19 @@ impl<'a> Index<'a> {
         let mut log = CheckpointLog::default();
         let mut out = Vec::new();
         for (epoch, (round, id, votes)) in certified {
-            let value = votes
-                .values()
-                .next()
-                .map(|(_, v)| *v)
-                .ok_or_else(|| format!("epoch {epoch}: empty certificate"))?;
-            let set = self.final_set(c, epoch, round, value)?;
+            if violated.contains(&epoch) {
+                continue;
+            }
+            let Some(value) = votes.values().next().map(|(_, v)| *v) else {
+                continue;
+            };
+            let set = match self.final_set(c, epoch, round, value) {
+                Ok(set) => set,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            };
             let submissions = set.entries.len() as u64;
             log.push(checkpoint_leaf(epoch, &set.root, submissions));
             let checkpoint = Checkpoint {
@@ -141,7 +167,7 @@ impl<'a> Index<'a> {
             };
             out.push((checkpoint, set));
         }
-        Ok(out)
+        (out, problems)
     }
 
     /// The final set a certified seal value implies (the same rules as the members').
@@ -151,18 +177,22 @@ impl<'a> Index<'a> {
         epoch: u64,
         round: u32,
         value: &Value,
-    ) -> Result<FinalSet, String> {
+    ) -> Result<FinalSet, Unproven> {
+        let wrong = |why| Unproven { wrong: true, why };
+        let missing = |why| Unproven { wrong: false, why };
         let Value::Seal { reports } = value else {
-            return Err(format!("epoch {epoch}: the certified value is no seal"));
+            return Err(wrong(format!(
+                "epoch {epoch}: the certified value is no seal"
+            )));
         };
         let members: BTreeSet<MemberIndex> = reports.iter().map(|(m, _)| *m).collect();
         if reports.len() != c.reports_pinned() || members.len() != reports.len() {
-            return Err(format!(
+            return Err(wrong(format!(
                 "epoch {epoch}: the seal pins {} reports of {} members, not {}",
                 reports.len(),
                 members.len(),
                 c.reports_pinned()
-            ));
+            )));
         }
         let empty = BTreeMap::new();
         let parts = self.parts.get(&epoch).unwrap_or(&empty);
@@ -173,12 +203,16 @@ impl<'a> Index<'a> {
                     lists.push(list)
                 }
                 Walk::Missing(h) => {
-                    return Err(format!(
+                    return Err(missing(format!(
                         "epoch {epoch}: report part {} of member {member} is missing",
                         hex::encode(h)
-                    ))
+                    )))
                 }
-                _ => return Err(format!("epoch {epoch}: member {member}'s report is broken")),
+                _ => {
+                    return Err(wrong(format!(
+                        "epoch {epoch}: member {member}'s report is broken"
+                    )))
+                }
             }
         }
         let hashes = seal::final_hashes(lists.iter().map(Vec::as_slice), c.faulty());
@@ -189,16 +223,16 @@ impl<'a> Index<'a> {
                 .get(h)
                 .filter(|s| s.epoch == epoch)
                 .ok_or_else(|| {
-                    format!(
+                    missing(format!(
                         "epoch {epoch}: sealed submission {} is not in the log",
                         hex::encode(h)
-                    )
+                    ))
                 })?;
             pool.insert(*h, s);
         }
         let entries = pool
             .take(&hashes)
-            .ok_or_else(|| format!("epoch {epoch}: the final set could not be taken"))?;
+            .ok_or_else(|| wrong(format!("epoch {epoch}: the final set could not be taken")))?;
         Ok(FinalSet::new(round, entries, c.n(), c.min_count()))
     }
 }

@@ -101,50 +101,70 @@ impl<'a> KeyIndex<'a> {
             .or_default()
     }
 
-    /// Each epoch whose setup a quorum decided: its public keys. An epoch whose decided
-    /// transcripts do not follow from the log is an error.
-    pub fn keys(&self, c: &Consortium) -> Result<BTreeMap<u64, SetupKeys>, String> {
+    /// Each epoch whose setup a quorum decided: its public keys; and, per epoch whose decided
+    /// keys do not follow from the log, why (that epoch has none; the others are derived all
+    /// the same).
+    pub fn keys(&self, c: &Consortium) -> (BTreeMap<u64, SetupKeys>, Vec<String>) {
         let mut out = BTreeMap::new();
+        let mut wrong: BTreeMap<u64, String> = BTreeMap::new();
         for ((epoch, attempt, _, _), (authors, transcripts)) in &self.precommits {
-            if authors.len() < c.quorum() {
+            if authors.len() < c.quorum() || wrong.contains_key(epoch) {
                 continue;
             }
             match out.get(epoch).map(|k: &SetupKeys| k.attempt) {
                 // Certified in two rounds of one attempt: the same value (Tendermint).
                 Some(other) if other == *attempt => continue,
                 Some(other) => {
-                    return Err(format!(
-                        "epoch {epoch}: keys decided in attempts {other} and {attempt}"
-                    ))
+                    out.remove(epoch);
+                    wrong.insert(
+                        *epoch,
+                        format!("epoch {epoch}: keys decided in attempts {other} and {attempt}"),
+                    );
+                    continue;
                 }
                 None => {}
             }
-            let mut runs = Vec::new();
-            for (run, transcript) in Run::ALL.iter().zip(transcripts) {
-                runs.push(self.run_keys(c, *epoch, *run, *attempt, transcript)?);
+            match self.epoch_keys(c, *epoch, *attempt, transcripts) {
+                Ok(keys) => {
+                    out.insert(*epoch, keys);
+                }
+                Err(why) => {
+                    wrong.insert(*epoch, why);
+                }
             }
-            let [(x, participants), (k, _)]: [_; 2] = runs
-                .try_into()
-                .map_err(|_| format!("epoch {epoch}: two runs expected"))?;
-            let posted = self.dkg.get(&(*epoch, Run::Decryption, *attempt));
-            let ring = participants
-                .iter()
-                .map(|m| posted.and_then(|p| p.get(m)).and_then(|p| p.ring))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| format!("epoch {epoch}: a participant announced no ring key"))?;
-            out.insert(
-                *epoch,
-                SetupKeys {
-                    attempt: *attempt,
-                    x,
-                    k,
-                    ring_members: participants,
-                    ring,
-                    ring_secret: None,
-                },
-            );
         }
-        Ok(out)
+        (out, wrong.into_values().collect())
+    }
+
+    /// The keys of `attempt` of `epoch`, if its records give the decided transcripts.
+    fn epoch_keys(
+        &self,
+        c: &Consortium,
+        epoch: u64,
+        attempt: u32,
+        transcripts: &[Hash; 2],
+    ) -> Result<SetupKeys, String> {
+        let mut runs = Vec::new();
+        for (run, transcript) in Run::ALL.iter().zip(transcripts) {
+            runs.push(self.run_keys(c, epoch, *run, attempt, transcript)?);
+        }
+        let [(x, participants), (k, _)]: [_; 2] = runs
+            .try_into()
+            .map_err(|_| format!("epoch {epoch}: two runs expected"))?;
+        let posted = self.dkg.get(&(epoch, Run::Decryption, attempt));
+        let ring = participants
+            .iter()
+            .map(|m| posted.and_then(|p| p.get(m)).and_then(|p| p.ring))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("epoch {epoch}: a participant announced no ring key"))?;
+        Ok(SetupKeys {
+            attempt,
+            x,
+            k,
+            ring_members: participants,
+            ring,
+            ring_secret: None,
+        })
     }
 
     /// One run's public keys and participants, if its records give the decided transcript.

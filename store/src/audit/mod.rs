@@ -19,7 +19,7 @@ mod export;
 mod keys;
 mod verify;
 
-pub use checkpoint::{Checkpoint, Index};
+pub use checkpoint::{Checkpoint, Index, Unproven};
 pub use export::{export, ExportSummary};
 pub use keys::KeyIndex;
 pub use verify::{extends, verify, Failure, Verified};

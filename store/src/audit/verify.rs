@@ -345,57 +345,63 @@ pub fn verify(
         index.add(r.hash, &r.record.envelope().payload);
     }
     let mut sets = BTreeMap::new();
-    match index.sealed(consortium) {
-        Err(why) => v.failures.push(Failure {
+    let (sealed, unproven) = index.sealed(consortium);
+    for u in unproven {
+        let f = Failure {
             line: 0,
             hash: None,
             kind: Some("checkpoint".into()),
-            why,
-        }),
-        Ok(sealed) => {
-            let mut derived = Vec::new();
-            for (checkpoint, set) in sealed {
-                sets.insert(checkpoint.epoch, set);
-                derived.push(checkpoint);
-            }
-            let mut given = checkpoint_lines.iter();
-            for c in &derived {
-                let expected = CheckpointLine::from(c);
-                match given.next() {
-                    Some((_, line)) if *line == expected => {}
-                    Some((n, line)) => v.failures.push(Failure {
-                        line: *n,
-                        hash: None,
-                        kind: Some("checkpoint".into()),
-                        why: format!(
-                            "epoch {}: not what the log proves ({})",
-                            line.epoch,
-                            differing(line, &expected)
-                        ),
-                    }),
-                    None => v.failures.push(Failure {
-                        line: 0,
-                        hash: None,
-                        kind: Some("checkpoint".into()),
-                        why: format!("epoch {}'s checkpoint is missing", c.epoch),
-                    }),
-                }
-                let e = v.epochs.entry(c.epoch).or_default();
-                e.sealed = Some(c.submissions);
-                e.excluded = c.excluded.len() as u64;
-                e.tags = c.tags.iter().map(|(t, n)| (hex::encode(t), *n)).collect();
-            }
-            for (n, line) in given {
-                v.failures.push(Failure {
-                    line: *n,
-                    hash: None,
-                    kind: Some("checkpoint".into()),
-                    why: format!("epoch {}: no certificate in the log", line.epoch),
-                });
-            }
-            v.checkpoints = derived.len() as u64;
+            why: u.why,
+        };
+        // A log that lacks a record (its node was catching up) proves less, not something
+        // wrong: that epoch is noted, and has no checkpoint line.
+        if u.wrong {
+            v.failures.push(f);
+        } else {
+            v.unjudged.push(f);
         }
     }
+    let mut derived = Vec::new();
+    for (checkpoint, set) in sealed {
+        sets.insert(checkpoint.epoch, set);
+        derived.push(checkpoint);
+    }
+    let mut given = checkpoint_lines.iter();
+    for c in &derived {
+        let expected = CheckpointLine::from(c);
+        match given.next() {
+            Some((_, line)) if *line == expected => {}
+            Some((n, line)) => v.failures.push(Failure {
+                line: *n,
+                hash: None,
+                kind: Some("checkpoint".into()),
+                why: format!(
+                    "epoch {}: not what the log proves ({})",
+                    line.epoch,
+                    differing(line, &expected)
+                ),
+            }),
+            None => v.failures.push(Failure {
+                line: 0,
+                hash: None,
+                kind: Some("checkpoint".into()),
+                why: format!("epoch {}'s checkpoint is missing", c.epoch),
+            }),
+        }
+        let e = v.epochs.entry(c.epoch).or_default();
+        e.sealed = Some(c.submissions);
+        e.excluded = c.excluded.len() as u64;
+        e.tags = c.tags.iter().map(|(t, n)| (hex::encode(t), *n)).collect();
+    }
+    for (n, line) in given {
+        v.failures.push(Failure {
+            line: *n,
+            hash: None,
+            kind: Some("checkpoint".into()),
+            why: format!("epoch {}: no certificate in the log", line.epoch),
+        });
+    }
+    v.checkpoints = derived.len() as u64;
 
     // 8. Every submission's proofs (validity, holder, ring) under its epoch's keys, derived
     //    from the log, on every core.
@@ -403,27 +409,26 @@ pub fn verify(
     for r in read.iter().chain(&evidence_read) {
         keys.add(r.hash, &r.record.envelope().payload);
     }
-    match keys.keys(consortium) {
-        Err(why) => v.failures.push(Failure {
+    let (keys, wrong) = keys.keys(consortium);
+    for why in wrong {
+        v.failures.push(Failure {
             line: 0,
             hash: None,
             kind: Some("setup".into()),
             why,
-        }),
-        Ok(keys) => {
-            let judged: Vec<(Proofs, Failure)> = read
-                .par_iter()
-                .filter_map(|r| {
-                    let (proofs, why) = proofs_fail(consortium, &keys, &sets, &r.record)?;
-                    Some((proofs, at_record(r.line, &r.record, why)))
-                })
-                .collect();
-            for (proofs, f) in judged {
-                match proofs {
-                    Proofs::Fail => v.failures.push(f),
-                    Proofs::Unjudged => v.unjudged.push(f),
-                }
-            }
+        });
+    }
+    let judged: Vec<(Proofs, Failure)> = read
+        .par_iter()
+        .filter_map(|r| {
+            let (proofs, why) = proofs_fail(consortium, &keys, &sets, &r.record)?;
+            Some((proofs, at_record(r.line, &r.record, why)))
+        })
+        .collect();
+    for (proofs, f) in judged {
+        match proofs {
+            Proofs::Fail => v.failures.push(f),
+            Proofs::Unjudged => v.unjudged.push(f),
         }
     }
     v
