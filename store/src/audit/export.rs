@@ -110,7 +110,8 @@ fn decode(position: u64, bytes: &[u8]) -> Result<UncheckedRecord, StoreError> {
     })
 }
 
-pub(super) fn record_line(r: &UncheckedRecord) -> RecordLine {
+/// A record's line: its hash, bytes and view.
+pub fn record_line(r: &UncheckedRecord) -> RecordLine {
     RecordLine {
         hash: hex::encode(r.hash()),
         bytes: hex::encode(r.bytes()),

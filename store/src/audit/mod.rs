@@ -20,7 +20,7 @@ mod keys;
 mod verify;
 
 pub use checkpoint::{Checkpoint, Index, Unproven};
-pub use export::{export, ExportSummary};
+pub use export::{export, record_line, ExportSummary};
 pub use keys::KeyIndex;
 pub use verify::{extends, verify, Failure, Verified};
 
